@@ -1,0 +1,1 @@
+"""Deepfield's domain applications, one package per domain."""

@@ -1,0 +1,1 @@
+"""Fraud detection on card transactions: supervised network, autoencoder, baselines, cost-based thresholds."""

@@ -1,0 +1,1 @@
+"""Deepfield medical app (see its issue; not built yet)."""

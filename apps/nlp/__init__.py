@@ -1,0 +1,1 @@
+"""Deepfield nlp app (see its issue; not built yet)."""

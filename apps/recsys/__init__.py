@@ -1,0 +1,1 @@
+"""Deepfield recsys app (see its issue; not built yet)."""

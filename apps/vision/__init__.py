@@ -1,0 +1,1 @@
+"""Deepfield vision app (see its issue; not built yet)."""

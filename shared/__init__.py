@@ -1,0 +1,1 @@
+"""Pieces that two or more Deepfield apps use: config, runs, training, evaluation, scoring, IO."""

@@ -1,0 +1,211 @@
+"""Typed configs: dataclasses with defaults, loaded from YAML and `--set key=value` overrides.
+
+Every value is checked against the field's type and its declared range before any work starts;
+a bad value fails with one line naming the key and what is allowed.
+"""
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as one line that names the key."""
+
+
+def bounded(default, *, low=None, high=None, low_open=False, choices=None, doc: str = ""):
+    """A dataclass field with a default and an allowed range or set of values."""
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "doc": doc}
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def listed(default: list):
+    """A list-valued field (dataclasses need a factory for mutable defaults)."""
+    return dataclasses.field(default_factory=lambda: list(default))
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How a network is fitted; shared by every app."""
+
+    epochs: int = bounded(
+        20, low=1
+    )  # passes over the training data (early stopping may end sooner)
+    batch_size: int = bounded(512, low=1)  # examples per step, summed over all replicas
+    learning_rate: float = bounded(1e-3, low=0.0, low_open=True)  # peak rate after warm-up
+    warmup_epochs: float = bounded(1.0, low=0.0)  # linear warm-up length before the cosine decay
+    min_learning_rate_ratio: float = bounded(0.01, low=0.0, high=1.0)  # cosine floor / peak
+    weight_decay: float = bounded(1e-4, low=0.0)  # AdamW decoupled weight decay
+    patience: int = bounded(4, low=0)  # epochs without improvement before early stopping (0: off)
+    mixed_precision: bool = False  # mixed_float16 on GPU, mixed_bfloat16 on CPU
+    xla: bool = False  # compile the train step with XLA (jit_compile)
+    seed: int = bounded(42, low=0)  # seeds Python, NumPy and TensorFlow
+    verbose: int = bounded(
+        2, choices=[0, 1, 2]
+    )  # Keras fit verbosity: 0 silent, 1 bar, 2 line per epoch
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Where run folders go."""
+
+    root: str = "runs"  # runs/<app>/<run-id>/ are created under this folder
+    run_id: str = ""  # empty: a new id from the time and the config hash (a rerun resumes)
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
+    """Build a `cls` instance from defaults, then a YAML file, then `key=value` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        data = loaded or {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        _assign(data, key.strip().split("."), _parse_scalar(raw))
+    return from_dict(cls, data)
+
+
+def from_dict(cls: type, data: dict, prefix: str = ""):
+    """Recursively build dataclass `cls` from `data`, checking keys, types and ranges."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}; allowed keys here: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        key = prefix + name
+        values[name] = _check(hints[name], value, key)
+        _check_range(fields[name].metadata, values[name], key)
+    instance = cls(**values)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        validate()
+    return instance
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _check(hint, value, key: str):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check(option, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(
+            errors[0] if len(options) == 1 else f"{key}: expected {_describe(hint)}, got {value!r}"
+        )
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_describe(args[0])}, got {value!r}")
+        return [_check(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _check(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str) and _float_or_none(value) is not None:
+            value = _float_or_none(value)  # PyYAML reads `1e-3` as a string
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} for {key}")  # a bug in a config class
+
+
+def _check_range(meta, value, key: str) -> None:
+    if value is None or not meta:
+        return
+    low, high, choices = meta.get("low"), meta.get("high"), meta.get("choices")
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if choices is not None and item not in choices:
+            raise ConfigError(
+                f"{key}: expected one of {', '.join(map(str, choices))}, got {item!r}"
+            )
+        if low is not None and (item < low or (meta.get("low_open") and item == low)):
+            bound = f"> {low}" if meta.get("low_open") else f">= {low}"
+            raise ConfigError(f"{key}: must be {bound}, got {item!r}")
+        if high is not None and item > high:
+            raise ConfigError(f"{key}: must be <= {high}, got {item!r}")
+
+
+def _float_or_none(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _describe(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _parse_scalar(raw: str):
+    # YAML scalar rules give `3` -> int, `1e-3` -> float, `true` -> bool, `[a, b]` -> list.
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _assign(data: dict, keys: list[str], value) -> None:
+    node = data
+    for part in keys[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {part} is not a section")
+        node = child
+    node[keys[-1]] = value

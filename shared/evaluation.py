@@ -1,0 +1,285 @@
+"""Evaluation helpers: classification metrics, operating points, and the plots people look at."""
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+from shared.io import atomic_path  # noqa: E402
+
+
+def cost_threshold(y, score, fn_cost, fp_cost: float) -> tuple[float, float]:
+    """The threshold (flag when score >= threshold) with the lowest total cost, and that cost.
+
+    `fn_cost` is a number or one cost per row (for example the transaction amount); a missed
+    positive costs its `fn_cost`, a false alarm costs `fp_cost`. Every cut between two distinct
+    scores is tried, plus flagging nothing.
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    fn_cost = np.broadcast_to(np.asarray(fn_cost, dtype=np.float64), y.shape)
+    order = np.argsort(-score, kind="stable")
+    s, pos, cost_pos = score[order], y[order], np.where(y[order], fn_cost[order], 0.0)
+    caught = np.cumsum(cost_pos)  # FN cost avoided by flagging the top k
+    false_alarms = np.cumsum(~pos)
+    last_of_tie = np.r_[s[1:] != s[:-1], True]  # a cut may only fall between distinct scores
+    totals = cost_pos.sum() - caught[last_of_tie] + fp_cost * false_alarms[last_of_tie]
+    cut_scores = s[last_of_tie]
+    nothing = cost_pos.sum()
+    best = int(np.argmin(totals)) if len(totals) else 0
+    if len(totals) == 0 or nothing <= totals[best]:
+        return float(np.nextafter(s[0], np.inf)) if len(s) else 1.0, float(nothing)
+    return float(cut_scores[best]), float(totals[best])
+
+
+def recall_at_budget(y, score, fraction: float) -> float:
+    """Share of positives among the top `fraction` of rows by score (an alert budget)."""
+    y = np.asarray(y).astype(bool)
+    if y.sum() == 0:
+        return float("nan")
+    k = max(1, math.ceil(fraction * len(y)))
+    top = np.argsort(-np.asarray(score), kind="stable")[:k]
+    return float(y[top].sum() / y.sum())
+
+
+def binary_report(
+    y, score, threshold: float, fn_cost, fp_cost: float, budgets=(0.005, 0.01)
+) -> dict:
+    """The metrics a fraud or screening team reads: ranking quality, then the operating point."""
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype=np.float64)
+    flagged = score >= threshold
+    tp = int(np.sum(flagged & (y == 1)))
+    fp = int(np.sum(flagged & (y == 0)))
+    fn = int(np.sum(~flagged & (y == 1)))
+    tn = int(np.sum(~flagged & (y == 0)))
+    fn_cost = np.broadcast_to(np.asarray(fn_cost, dtype=np.float64), y.shape)
+    cost = float(fn_cost[~flagged & (y == 1)].sum() + fp_cost * fp)
+    both_classes = 0 < y.sum() < len(y)
+    report = {
+        "rows": int(len(y)),
+        "positives": int(y.sum()),
+        "auprc": float(skm.average_precision_score(y, score)) if both_classes else float("nan"),
+        "roc_auc": float(skm.roc_auc_score(y, score)) if both_classes else float("nan"),
+        "threshold": float(threshold),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+        "expected_cost": cost,
+        "cost_per_1000_rows": 1000 * cost / max(1, len(y)),
+    }
+    for fraction in budgets:
+        report[f"recall_at_top_{fraction * 100:g}pct"] = recall_at_budget(y, score, fraction)
+    return report
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Save a figure atomically and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_roc(curves: dict, path: str | Path, title: str = "ROC curve") -> Path:
+    """`curves` maps a model name to (y_true, score)."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (y, score) in curves.items():
+        fpr, tpr, _ = skm.roc_curve(y, score)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(
+        xlabel="False positive rate",
+        ylabel="True positive rate",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_precision_recall(
+    curves: dict, path: str | Path, title: str = "Precision-recall curve"
+) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    base = None
+    for name, (y, score) in curves.items():
+        precision, recall, _ = skm.precision_recall_curve(y, score)
+        ap = skm.average_precision_score(y, score)
+        ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")
+        base = float(np.mean(y))
+    if base is not None:
+        ax.axhline(base, color="grey", linestyle=":", linewidth=1, label=f"chance ({base:.4f})")
+    ax.set(xlabel="Recall", ylabel="Precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def calibration_bins(y, prob, n_bins: int = 10, strategy: str = "quantile"):
+    """Mean predicted probability and observed frequency per non-empty bin, and the bin counts.
+
+    `strategy`: "uniform" (equal-width), "quantile" (equal-count) or "log" (equal width in
+    log-probability, which resolves the high-risk tail when positives are rare).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    prob = np.asarray(prob, dtype=np.float64)
+    if strategy == "quantile":
+        edges = np.unique(np.quantile(prob, np.linspace(0, 1, n_bins + 1)))
+    elif strategy == "log":
+        low = max(1e-6, float(np.quantile(prob, 0.001)))
+        edges = np.r_[0.0, np.geomspace(low, 1.0, n_bins)]
+    else:
+        edges = np.linspace(0, 1, n_bins + 1)
+    if len(edges) < 2:  # every probability identical
+        edges = np.array([prob.min(), prob.min() + 1e-12])
+    index = np.clip(np.searchsorted(edges, prob, side="right") - 1, 0, len(edges) - 2)
+    counts = np.bincount(index, minlength=len(edges) - 1)
+    keep = counts > 0
+    mean_prob = np.bincount(index, weights=prob, minlength=len(edges) - 1)[keep] / counts[keep]
+    freq = np.bincount(index, weights=y, minlength=len(edges) - 1)[keep] / counts[keep]
+    return mean_prob, freq, counts[keep]
+
+
+def expected_calibration_error(y, prob, n_bins: int = 15) -> float:
+    """ECE with equal-width bins: the count-weighted gap between confidence and frequency."""
+    mean_prob, freq, counts = calibration_bins(y, prob, n_bins, strategy="uniform")
+    return float(np.sum(counts * np.abs(mean_prob - freq)) / max(1, counts.sum()))
+
+
+def plot_calibration(
+    curves: dict, path: str | Path, n_bins: int = 12, title: str = "Calibration"
+) -> Path:
+    """Reliability diagram on log-log axes with log-spaced bins (rare positives crowd a linear one).
+
+    Bins where no positive was observed sit on the bottom edge (hollow markers).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    binned = {
+        name: calibration_bins(y, prob, n_bins, strategy="log")
+        for name, (y, prob) in curves.items()
+    }
+    seen = np.concatenate(
+        [np.r_[m[m > 0], f[f > 0]] for m, f, _ in binned.values()] or [np.array([0.1])]
+    )
+    low = max(float(seen.min()) / 2 if len(seen) else 1e-3, 1e-6)
+    for name, (mean_prob, freq, _) in binned.items():
+        y, prob = curves[name]
+        ece = expected_calibration_error(y, prob)
+        line = ax.plot(
+            mean_prob[freq > 0],
+            freq[freq > 0],
+            marker="o",
+            markersize=4,
+            label=f"{name} (ECE {ece:.4f})",
+        )[0]
+        ax.plot(
+            mean_prob[freq == 0],
+            np.full(int((freq == 0).sum()), low),
+            linestyle="none",
+            marker="o",
+            markersize=5,
+            markerfacecolor="none",
+            color=line.get_color(),
+        )
+    ax.plot([low, 1], [low, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+    ax.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low * 0.9, 1))
+    ax.set(xlabel="Mean predicted probability", ylabel="Observed frequency", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(
+    matrix, labels: list[str], path: str | Path, title: str = "Confusion matrix"
+) -> Path:
+    """Counts in each cell, colour by share of the true class (row-normalised)."""
+    matrix = np.asarray(matrix)
+    share = matrix / np.maximum(1, matrix.sum(axis=1, keepdims=True))
+    size = max(4.0, 0.5 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=45 if len(labels) > 4 else 0,
+        ha="right" if len(labels) > 4 else "center",
+    )
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]:,}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=9,
+            )
+    ax.set(xlabel="Predicted", ylabel="True", title=title)
+    return save_figure(fig, path)
+
+
+def plot_cost_curve(
+    y,
+    score,
+    fn_cost,
+    fp_cost: float,
+    threshold: float,
+    path: str | Path,
+    title: str = "Cost by threshold",
+) -> Path:
+    """Total cost as the threshold moves, with the chosen threshold marked."""
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    fn_cost = np.broadcast_to(np.asarray(fn_cost, dtype=np.float64), y.shape)
+    grid = np.unique(np.quantile(score, np.linspace(0, 1, 400)))
+    order = np.sort(score)
+    totals = []
+    for t in grid:
+        flagged = score >= t
+        totals.append(fn_cost[y & ~flagged].sum() + fp_cost * np.sum(flagged & ~y))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(grid, totals, label="total cost")
+    ax.axvline(threshold, color="red", linestyle="--", label=f"chosen threshold {threshold:.4g}")
+    ax.set(xlabel="Threshold (flag when score >= threshold)", ylabel="Total cost", title=title)
+    if order[0] > 0 and order[-1] / max(order[0], 1e-12) > 100:
+        ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_history(history_csv: str | Path, path: str | Path, metrics=("loss",)) -> Path | None:
+    """Training and validation curves per network from history.csv."""
+    import pandas as pd
+
+    history_csv = Path(history_csv)
+    if not history_csv.exists():
+        return None
+    frame = pd.read_csv(history_csv)
+    networks = frame["network"].unique() if "network" in frame else [None]
+    fig, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], networks, strict=True):
+        part = frame[frame["network"] == name] if name is not None else frame
+        for metric in metrics:
+            for prefix in ("", "val_"):
+                column = prefix + metric
+                if column in part:
+                    ax.plot(part["epoch"] + 1, part[column], marker="o", markersize=3, label=column)
+        ax.set(xlabel="Epoch", title=str(name or "training"))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)

@@ -1,0 +1,290 @@
+"""The batch-scoring engine: chunked input, row-level validation, atomic outputs and rejects.
+
+Every input row lands in exactly one of two files: the outputs, or the rejects with the reason.
+The schema that rows are checked against is saved with the model at training time.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from shared.io import DataError, atomic_path, iter_table_chunks, read_table_header
+
+KINDS = ("numeric", "categorical", "datetime", "id")
+REPLACEMENT_CHAR = "\ufffd"  # what undecodable bytes become when the file is read
+
+
+@dataclasses.dataclass
+class Column:
+    name: str  # column name in the input file
+    kind: str  # one of KINDS
+
+
+@dataclasses.dataclass
+class InputSchema:
+    """The columns a model needs, with their kinds; saved with the model as a plain dict."""
+
+    columns: list[Column]
+    id_column: str | None = None
+
+    def __post_init__(self):
+        for column in self.columns:
+            if column.kind not in KINDS:
+                raise ValueError(
+                    f"column kind must be one of {KINDS}. Received: kind={column.kind!r}"
+                )
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputSchema":
+        return cls(columns=[Column(**c) for c in data["columns"]], id_column=data.get("id_column"))
+
+    def check_header(self, header: list[str], source: str) -> list[str]:
+        """Raise one DataError naming every missing column; return the extra ones."""
+        missing = [name for name in self.names if name not in header]
+        if missing:
+            raise DataError(f"{source}: missing required column(s): {', '.join(missing)}")
+        duplicated = sorted({h for h in header if header.count(h) > 1})
+        if duplicated:
+            raise DataError(
+                f"{source}: duplicated column name(s): {', '.join(map(str, duplicated))}"
+            )
+        return [h for h in header if h not in self.names]
+
+    def validate(self, chunk: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+        """Typed values for the schema's columns, and a reason per row ('' for a good row)."""
+        reasons = pd.Series("", index=chunk.index, dtype=object)
+        typed = {}
+        for column in self.columns:
+            values = chunk[column.name]
+            parse = _PARSERS[column.kind]
+            typed[column.name], problems = parse(values)
+            for mask, message in problems:
+                if mask.any():
+                    reasons[mask] = reasons[mask] + f"{column.name}: " + message[mask] + "; "
+        return pd.DataFrame(typed, index=chunk.index), reasons.str.rstrip("; ")
+
+
+def _as_text(values: pd.Series) -> pd.Series:
+    if values.dtype == object or pd.api.types.is_string_dtype(values):
+        return values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    return values.astype(str)
+
+
+def _quoted(values: pd.Series) -> pd.Series:
+    return "'" + values.astype(str).str.slice(0, 40) + "'"
+
+
+def _bad_bytes(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    mask = text.str.contains(REPLACEMENT_CHAR, regex=False)
+    return mask, pd.Series("contains bytes that are not valid UTF-8", index=text.index)
+
+
+def _parse_numeric(values: pd.Series):
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.astype(np.float64)
+        missing = numbers.isna()
+        infinite = np.isinf(numbers)
+        problems = [
+            (missing, pd.Series("missing value", index=values.index)),
+            (infinite, "not finite (" + numbers.astype(str) + ")"),
+        ]
+        return numbers.where(~(missing | infinite), 0.0), problems
+    text = _as_text(values)
+    numbers = pd.to_numeric(text, errors="coerce").astype(np.float64)
+    empty = text == ""
+    lowered = text.str.lower()
+    nan_literal = lowered.isin(["nan", "na", "n/a", "null", "none"])
+    infinite = np.isinf(numbers)
+    not_number = numbers.isna() & ~empty & ~nan_literal
+    bad_bytes = _bad_bytes(text)
+    problems = [
+        (empty | nan_literal, pd.Series("missing value", index=values.index)),
+        (not_number & ~bad_bytes[0], "not a number (" + _quoted(text) + ")"),
+        (infinite, "not finite (" + text + ")"),
+        bad_bytes,
+    ]
+    bad = empty | nan_literal | not_number | infinite
+    return numbers.where(~bad, 0.0), problems
+
+
+def _parse_categorical(values: pd.Series):
+    # A missing or new category is legitimate: the model's lookup maps it to the unknown bucket.
+    text = _as_text(values)
+    return text, [_bad_bytes(text)]
+
+
+def _parse_datetime(values: pd.Series):
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = values
+        bad = stamps.isna()
+        return stamps.where(~bad, pd.Timestamp(0)), [
+            (bad, pd.Series("missing timestamp", index=values.index))
+        ]
+    text = _as_text(values)
+    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    bad = stamps.isna()
+    empty = text == ""
+    problems = [
+        (empty, pd.Series("missing timestamp", index=values.index)),
+        (bad & ~empty, "not a timestamp (" + _quoted(text) + ")"),
+    ]
+    return stamps.where(~bad, pd.Timestamp(0)), problems
+
+
+def _parse_id(values: pd.Series):
+    text = _as_text(values)
+    return text, [(text == "", pd.Series("missing id", index=values.index)), _bad_bytes(text)]
+
+
+_PARSERS = {
+    "numeric": _parse_numeric,
+    "categorical": _parse_categorical,
+    "datetime": _parse_datetime,
+    "id": _parse_id,
+}
+
+
+@dataclasses.dataclass
+class ScoreCounts:
+    rows: int = 0
+    scored: int = 0
+    rejected: int = 0
+
+
+class Progress:
+    """Throttled progress lines on stderr for long work."""
+
+    def __init__(self, label: str, every_s: float = 5.0, enabled: bool = True):
+        self.label, self.every_s, self.enabled = label, every_s, enabled
+        self.start = self.last = time.perf_counter()
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.enabled and (force or now - self.last >= self.every_s):
+            rate = done / max(now - self.start, 1e-9)
+            print(f"{self.label}: {done:,} rows ({rate:,.0f} rows/s)", file=sys.stderr, flush=True)
+            self.last = now
+
+
+def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    rejects_path: str | Path,
+    schema: InputSchema,
+    predict: Callable[[pd.DataFrame, pd.DataFrame], pd.DataFrame],
+    output_columns: list[str],
+    chunk_rows: int = 100_000,
+    progress: bool = True,
+) -> ScoreCounts:
+    """Score `input_path` chunk by chunk with `predict(typed_rows, raw_rows) -> outputs`.
+
+    Rows failing validation, or duplicating an earlier id, go to the rejects with the reason.
+    Both files are written to temporaries and renamed at the end, so a failure leaves nothing
+    half-written behind.
+    """
+    source = str(input_path)
+    extra = schema.check_header(read_table_header(input_path), source)
+    if extra:
+        print(
+            f"note: ignoring {len(extra)} column(s) the model does not use: {', '.join(map(str, extra[:10]))}"
+            + (" ..." if len(extra) > 10 else ""),
+            file=sys.stderr,
+        )
+    counts = ScoreCounts()
+    seen_ids: dict[str, int] = {}
+    meter = Progress(f"scoring {Path(source).name}", enabled=progress)
+    # Files close (innermost first) before atomic_path renames them into place.
+    with (
+        atomic_path(output_path) as out_tmp,
+        atomic_path(rejects_path) as rej_tmp,
+        open(out_tmp, "w", encoding="utf-8", newline="") as out,
+        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
+    ):
+        out_header = rej_header = True
+        for chunk in iter_table_chunks(input_path, chunk_rows):
+            chunk.index = pd.RangeIndex(counts.rows + 1, counts.rows + 1 + len(chunk), name="row")
+            typed, reasons = schema.validate(chunk)
+            if schema.id_column:
+                reasons = _mark_duplicates(typed[schema.id_column], reasons, seen_ids)
+            good = reasons == ""
+            if good.any():
+                result = predict(typed[good], chunk[good])
+                if len(result) != int(good.sum()):
+                    raise RuntimeError(
+                        "predict returned a different number of rows than it was given"
+                    )
+                result.to_csv(out, index=False, header=out_header)
+                out_header = False
+                counts.scored += len(result)
+            if (~good).any():
+                rejected = chunk[~good].astype(str)
+                rejected.insert(0, "reason", reasons[~good])
+                rejected.to_csv(rej, index=True, header=rej_header)
+                rej_header = False
+                counts.rejected += int((~good).sum())
+            counts.rows += len(chunk)
+            meter.update(counts.rows)
+        if out_header:  # header-only or fully rejected input: still write a readable header
+            pd.DataFrame(columns=output_columns).to_csv(out, index=False)
+        if rej_header:
+            pd.DataFrame(columns=["row", "reason", *schema.names]).to_csv(rej, index=False)
+    meter.update(counts.rows, force=counts.rows > 0)
+    return counts
+
+
+def _mark_duplicates(ids: pd.Series, reasons: pd.Series, seen: dict[str, int]) -> pd.Series:
+    """Reject the second and later rows of the file that carry an id already seen."""
+    good = (reasons == "").to_numpy()
+    duplicates = []
+    for row, value in zip(ids.index.to_numpy()[good], ids.to_numpy()[good], strict=True):
+        first = seen.setdefault(value, row)
+        if first != row:
+            duplicates.append((row, value, first))
+    if duplicates:
+        reasons = reasons.copy()
+        for row, value, first in duplicates:
+            reasons.at[row] = f"duplicate id '{value}' (first seen at row {first})"
+    return reasons
+
+
+def print_counts(counts: ScoreCounts, output_path, rejects_path) -> None:
+    print(
+        f"{counts.rows:,} rows read: {counts.scored:,} scored -> {output_path}, "
+        f"{counts.rejected:,} rejected -> {rejects_path}",
+        flush=True,
+    )
+
+
+def default_output_paths(
+    input_path: str | Path, output: str | None, rejects: str | None
+) -> tuple[Path, Path]:
+    """out.csv beside the input unless named; rejects beside the output."""
+    input_path = Path(input_path)
+    out = Path(output) if output else input_path.with_name(f"{input_path.stem}.scored.csv")
+    rej = Path(rejects) if rejects else out.with_name(f"{out.stem}.rejects.csv")
+    if os.path.abspath(out) == os.path.abspath(input_path):
+        raise DataError(f"output {out} would overwrite the input")
+    return out, rej
+
+
+def predict_in_batches(model, arrays: dict, batch_size: int):
+    """model.predict over a dict of column arrays; strings travel as tf.string through tf.data."""
+    import tensorflow as tf
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    )
+    return model.predict(dataset, verbose=0)

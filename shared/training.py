@@ -1,0 +1,168 @@
+"""The training core: seeding, devices and distribution strategy, precision, schedules, callbacks.
+
+The same call trains on a CPU, one GPU, several GPUs (MirroredStrategy) and several machines
+(MultiWorkerMirroredStrategy, whenever TF_CONFIG is set).
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from shared.config import TrainConfig
+from shared.io import write_table
+from shared.run import RunDir
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow so a run can be repeated."""
+    keras.utils.set_random_seed(seed)
+
+
+def select_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirrored when TF_CONFIG is set, Mirrored for several GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process as a non-chief worker."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    task = json.loads(raw).get("task", {})
+    cluster = json.loads(raw).get("cluster", {})
+    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    if "chief" in cluster:
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def set_precision(mixed: bool) -> str:
+    """Set the global dtype policy: mixed_float16 on GPU, mixed_bfloat16 on CPU, else float32."""
+    if not mixed:
+        policy = "float32"
+    elif tf.config.list_physical_devices("GPU"):
+        policy = "mixed_float16"
+    else:
+        policy = "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def learning_rate_schedule(
+    config: TrainConfig, steps_per_epoch: int
+) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warm-up to the peak rate, then cosine decay to `min_learning_rate_ratio` of it."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate * 0.01 if warmup else config.learning_rate,
+        decay_steps=total - warmup,
+        alpha=config.min_learning_rate_ratio,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer at compile time.
+    return keras.optimizers.AdamW(
+        learning_rate=learning_rate_schedule(config, steps_per_epoch),
+        weight_decay=config.weight_decay,
+    )
+
+
+def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mode: str) -> list:
+    """Early stopping, best checkpoint, BackupAndRestore, TensorBoard and the CSV history.
+
+    `name` keeps the files of several networks trained in one run apart.
+    """
+    checkpoints = run.subdir("checkpoints")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.path / "backup" / name)),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoints / f"{name}.best.weights.h5"),
+            monitor=monitor,
+            mode=mode,
+            save_best_only=True,
+            save_weights_only=True,
+        ),
+        keras.callbacks.CSVLogger(str(run.path / f"history-{name}.csv"), append=True),
+        keras.callbacks.TensorBoard(str(run.path / "tensorboard" / name), update_freq="epoch"),
+    ]
+    if config.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=config.patience, restore_best_weights=True
+            )
+        )
+    return callbacks
+
+
+def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights: 'balanced' (n / (k * n_c)), 'sqrt' (its square root) or 'none'."""
+    if mode == "none":
+        return None
+    classes, counts = np.unique(np.asarray(y).astype(int), return_counts=True)
+    balanced = len(y) / (len(classes) * counts)
+    weights = np.sqrt(balanced) if mode == "sqrt" else balanced
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
+
+
+def fit(
+    model: keras.Model,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset | None,
+    run: RunDir,
+    config: TrainConfig,
+    name: str,
+    monitor: str = "val_loss",
+    mode: str = "min",
+    class_weight: dict | None = None,
+) -> keras.Model:
+    """Fit with the shared callbacks, resuming after a kill; skip if this network already finished.
+
+    The finished network's weights are kept in checkpoints/<name>.final.weights.h5 so a run that
+    was killed while training a later network does not train this one again.
+    """
+    final = run.subdir("checkpoints") / f"{name}.final.weights.h5"
+    if final.exists():
+        model.load_weights(str(final))
+        print(f"[{name}] already trained in this run; loaded {final.name}", flush=True)
+        return model
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=make_callbacks(run, config, name, monitor, mode),
+        class_weight=class_weight,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=config.verbose,
+    )
+    model.save_weights(str(final))
+    _collect_history(run)
+    return model
+
+
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_rows / batch_size))
+
+
+def _collect_history(run: RunDir) -> None:
+    """history.csv: every network's per-epoch log (from its CSVLogger file) in one table."""
+    frames = []
+    for path in sorted(run.path.glob("history-*.csv")):
+        frame = pd.read_csv(path)
+        frame.insert(0, "network", path.stem.removeprefix("history-"))
+        frames.append(frame)
+    if frames:
+        write_table(run.history_path, pd.concat(frames, ignore_index=True))

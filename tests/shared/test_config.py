@@ -1,0 +1,68 @@
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from shared.config import ConfigError, TrainConfig, bounded, load_config
+
+
+@dataclasses.dataclass
+class Section:
+    size: int = bounded(4, low=1)
+    rate: float = bounded(0.5, low=0.0, high=1.0)
+    mode: Literal["a", "b"] = "a"
+    names: list[str] | None = None
+
+
+@dataclasses.dataclass
+class Root:
+    section: Section = dataclasses.field(default_factory=Section)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("section:\n  size: 8\ntrain:\n  epochs: 3\n")
+    config = load_config(
+        Root, path, ["section.rate=0.25", "train.learning_rate=1e-3", "section.names=[x, y]"]
+    )
+    assert config.section.size == 8
+    assert config.section.rate == 0.25
+    assert config.train.epochs == 3
+    assert config.train.learning_rate == pytest.approx(1e-3)
+    assert config.section.names == ["x", "y"]
+    assert config.train.batch_size == TrainConfig().batch_size
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("section.sise=3", "unknown key section.sise; allowed keys here: mode, names, rate, size"),
+        ("section.size=abc", "section.size: expected an integer, got 'abc'"),
+        ("section.size=0", "section.size: must be >= 1, got 0"),
+        ("section.rate=2", "section.rate: must be <= 1.0, got 2.0"),
+        ("section.mode=c", "section.mode: expected one of 'a', 'b', got 'c'"),
+        (
+            "train.mixed_precision=maybe",
+            "train.mixed_precision: expected true or false, got 'maybe'",
+        ),
+        ("train.learning_rate=0", "train.learning_rate: must be > 0.0, got 0.0"),
+        ("noequals", "--set expects key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match="^" + __import__("re").escape(message)):
+        load_config(Root, None, [override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Root, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("section: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Root, bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(Root, listed)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from shared import evaluation as ev
+
+
+def test_cost_threshold_on_hand_example():
+    y = np.array([1, 0, 1, 0, 0])
+    score = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    # Flag >= 0.7: catches both frauds with one false alarm: cost 1 * fp.
+    threshold, cost = ev.cost_threshold(y, score, fn_cost=10.0, fp_cost=1.0)
+    assert threshold == pytest.approx(0.7)
+    assert cost == pytest.approx(1.0)
+    # False alarms dearer than misses: flag only the top score.
+    threshold, cost = ev.cost_threshold(y, score, fn_cost=10.0, fp_cost=20.0)
+    assert threshold == pytest.approx(0.9)
+    assert cost == pytest.approx(10.0)
+    # Per-row costs: the second fraud is cheap to miss.
+    threshold, cost = ev.cost_threshold(y, score, fn_cost=np.array([10, 0, 0.5, 0, 0]), fp_cost=1.0)
+    assert threshold == pytest.approx(0.9)
+    assert cost == pytest.approx(0.5)
+
+
+def test_cost_threshold_may_flag_nothing():
+    y = np.array([0, 0, 1])
+    threshold, cost = ev.cost_threshold(y, np.array([0.9, 0.8, 0.1]), fn_cost=1.0, fp_cost=100.0)
+    assert threshold > 0.9 and cost == 1.0
+
+
+def test_cost_threshold_respects_ties():
+    y = np.array([1, 0, 0])
+    threshold, _ = ev.cost_threshold(y, np.array([0.5, 0.5, 0.1]), fn_cost=10.0, fp_cost=1.0)
+    assert threshold == 0.5  # cannot separate the tied pair: flags both
+
+
+def test_recall_at_budget_and_report():
+    y = np.array([1] * 2 + [0] * 198)
+    score = np.linspace(1, 0, 200)
+    assert ev.recall_at_budget(y, score, 0.005) == 0.5  # top 1 row
+    assert ev.recall_at_budget(y, score, 0.01) == 1.0  # top 2 rows
+    report = ev.binary_report(y, score, threshold=score[1], fn_cost=100.0, fp_cost=1.0)
+    assert report["auprc"] == pytest.approx(1.0)
+    assert report["confusion"] == {"tp": 2, "fp": 0, "fn": 0, "tn": 198}
+    assert report["expected_cost"] == 0.0
+    assert report["recall_at_top_0.5pct"] == 0.5
+
+
+def test_ece_detects_miscalibration():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20000)
+    y = rng.uniform(0, 1, 20000) < p
+    assert ev.expected_calibration_error(y, p) < 0.02
+    assert ev.expected_calibration_error(y, np.clip(p * 0.5, 0, 1)) > 0.2
+
+
+def test_plots_are_written(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    s = np.clip(y * 0.3 + rng.uniform(0, 0.7, 300), 0, 1)
+    paths = [
+        ev.plot_roc({"m": (y, s)}, tmp_path / "roc.png"),
+        ev.plot_precision_recall({"m": (y, s)}, tmp_path / "pr.png"),
+        ev.plot_calibration({"m": (y, s)}, tmp_path / "cal.png"),
+        ev.plot_confusion_matrix([[5, 1], [2, 3]], ["a", "b"], tmp_path / "cm.png"),
+        ev.plot_cost_curve(y, s, 10.0, 1.0, 0.5, tmp_path / "cost.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

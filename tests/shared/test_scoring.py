@@ -1,0 +1,109 @@
+import pandas as pd
+import pytest
+
+from shared.io import DataError
+from shared.scoring import Column, InputSchema, score_file
+
+SCHEMA = InputSchema(
+    columns=[
+        Column("id", "id"),
+        Column("when", "datetime"),
+        Column("x", "numeric"),
+        Column("kind", "categorical"),
+    ],
+    id_column="id",
+)
+OUTPUT_COLUMNS = ["row", "id", "double_x"]
+
+
+def double(typed, raw):
+    return pd.DataFrame(
+        {"row": typed.index, "id": typed["id"].to_numpy(), "double_x": typed["x"].to_numpy() * 2}
+    )
+
+
+def run(tmp_path, content: bytes, name="in.csv", chunk_rows=2):
+    path = tmp_path / name
+    path.write_bytes(content)
+    out, rej = tmp_path / "out.csv", tmp_path / "rej.csv"
+    counts = score_file(
+        path, out, rej, SCHEMA, double, OUTPUT_COLUMNS, chunk_rows=chunk_rows, progress=False
+    )
+    return (
+        counts,
+        pd.read_csv(out, dtype={"id": str}),
+        pd.read_csv(rej, dtype=str, keep_default_na=False),
+    )
+
+
+def test_good_rows_scored_bad_rows_rejected_with_reasons(tmp_path):
+    content = (
+        b"id,when,x,kind,extra\n"
+        b"a,2026-01-01T10:00:00,1.5,k1,z\n"
+        b"b,2026-01-01T11:00:00,abc,k2,z\n"  # wrong type
+        b"c,2026-01-01T12:00:00,,k1,z\n"  # missing
+        b"d,2026-01-01T13:00:00,inf,k1,z\n"  # not finite
+        b"e,not-a-date,2,k1,z\n"  # bad timestamp
+        b"a,2026-01-01T14:00:00,3,k1,z\n"  # duplicated id (other chunk)
+        b"f,2026-01-01T15:00:00,NaN,k1,z\n"  # NaN literal
+        b"g,2026-01-01T16:00:00,4,,z\n"  # empty category is allowed (unknown bucket)
+    )
+    counts, out, rej = run(tmp_path, content)
+    assert (counts.rows, counts.scored, counts.rejected) == (8, 2, 6)
+    assert out["id"].tolist() == ["a", "g"]
+    assert out["double_x"].tolist() == [3.0, 8.0]
+    reasons = dict(zip(rej["row"].astype(int), rej["reason"], strict=True))
+    assert reasons == {
+        2: "x: not a number ('abc')",
+        3: "x: missing value",
+        4: "x: not finite (inf)",
+        5: "when: not a timestamp ('not-a-date')",
+        6: "id: duplicate id 'a' (first seen at row 1)".removeprefix("id: "),
+        7: "x: missing value",
+    }
+    assert set(out["row"]) | set(rej["row"].astype(int)) == set(range(1, 9))
+
+
+def test_non_utf8_bytes_are_rejected_by_name(tmp_path):
+    counts, out, rej = run(tmp_path, b"id,when,x,kind\na,2026-01-01,1,caf\xe9\nb,2026-01-01,2,ok\n")
+    assert (counts.scored, counts.rejected) == (1, 1)
+    assert rej["reason"].tolist() == ["kind: contains bytes that are not valid UTF-8"]
+
+
+def test_header_only_writes_empty_outputs(tmp_path):
+    counts, out, rej = run(tmp_path, b"id,when,x,kind\n")
+    assert (counts.rows, counts.scored, counts.rejected) == (0, 0, 0)
+    assert list(out.columns) == OUTPUT_COLUMNS and out.empty
+    assert "reason" in rej.columns and rej.empty
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"id,when,kind\na,2026-01-01,k\n", "missing required column\\(s\\): x"),
+        (b"id,when,x,x,kind\n", "duplicated column name|missing required"),
+    ],
+)
+def test_file_level_problems_are_one_line(tmp_path, content, message):
+    with pytest.raises(DataError, match=message):
+        run(tmp_path, content)
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_parquet_input_with_typed_nan(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "when": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+            "x": [1.0, float("nan")],
+            "kind": ["k", "k"],
+        }
+    )
+    path = tmp_path / "in.parquet"
+    frame.to_parquet(path)
+    counts = score_file(
+        path, tmp_path / "o.csv", tmp_path / "r.csv", SCHEMA, double, OUTPUT_COLUMNS, progress=False
+    )
+    assert (counts.scored, counts.rejected) == (1, 1)
+    assert pd.read_csv(tmp_path / "r.csv")["reason"].tolist() == ["x: missing value"]

@@ -1,0 +1,83 @@
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from shared import training
+from shared.config import TrainConfig
+from shared.run import RunDir
+
+
+def tiny_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(1, activation="sigmoid")(
+            keras.layers.Dense(4, activation="relu")(inputs)
+        ),
+    )
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+class Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_fit_resumes_from_its_epoch(run_root, monkeypatch):
+    config = TrainConfig(epochs=4, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 1}, str(run_root))
+    original = training.make_callbacks
+    monkeypatch.setattr(training, "make_callbacks", lambda *a, **k: original(*a, **k) + [Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_model(), data(), data(), run, config, name="net")
+    monkeypatch.setattr(training, "make_callbacks", original)
+    training.fit(tiny_model(), data(), data(), run, config, name="net")
+    history = pd.read_csv(run.history_path)
+    assert history["epoch"].tolist() == [0, 1, 2, 3]  # epochs 0-1 before the kill, 2-3 after
+    assert (run.path / "checkpoints" / "net.final.weights.h5").exists()
+
+
+def test_finished_network_is_loaded_not_retrained(run_root):
+    config = TrainConfig(epochs=1, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 2}, str(run_root))
+    trained = training.fit(tiny_model(), data(), None, run, config, name="net", monitor="loss")
+    again = training.fit(tiny_model(), data(), None, run, config, name="net", monitor="loss")
+    for a, b in zip(trained.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_schedule_warms_up_then_decays():
+    schedule = training.learning_rate_schedule(
+        TrainConfig(epochs=10, learning_rate=0.01, warmup_epochs=1.0, min_learning_rate_ratio=0.1),
+        steps_per_epoch=10,
+    )
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(0.001, rel=1e-3)
+
+
+def test_class_weights():
+    y = np.array([0] * 90 + [1] * 10)
+    assert training.class_weights(y, "none") is None
+    balanced = training.class_weights(y, "balanced")
+    assert balanced[1] / balanced[0] == pytest.approx(9.0)
+    assert training.class_weights(y, "sqrt")[1] == pytest.approx(np.sqrt(balanced[1]))
+
+
+def test_precision_policy_on_cpu():
+    try:
+        assert training.set_precision(True) == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
+    finally:
+        assert training.set_precision(False) == "float32"

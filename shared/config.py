@@ -44,6 +44,9 @@ class TrainConfig:
     patience: int = bounded(4, low=0)  # epochs without improvement before early stopping (0: off)
     mixed_precision: bool = False  # mixed_float16 on GPU, mixed_bfloat16 on CPU
     xla: bool = False  # compile the train step with XLA (jit_compile)
+    steps_per_execution: int = bounded(
+        8, low=1
+    )  # train steps per compiled call (fewer Python round trips)
     seed: int = bounded(42, low=0)  # seeds Python, NumPy and TensorFlow
     verbose: int = bounded(
         2, choices=[0, 1, 2]

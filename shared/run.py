@@ -17,7 +17,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from shared.io import DataError, read_json, write_json, write_yaml
+from shared.io import DataError, read_json, write_json, write_text, write_yaml
 
 FINISHED = "FINISHED"
 PACKAGES = (
@@ -61,7 +61,7 @@ class RunDir:
         run = cls(path)
         resumed = path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        (path / ".config-digest").write_text(digest)
+        write_text(path / ".config-digest", digest)
         write_yaml(path / "config.yaml", config)
         write_json(path / "environment.json", environment())
         run.resumed = resumed
@@ -115,7 +115,7 @@ class RunDir:
         if not self.is_chief:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        (self.path / FINISHED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+        write_text(self.path / FINISHED, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         link = self.path.parent / "latest"
         tmp = self.path.parent / f".latest.{os.getpid()}"
         if tmp.is_symlink() or tmp.exists():

@@ -21,7 +21,8 @@ from apps.fraud.simulate import simulate_transactions
 from shared import evaluation as ev
 from shared import training
 from shared.config import ConfigError, load_config, to_dict
-from shared.io import DataError, read_json, write_json, write_table
+from shared.input_pipeline import in_memory_dataset
+from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
@@ -180,16 +181,19 @@ def train(config: Config, options=None) -> RunDir:
         for name, s in val_scores.items()
     }
     if run.is_chief:
-        scorer.save(run.model_path)
-        scorer.export(str(run.saved_model_path), format="tf_saved_model", verbose=False)
-        np.savez(
-            run.path / "baseline_scores.npz",
-            **{
-                f"{name}__{split}": s
-                for name, model_scores in baselines.items()
-                for split, s in model_scores.items()
-            },
-        )
+        with atomic_path(run.model_path, suffix=".keras") as tmp:
+            scorer.save(tmp)
+        with atomic_dir(run.saved_model_path) as tmp:
+            scorer.export(str(tmp), format="tf_saved_model", verbose=False)
+        with atomic_path(run.path / "baseline_scores.npz", suffix=".npz") as tmp:
+            np.savez(
+                tmp,
+                **{
+                    f"{name}__{split}": s
+                    for name, model_scores in baselines.items()
+                    for split, s in model_scores.items()
+                },
+            )
         write_json(
             run.meta_path,
             {
@@ -241,15 +245,6 @@ def _preprocess(
     return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
-def _dataset(
-    features: dict, target: np.ndarray, batch_size: int, shuffle: bool, seed: int
-) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((features, target))
-    if shuffle:
-        dataset = dataset.shuffle(len(target), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def _fit_classifier(
     config, strategy, run, features, labels, n_numeric, vocabularies
 ) -> keras.Model:
@@ -272,6 +267,7 @@ def _fit_classifier(
                 keras.metrics.AUC(name="roc_auc"),
             ],
             jit_compile=cfg.xla,
+            steps_per_execution=cfg.steps_per_execution,
         )
     weights = (
         training.class_weights(labels["train"], config.model.class_weight)
@@ -284,8 +280,8 @@ def _fit_classifier(
     )
     return training.fit(
         model,
-        _dataset(features["train"], labels["train"], cfg.batch_size, True, cfg.seed),
-        _dataset(features["val"], labels["val"], cfg.batch_size, False, cfg.seed),
+        in_memory_dataset(features["train"], labels["train"], cfg.batch_size, True, cfg.seed),
+        in_memory_dataset(features["val"], labels["val"], cfg.batch_size, False),
         run,
         cfg,
         name="network",
@@ -311,13 +307,14 @@ def _fit_autoencoder(
             ),
             loss="mean_absolute_error",
             jit_compile=cfg.xla,
+            steps_per_execution=cfg.steps_per_execution,
         )
     print(f"train: autoencoder on {n_train:,} legitimate rows", flush=True)
     zeros = {s: np.zeros(len(next(iter(legit[s].values()))), np.float32) for s in legit}
     return training.fit(
         model,
-        _dataset(legit["train"], zeros["train"], cfg.batch_size, True, cfg.seed),
-        _dataset(legit["val"], zeros["val"], cfg.batch_size, False, cfg.seed),
+        in_memory_dataset(legit["train"], zeros["train"], cfg.batch_size, True, cfg.seed),
+        in_memory_dataset(legit["val"], zeros["val"], cfg.batch_size, False),
         run,
         cfg,
         name="autoencoder",
@@ -588,7 +585,8 @@ def export(config: Config, options) -> Path:
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
     target = Path(options.output) if getattr(options, "output", None) else run.saved_model_path
     model = keras.saving.load_model(run.model_path, safe_mode=True)
-    model.export(str(target), format="tf_saved_model", verbose=False)
+    with atomic_dir(target) as tmp:
+        model.export(str(tmp), format="tf_saved_model", verbose=False)
     print(
         f"export: SavedModel -> {target} (inputs: {', '.join(json.dumps(n) for n in model.input)})",
         flush=True,

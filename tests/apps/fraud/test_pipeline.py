@@ -270,7 +270,7 @@ def test_creditcard_layout_end_to_end(tmp_path):
     assert len(pd.read_csv(tmp_path / "new.scored.csv")) == 50
 
 
-def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
+def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path):
     sets = [
         "--config",
         SMOKE,
@@ -278,6 +278,8 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
         f"run.root={tmp_path / 'runs'}",
         "--set",
         f"data.path={tmp_path / 's.parquet'}",
+        "--set",
+        "model.loss=focal",
         "--set",
         "train.mixed_precision=true",
         "--set",

@@ -10,15 +10,20 @@ import importlib
 import os
 import sys
 
-APPS = {"fraud": "apps.fraud.pipeline"}
+# app -> (pipeline module, extra steps beyond the five with their help). Modules are imported
+# only when a step runs, so `--help` stays fast.
+APPS = {
+    "fraud": ("apps.fraud.pipeline", {}),
+}
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {
     "prepare": "read or generate the data, build features and splits",
     "train": "train the models into a new run folder (resumes an unfinished identical run)",
     "evaluate": "compute test metrics, plots and the model card for a run",
-    "score": "score a file with a trained run: outputs and rejects, written atomically",
+    "score": "score input with a trained run: outputs and rejects, written atomically",
     "export": "export a run's model as a TensorFlow SavedModel",
 }
+USES_RUN = ("evaluate", "score", "export", "recommend")
 
 
 @dataclasses.dataclass
@@ -26,21 +31,32 @@ class StepOptions:
     """Command-line options that are not part of the config."""
 
     run: str | None = None  # run folder to use (default runs/<app>/latest)
-    input: str | None = None  # file to score
-    output: str | None = None  # where score/export write
+    inputs: list[str] = dataclasses.field(default_factory=list)  # files or folders to score
+    output: str | None = None  # where score/export/recommend write
     rejects: str | None = None  # where score writes rejected rows
+    users: str | None = None  # recommend: comma-separated user ids, or a file of them
+    k: int | None = None  # recommend: how many items per user
+
+    @property
+    def input(self) -> str:
+        """The one input file of steps that take exactly one."""
+        from shared.io import DataError
+
+        if len(self.inputs) != 1:
+            raise DataError(f"expected one --input file, got {len(self.inputs)}")
+        return self.inputs[0]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepfield", description="Deepfield deep-learning apps.")
     apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
-    for app in APPS:
+    for app, (_, extra_steps) in APPS.items():
         app_parser = apps.add_parser(
             app, help=f"the {app} app", description=f"Deepfield {app} app."
         )
         steps = app_parser.add_subparsers(dest="step", required=True, metavar="STEP")
-        for step in STEPS:
-            sub = steps.add_parser(step, help=STEP_HELP[step], description=STEP_HELP[step])
+        for step, help_text in {**STEP_HELP, **extra_steps}.items():
+            sub = steps.add_parser(step, help=help_text, description=help_text)
             sub.add_argument(
                 "--config", help="YAML config file (default: the app's configs/default.yaml)"
             )
@@ -52,12 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="KEY=VALUE",
                 help="override one config value, e.g. --set train.epochs=3 (repeatable)",
             )
-            if step in ("evaluate", "score", "export"):
+            if step in USES_RUN:
                 sub.add_argument("--run", help="run folder (default: runs/<app>/latest)")
             if step == "score":
-                sub.add_argument("--input", required=True, help="file to score")
+                sub.add_argument(
+                    "--input", nargs="+", required=True, help="file(s) or folder to score"
+                )
                 sub.add_argument("--rejects", help="rejects file (default: beside the output)")
-            if step in ("score", "export"):
+            if step == "recommend":
+                sub.add_argument(
+                    "--users",
+                    required=True,
+                    help="comma-separated user ids, or a file with one per line",
+                )
+                sub.add_argument("--k", type=int, help="items per user (default: from the config)")
+            if step in ("score", "export", "recommend"):
                 sub.add_argument(
                     "--output", help="output path (default: beside the input / in the run)"
                 )
@@ -71,15 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     from shared.io import DataError
 
     try:
-        pipeline = importlib.import_module(APPS[args.app])
+        pipeline = importlib.import_module(APPS[args.app][0])
         config = load_config(
             pipeline.Config, args.config or pipeline.DEFAULT_CONFIG, args.overrides
         )
         options = StepOptions(
             run=getattr(args, "run", None),
-            input=getattr(args, "input", None),
+            inputs=getattr(args, "input", None) or [],
             output=getattr(args, "output", None),
             rejects=getattr(args, "rejects", None),
+            users=getattr(args, "users", None),
+            k=getattr(args, "k", None),
         )
         getattr(pipeline, args.step)(config, options)
     except (ConfigError, DataError) as exc:

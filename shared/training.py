@@ -81,6 +81,20 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     )
 
 
+def compile_model(
+    model: keras.Model, config: TrainConfig, n_rows: int, loss, metrics=None
+) -> keras.Model:
+    """Compile with AdamW on the warm-up + cosine schedule and the config's XLA and step switches."""
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch(n_rows, config.batch_size)),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=config.xla,
+        steps_per_execution=config.steps_per_execution,
+    )
+    return model
+
+
 def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mode: str) -> list:
     """Early stopping, best checkpoint, BackupAndRestore, TensorBoard and the CSV history.
 

@@ -169,7 +169,8 @@ def _score(csv: str) -> dict:
     out = WORK / "scored.csv"
     start = time.perf_counter()
     result = pipeline.score(
-        config, StepOptions(run=str(WORK / "runs" / "fraud" / "bench"), input=csv, output=str(out))
+        config,
+        StepOptions(run=str(WORK / "runs" / "fraud" / "bench"), inputs=[csv], output=str(out)),
     )
     elapsed = time.perf_counter() - start
     return {

@@ -171,9 +171,12 @@ def train(config: Config, options=None) -> RunDir:
     baselines = _fit_baselines(config, features, labels, vocabularies)
     scorer = build_scorer(preprocessor, classifier, autoencoder)
 
-    val_scores = _network_scores(
-        scorer, parts["val"], numeric, categorical, config.score.batch_size
-    )
+    # Thresholds come from validation scores of the already preprocessed features.
+    batch = config.score.batch_size
+    val_scores = {
+        "network": classifier.predict(features["val"], batch_size=batch, verbose=0).reshape(-1),
+        "autoencoder": autoencoder.predict(features["val"], batch_size=batch, verbose=0),
+    }
     val_scores.update({name: model_scores["val"] for name, model_scores in baselines.items()})
     fn_cost = _fn_costs(config, columns, parts["val"])
     thresholds = {
@@ -257,17 +260,15 @@ def _fit_classifier(
             )
         else:
             loss = keras.losses.BinaryCrossentropy()
-        model.compile(
-            optimizer=training.make_optimizer(
-                cfg, training.steps_per_epoch(len(labels["train"]), cfg.batch_size)
-            ),
-            loss=loss,
+        training.compile_model(
+            model,
+            cfg,
+            len(labels["train"]),
+            loss,
             metrics=[
                 keras.metrics.AUC(curve="PR", name="auprc"),
                 keras.metrics.AUC(name="roc_auc"),
             ],
-            jit_compile=cfg.xla,
-            steps_per_execution=cfg.steps_per_execution,
         )
     weights = (
         training.class_weights(labels["train"], config.model.class_weight)
@@ -301,14 +302,7 @@ def _fit_autoencoder(
     with strategy.scope():
         model = build_autoencoder(n_numeric, vocabularies, config.model)
         # The model outputs its own reconstruction error; fitting it to zeros minimises that error.
-        model.compile(
-            optimizer=training.make_optimizer(
-                cfg, training.steps_per_epoch(n_train, cfg.batch_size)
-            ),
-            loss="mean_absolute_error",
-            jit_compile=cfg.xla,
-            steps_per_execution=cfg.steps_per_execution,
-        )
+        training.compile_model(model, cfg, n_train, loss="mean_absolute_error")
     print(f"train: autoencoder on {n_train:,} legitimate rows", flush=True)
     zeros = {s: np.zeros(len(next(iter(legit[s].values()))), np.float32) for s in legit}
     return training.fit(

@@ -16,8 +16,7 @@ OUTPUT ?=
 OUTPUT_ARG := $(if $(OUTPUT),--output $(OUTPUT),)
 INPUT ?=
 
-.PHONY: all setup test test-all lint format bench tensorboard clean \
-	fraud fraud-prepare fraud-train fraud-evaluate fraud-score fraud-export
+.PHONY: all setup test test-all lint format bench tensorboard clean fraud
 
 all: setup fraud
 
@@ -51,27 +50,26 @@ bench: setup
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs
 
-# --- fraud -------------------------------------------------------------------------------
-FRAUD := $(PY) -m apps.fraud
+# --- per-app steps: make <app>-prepare | -train | -evaluate | -export | -score INPUT=... ----------
+%-prepare: setup
+	$(PY) -m apps.$* prepare $(CONFIG_ARG) $(SET_ARGS)
 
+%-train: setup
+	$(PY) -m apps.$* train $(CONFIG_ARG) $(SET_ARGS)
+
+%-evaluate: setup
+	$(PY) -m apps.$* evaluate $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG)
+
+%-export: setup
+	$(PY) -m apps.$* export $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) $(OUTPUT_ARG)
+
+%-score: setup
+	@test -n "$(INPUT)" || { echo "usage: make $*-score INPUT=path [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
+	$(PY) -m apps.$* score $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --input $(INPUT) $(OUTPUT_ARG)
+
+# --- whole pipelines on the sample data ---------------------------------------------------------
 fraud: fraud-prepare fraud-train fraud-evaluate
-	$(FRAUD) score $(CONFIG_ARG) $(SET_ARGS) --input datasets/fraud/score_sample.csv --output runs/fraud/latest/scores.csv
-
-fraud-prepare: setup
-	$(FRAUD) prepare $(CONFIG_ARG) $(SET_ARGS)
-
-fraud-train: setup
-	$(FRAUD) train $(CONFIG_ARG) $(SET_ARGS)
-
-fraud-evaluate: setup
-	$(FRAUD) evaluate $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG)
-
-fraud-score: setup
-	@test -n "$(INPUT)" || { echo "usage: make fraud-score INPUT=file.csv [MODEL=runs/fraud/<run>] [OUTPUT=out.csv]"; exit 2; }
-	$(FRAUD) score $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --input $(INPUT) $(OUTPUT_ARG)
-
-fraud-export: setup
-	$(FRAUD) export $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) $(OUTPUT_ARG)
+	$(PY) -m apps.fraud score $(CONFIG_ARG) $(SET_ARGS) --input datasets/fraud/score_sample.csv --output runs/fraud/latest/scores.csv
 
 clean:
 	rm -rf runs datasets/*/generated .pytest_cache .ruff_cache

@@ -8,12 +8,17 @@ import argparse
 import dataclasses
 import importlib
 import os
+import signal
 import sys
 
 # app -> (pipeline module, extra steps beyond the five with their help). Modules are imported
 # only when a step runs, so `--help` stays fast.
 APPS = {
     "fraud": ("apps.fraud.pipeline", {}),
+    "recsys": (
+        "apps.recsys.pipeline",
+        {"recommend": "top-K items for users, popularity fallback for unknown users"},
+    ),
 }
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {
@@ -68,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="KEY=VALUE",
                 help="override one config value, e.g. --set train.epochs=3 (repeatable)",
             )
+            if step == "train":
+                sub.add_argument(
+                    "--workers",
+                    type=int,
+                    default=1,
+                    help="train as N local workers (MultiWorkerMirroredStrategy)",
+                )
             if step in USES_RUN:
                 sub.add_argument("--run", help="run folder (default: runs/<app>/latest)")
             if step == "score":
@@ -91,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("TF_CONFIG"):
+        # A launcher stops workers with SIGTERM: exit normally so temporary folders are removed.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) > 1 and not os.environ.get("TF_CONFIG"):
+        from shared.launcher import launch
+
+        return launch(_without_workers(argv), args.workers)
     from shared.config import ConfigError, load_config
     from shared.io import DataError
 
@@ -116,6 +136,18 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _without_workers(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--workers":
+            skip = True
+        elif not item.startswith("--workers="):
+            out.append(item)
+    return out
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ in it (BackupAndRestore picks up the epoch). Only the chief worker writes a run 
 workers get a temporary folder that is removed when they finish.
 """
 
+import atexit
 import hashlib
 import json
 import os
@@ -48,8 +49,11 @@ class RunDir:
         """Create (or, for an unfinished run with the same config, reopen) a run folder."""
         digest = config_digest(config)
         if not is_chief:
-            # Non-chief workers must not touch the shared run folder; their checkpoints go here.
-            return cls(tempfile.mkdtemp(prefix=f"deepfield-{app}-worker-"), is_chief=False)
+            # Non-chief workers must not touch the shared run folder; their checkpoints go here,
+            # removed at the end of the run or when the process exits (also when stopped).
+            path = tempfile.mkdtemp(prefix=f"deepfield-{app}-worker-")
+            atexit.register(shutil.rmtree, path, True)
+            return cls(path, is_chief=False)
         app_root = Path(root) / app
         if run_id:
             path = app_root / run_id

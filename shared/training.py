@@ -4,6 +4,7 @@ The same call trains on a CPU, one GPU, several GPUs (MirroredStrategy) and seve
 (MultiWorkerMirroredStrategy, whenever TF_CONFIG is set).
 """
 
+import hashlib
 import json
 import math
 import os
@@ -23,10 +24,34 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3.15's `fit` hands it.
+
+    With two or more workers, Keras reduces a whole (features, target) batch in one call to
+    build the model, and each step's scalar logs with `axis=0`; the collective all-reduce takes
+    only single values, and a scalar has no axis 0, so `fit` failed on every multi-worker run.
+    Reducing leaf by leaf, and scalars over replicas only, is what those calls mean.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super()
+
+        def reduce_leaf(leaf):
+            local = self.experimental_local_results(leaf)[0]
+            leaf_axis = (
+                None
+                if getattr(local, "shape", None) is not None and local.shape.rank == 0
+                else axis
+            )
+            return parent.reduce(reduce_op, leaf, leaf_axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
 def select_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG is set, Mirrored for several GPUs, else the default."""
     if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -84,13 +109,18 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
 def compile_model(
     model: keras.Model, config: TrainConfig, n_rows: int, loss, metrics=None
 ) -> keras.Model:
-    """Compile with AdamW on the warm-up + cosine schedule and the config's XLA and step switches."""
+    """Compile with AdamW on the warm-up + cosine schedule and the config's XLA and step switches.
+
+    Under several workers one step runs per call: Keras 3.15's multi-step loop feeds a
+    placeholder that the collective strategy never fills, and the run fails.
+    """
+    multi_worker = isinstance(tf.distribute.get_strategy(), MultiWorkerStrategy)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch(n_rows, config.batch_size)),
         loss=loss,
         metrics=metrics,
         jit_compile=config.xla,
-        steps_per_execution=config.steps_per_execution,
+        steps_per_execution=1 if multi_worker else config.steps_per_execution,
     )
     return model
 
@@ -178,6 +208,14 @@ def fit(
     model.save_weights(str(final))
     _collect_history(run)
     return model
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of every weight, to check that workers ended with the same model."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:

@@ -97,10 +97,11 @@ def prepare(config: Config, options=None) -> Prepared:
             ]
             for s in fraud_data.SPLITS
         }
-    write_table(frame_path, frame)
-    write_table(folder / "rejects.csv", rejects)
-    write_json(info_path, info)
-    fraud_data.report_rejects(rejects, folder / "rejects.csv")
+    if training.is_chief():  # other workers of a cluster compute the same frame in memory
+        write_table(frame_path, frame)
+        write_table(folder / "rejects.csv", rejects)
+        write_json(info_path, info)
+        fraud_data.report_rejects(rejects, folder / "rejects.csv")
     split_text = ", ".join(
         f"{s} {v['rows']:,} ({v['fraud']:,} fraud)" for s, v in info["splits"].items()
     )
@@ -168,7 +169,8 @@ def train(config: Config, options=None) -> RunDir:
     autoencoder = _fit_autoencoder(
         config, strategy, run, features, labels, len(numeric), vocabularies
     )
-    baselines = _fit_baselines(config, features, labels, vocabularies)
+    # Only the chief reports the baselines; other workers of a cluster skip them.
+    baselines = _fit_baselines(config, features, labels, vocabularies) if run.is_chief else {}
     scorer = build_scorer(preprocessor, classifier, autoencoder)
 
     # Thresholds come from validation scores of the already preprocessed features.
@@ -216,6 +218,11 @@ def train(config: Config, options=None) -> RunDir:
             },
         )
     run.finish()
+    print(
+        f"train: finished; weights sha256 network {training.weights_digest(classifier)} "
+        f"autoencoder {training.weights_digest(autoencoder)}",
+        flush=True,
+    )
     print(
         f"train: network threshold {thresholds['network']:.4f} (cost-minimising on validation); model -> {run.model_path}",
         flush=True,

@@ -1,0 +1,42 @@
+"""Two local workers train one model through MultiWorkerMirroredStrategy."""
+
+import re
+import subprocess
+import sys
+
+
+def run_workers(*args):
+    command = [sys.executable, "-m", "shared.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_two_workers_train_one_model(tmp_path):
+    done = run_workers(
+        "fraud", "train", "--workers", "2", "--config", "apps/fraud/configs/smoke.yaml",
+        "--set", f"run.root={tmp_path / 'runs'}", "--set", f"data.path={tmp_path / 's.parquet'}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    digests = dict(re.findall(r"\[worker (\d)\] train: finished; weights sha256 (.+)", done.stdout))
+    assert set(digests) == {"0", "1"}  # both workers finished training
+    assert digests["0"] == digests["1"]  # with the same weights
+    runs = [
+        p for p in (tmp_path / "runs" / "fraud").iterdir() if p.name not in ("latest", "prepared")
+    ]
+    assert len(runs) == 1  # only the chief wrote a run folder
+    assert (runs[0] / "model.keras").is_file()
+    assert "2 replica(s)" in done.stdout
+
+
+def test_a_failing_worker_stops_the_launch(tmp_path):
+    done = run_workers(
+        "fraud",
+        "train",
+        "--workers",
+        "2",
+        "--set",
+        "train.epochs=0",
+        "--set",
+        f"run.root={tmp_path}",
+    )
+    assert done.returncode == 1
+    assert re.search(r"error: worker \d exited with code 2; stopped the other workers", done.stderr)

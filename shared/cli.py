@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("TF_CONFIG"):
-        # A launcher stops workers with SIGTERM: exit normally so temporary folders are removed.
+        # A launcher stops workers with SIGTERM: exit through Python so files are closed.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", 1) > 1 and not os.environ.get("TF_CONFIG"):

@@ -5,7 +5,6 @@ in it (BackupAndRestore picks up the epoch). Only the chief worker writes a run 
 workers get a temporary folder that is removed when they finish.
 """
 
-import atexit
 import hashlib
 import json
 import os
@@ -49,11 +48,17 @@ class RunDir:
         """Create (or, for an unfinished run with the same config, reopen) a run folder."""
         digest = config_digest(config)
         if not is_chief:
-            # Non-chief workers must not touch the shared run folder; their checkpoints go here,
-            # removed at the end of the run or when the process exits (also when stopped).
-            path = tempfile.mkdtemp(prefix=f"deepfield-{app}-worker-")
-            atexit.register(shutil.rmtree, path, True)
-            return cls(path, is_chief=False)
+            # Other workers must not touch the shared run folder. Their checkpoints go to a
+            # folder of their own whose name depends only on the app, config and worker, so a
+            # cluster started again finds every worker's backup and resumes at the same epoch.
+            path = (
+                Path(tempfile.gettempdir())
+                / f"deepfield-{app}-{digest[:12]}-worker{_worker_index()}"
+            )
+            run = cls(path, is_chief=False)
+            run.resumed = path.exists()
+            path.mkdir(parents=True, exist_ok=True)
+            return run
         app_root = Path(root) / app
         if run_id:
             path = app_root / run_id
@@ -152,6 +157,11 @@ def environment() -> dict:
         "tf_config": json.loads(os.environ["TF_CONFIG"]) if os.environ.get("TF_CONFIG") else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def _worker_index() -> int:
+    task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    return int(task.get("index", 0))
 
 
 def _unfinished_run(app_root: Path, digest: str) -> Path | None:

@@ -35,10 +35,16 @@ def test_finish_points_latest_and_stops_resuming(run_root):
     assert fresh.path.name == "second"
 
 
-def test_non_chief_writes_only_a_temporary_folder(run_root):
+def test_non_chief_writes_only_a_temporary_folder(run_root, monkeypatch):
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
     run = RunDir.create("demo", {"a": 1}, str(run_root), is_chief=False)
     assert not (run_root / "demo").exists()
-    assert run.path.exists() and not run.is_chief
+    assert run.path.exists() and not run.is_chief and run.path.name.endswith("-worker1")
+    again = RunDir.create("demo", {"a": 1}, str(run_root), is_chief=False)
+    assert again.path == run.path and again.resumed  # a restarted worker finds its backup
     run.finish()
     assert not run.path.exists()
 

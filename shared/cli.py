@@ -97,8 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_tensorflow_import() -> None:
+    """Import TensorFlow and Keras with the process's stderr muted.
+
+    TensorFlow 2.21 prints C++ start-up lines (oneDNN, no CUDA driver) before any log level
+    applies, which buried the one line of error a user should see. Errors still surface: a
+    failed import raises after stderr is back.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("TF_CONFIG"):
         # A launcher stops workers with SIGTERM: exit through Python so files are closed.
@@ -111,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.config import ConfigError, load_config
     from shared.io import DataError
 
+    quiet_tensorflow_import()
     try:
         pipeline = importlib.import_module(APPS[args.app][0])
         config = load_config(

@@ -141,6 +141,7 @@ def train(config: Config, options=None) -> RunDir:
     training.seed_everything(config.train.seed)
     strategy = training.select_strategy()
     policy = training.set_precision(config.train.mixed_precision)
+    prepared = prepare(config)  # bad data fails here, before a run folder exists
     run = RunDir.create(
         APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
     )
@@ -148,7 +149,6 @@ def train(config: Config, options=None) -> RunDir:
         f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; {strategy.num_replicas_in_sync} replica(s), policy {policy}",
         flush=True,
     )
-    prepared = prepare(config)
     frame, columns = prepared.frame, prepared.columns
     numeric, categorical = fraud_data.feature_columns(columns, config.data.windows)
     parts = {s: frame[frame.split == s] for s in fraud_data.SPLITS}

@@ -16,7 +16,7 @@ OUTPUT ?=
 OUTPUT_ARG := $(if $(OUTPUT),--output $(OUTPUT),)
 INPUT ?=
 
-.PHONY: all setup test test-all lint format bench tensorboard clean fraud
+.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud
 
 all: setup fraud
 
@@ -46,6 +46,11 @@ format: setup
 
 bench: setup
 	$(PY) -m shared.bench --output runs/bench/bench.json
+
+# Each app's smoke config on the GPU with and without mixed precision and XLA (JSON report);
+# says so and exits 0 on a machine without a GPU.
+gpu-check: setup
+	$(PY) -m shared.gpu_check --output runs/gpu_check.json
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import time
 
 import keras
 import numpy as np
@@ -185,8 +186,11 @@ def fit(
     monitor: str = "val_loss",
     mode: str = "min",
     class_weight: dict | None = None,
+    examples: int | None = None,
 ) -> keras.Model:
     """Fit with the shared callbacks, resuming after a kill; skip if this network already finished.
+
+    With `examples` (rows per epoch), history gains each epoch's training seconds and examples/s.
 
     The finished network's weights are kept in checkpoints/<name>.final.weights.h5 so a run that
     was killed while training a later network does not train this one again.
@@ -200,7 +204,7 @@ def fit(
         train,
         validation_data=validation,
         epochs=config.epochs,
-        callbacks=make_callbacks(run, config, name, monitor, mode),
+        callbacks=[EpochThroughput(examples)] + make_callbacks(run, config, name, monitor, mode),
         class_weight=class_weight,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=config.verbose,
@@ -208,6 +212,28 @@ def fit(
     model.save_weights(str(final))
     _collect_history(run)
     return model
+
+
+class EpochThroughput(keras.callbacks.Callback):
+    """Adds `train_seconds` (validation excluded) and `examples_per_s` to each epoch's logs."""
+
+    def __init__(self, examples: int | None):
+        super().__init__()
+        self.examples = examples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.stop = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "start", None) is not None and self.stop is None:
+            self.stop = time.perf_counter()  # validation starts: training of this epoch is done
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (self.stop or time.perf_counter()) - self.start
+        if logs is not None:
+            logs["train_seconds"] = seconds
+            if self.examples:
+                logs["examples_per_s"] = self.examples / seconds
 
 
 def weights_digest(model: keras.Model) -> str:

@@ -296,6 +296,7 @@ def _fit_classifier(
         monitor="val_auprc",
         mode="max",
         class_weight=weights,
+        examples=len(labels["train"]),
     )
 
 
@@ -319,6 +320,7 @@ def _fit_autoencoder(
         run,
         cfg,
         name="autoencoder",
+        examples=n_train,
     )
 
 

@@ -2,7 +2,10 @@
 out) against a bare `model.predict` on in-memory arrays. Driven by `shared.bench`."""
 
 import dataclasses
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +37,7 @@ def run(measure, rows: int | None = None) -> dict:
     train = measure(__name__, "train", {})
     ours = measure(__name__, "score", {"csv": setup["csv"]})
     bare = measure(__name__, "predict", {"csv": setup["csv"]})
+    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     return {
         "training": {
             "rows": train["rows"],
@@ -44,7 +48,14 @@ def run(measure, rows: int | None = None) -> dict:
             "bare_fit_same_compile_rows_per_s": train["bare_same_compile"],
             "ratio_same_compile": round(train["ours"] / train["bare_same_compile"], 3),
             "target_ratio": 0.9,
+            "input_pipeline_rows_per_s": train["input"],
+            "input_bound": train["input"] < 1.5 * train["ours"],
             "peak_rss_mb": train["peak_rss_mb"],
+        },
+        "local_workers": {
+            "note": "CPU workers share 2 cores here: this checks the cluster path, not speed-up",
+            **{f"{n}_worker_rows_per_s": w["rows_per_s"] for n, w in workers.items()},
+            "weights_identical_across_workers": workers[2]["identical"],
         },
         "scoring": {
             "rows": ours["rows"],
@@ -59,7 +70,14 @@ def run(measure, rows: int | None = None) -> dict:
 
 
 def measure(name: str, args: dict) -> dict:
-    return {"setup": _setup, "train": _train, "score": _score, "predict": _predict}[name](**args)
+    steps = {
+        "setup": _setup,
+        "train": _train,
+        "score": _score,
+        "predict": _predict,
+        "workers": _workers,
+    }
+    return steps[name](**args)
 
 
 def _config(**sets):
@@ -161,7 +179,42 @@ def _train() -> dict:
             fit(timer, trial) if name != "bare" else fit(timer)
             rates[name].append(len(y) / timer.steady_epoch_s())
     best = {name: round(max(values)) for name, values in rates.items()}
-    return {"rows": len(y), "steps_per_execution": cfg.steps_per_execution, **best}
+    return {
+        "rows": len(y),
+        "steps_per_execution": cfg.steps_per_execution,
+        "input": _input_rate(x, y, cfg.batch_size),
+        **best,
+    }
+
+
+def _input_rate(x, y, batch_size: int) -> int:
+    """Rows/s of the input pipeline alone (one epoch after a warm-up), to spot an input bound."""
+    dataset = in_memory_dataset(x, y, batch_size, True, 0)
+    for _ in dataset:
+        pass
+    start = time.perf_counter()
+    for _ in dataset:
+        pass
+    return round(len(y) / (time.perf_counter() - start))
+
+
+def _workers(n: int) -> dict:
+    """Network training rows/s with `n` local workers (the launcher), and whether weights agree."""
+    root = WORK / f"workers_{n}"
+    shutil.rmtree(root, ignore_errors=True)
+    sets = [f"run.root={root}", "train.epochs=3", "model.autoencoder_epochs=1", "train.verbose=0"]
+    command = [sys.executable, "-m", "shared.cli", "fraud", "train", "--workers", str(n)]
+    command += [arg for s in sets for arg in ("--set", s)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{n}-worker training failed: {done.stderr.strip().splitlines()[-1:]}")
+    history = pd.read_csv(root / "fraud" / "latest" / "history.csv")
+    network = history[(history["network"] == "network") & (history["epoch"] > 0)]
+    digests = set(re.findall(r"weights sha256 (.+)", done.stdout))
+    return {
+        "rows_per_s": round(float(network["examples_per_s"].median())),
+        "identical": len(digests) == 1,
+    }
 
 
 def _score(csv: str) -> dict:

@@ -1,0 +1,105 @@
+"""Image files: check the header, refuse huge images before decoding, decode to uint8 arrays.
+
+A file that is empty, not an image, truncated, corrupt or too large raises ImageError with one
+line saying why, so a scorer can put it in the rejects and a reader can name it.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from shared.io import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Leading bytes of each format we read: the header decides, not the file name.
+SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP"}
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "P;gray")
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels: larger images are refused, not decoded
+
+
+class ImageError(DataError):
+    """One image file that cannot be used, with the reason."""
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """The image format named by the file's first bytes; ImageError if it is none we read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    for signature, name in SIGNATURES.items():
+        if head.startswith(signature):
+            return name
+    raise ImageError(f"{path}: not a PNG, JPEG or BMP image (unrecognised header)")
+
+
+def image_info(
+    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int, bool]:
+    """(width, height, is_grayscale) from the header alone, refusing images over `max_pixels`."""
+    sniff_format(path)
+    try:
+        with Image.open(path) as image:
+            width, height, mode = image.width, image.height, image.mode
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large to decode ({_first_line(exc)})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: unreadable image header ({_first_line(exc)})") from exc
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{path}: image is {width} x {height} = {width * height:,} pixels, over the limit "
+            f"of {max_pixels:,}; refused without decoding"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{path}: image has no pixels ({width} x {height})")
+    return width, height, mode in GRAY_MODES
+
+
+def read_image(
+    path: str | os.PathLike, channels: int = 3, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode an image file to a uint8 array of shape (height, width, channels).
+
+    `channels` is 1 (grayscale) or 3 (RGB); alpha is dropped and palettes are expanded.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3. Received: channels={channels}")
+    image_info(path, max_pixels)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes everything now: a truncated or corrupt file fails here
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # 16-bit and float grayscale: scale to 8 bits rather than clipping.
+                values = np.asarray(image, dtype=np.float64)
+                top = values.max() if values.max() > 0 else 1.0
+                array = np.round(values / top * 255.0).astype(np.uint8)
+                image = Image.fromarray(array, mode="L")
+            converted = image.convert("L" if channels == 1 else "RGB")
+            array = np.asarray(converted, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large to decode ({_first_line(exc)})") from exc
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, zlib errors, ...
+        raise ImageError(f"{path}: corrupt or truncated image ({_first_line(exc)})") from exc
+    return array[..., None] if channels == 1 else array
+
+
+def list_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under `folder` (by suffix, recursively, sorted; hidden files skipped)."""
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,1 +1,1 @@
-"""Deepfield vision app (see its issue; not built yet)."""
+"""Deepfield vision app: image classification from folders, IDX, NPZ or CSV manifests."""

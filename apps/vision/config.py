@@ -1,0 +1,95 @@
+"""The vision app's typed config: data, augmentation, model, training, evaluation and scoring."""
+
+import dataclasses
+from typing import Literal
+
+from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
+from shared.images import DEFAULT_MAX_PIXELS
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images are, in which format, and how they are split and sized."""
+
+    source: Literal["digits", "files"] = "digits"  # digits: write scikit-learn's digits to `path`
+    path: str = "datasets/vision/generated/digits"  # image folder, IDX folder, .npz or .csv file
+    format: Literal["auto", "folder", "idx", "npz", "csv"] = "auto"  # auto: from the path
+    image_size: list[int] = bounded([16, 16], low=1)  # [height, width] the model works at
+    channels: int | None = bounded(None, choices=[1, 3])  # 1 gray, 3 RGB; None: from the data
+    val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
+    test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
+    cache: Literal["memory", "disk", "none"] = "memory"  # decoded-image cache of file sources
+    max_image_pixels: int = bounded(DEFAULT_MAX_PIXELS, low=1)  # larger files are rejected
+
+    def validate(self) -> None:
+        if len(self.image_size) != 2:
+            raise ConfigError(f"data.image_size: expected [height, width], got {self.image_size!r}")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "data.val_fraction + data.test_fraction must leave images to train on, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Random augmentation layers, active in training only (inference passes images through)."""
+
+    enabled: bool = True  # off: no augmentation layers at all
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"  # mirror
+    rotation: float = bounded(0.03, low=0.0, high=0.5)  # max rotation, fraction of a full turn
+    zoom: float = bounded(0.1, low=0.0, high=0.9)  # max zoom in or out, fraction of the size
+    translation: float = bounded(0.1, low=0.0, high=0.5)  # max shift, fraction of the size
+    contrast: float = bounded(0.0, low=0.0, high=1.0)  # max contrast change factor (0: off)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network: a small CNN, a residual network or a KerasHub backbone with a new head."""
+
+    architecture: Literal["cnn", "resnet", "transfer"] = "cnn"  # which builder
+    filters: list[int] = bounded([32, 64], low=1)  # channels per stage (cnn and resnet)
+    blocks_per_stage: int = bounded(2, low=1)  # residual blocks per stage (resnet)
+    dense_units: int = bounded(128, low=0)  # hidden units before the softmax (0: none)
+    dropout: float = bounded(0.3, low=0.0, high=0.9)  # dropout before the classifier
+    label_smoothing: float = bounded(0.0, low=0.0, high=0.5)  # cross-entropy label smoothing
+    backbone: str = ""  # transfer: local KerasHub preset folder (no downloads)
+    fine_tune_epochs: int = bounded(3, low=0)  # transfer: epochs with the backbone unfrozen
+    fine_tune_learning_rate_ratio: float = bounded(0.1, low=0.0, high=1.0, low_open=True)  # of lr
+
+    def validate(self) -> None:
+        if self.architecture == "transfer" and not self.backbone:
+            raise ConfigError(
+                "model.backbone: architecture 'transfer' needs a local KerasHub preset folder"
+            )
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """What the evaluation shows."""
+
+    top_k: int = bounded(5, low=2)  # top-k accuracy, reported when there are more than k classes
+    wrong_images: int = bounded(16, low=0)  # most-confidently-wrong test images in the grid
+    gradcam_images: int = bounded(8, low=0)  # test images with a Grad-CAM overlay (0: none)
+    gradcam_paths: list[str] = listed([])  # image files to explain besides the test images
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Batch scoring of image files."""
+
+    chunk_files: int = bounded(512, low=1)  # files read, checked and scored at a time
+    batch_size: int = bounded(128, low=1)  # images per model call
+    top_k: int = bounded(3, low=1)  # labels with probabilities written per image
+    max_image_pixels: int = bounded(DEFAULT_MAX_PIXELS, low=1)  # larger files are rejected
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)

@@ -1,0 +1,533 @@
+"""The vision app's five steps: prepare, train, evaluate, score, export."""
+
+import csv
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from apps.vision import data as vdata
+from apps.vision.config import Config
+from apps.vision.model import FEATURES, build_model, export_saved_model, find_backbone
+from apps.vision.plots import plot_image_grid
+from shared import evaluation as ev
+from shared import training
+from shared.config import load_config, to_dict
+from shared.gradcam import gradcam_heatmaps, plot_gradcam_grid
+from shared.images import ImageError, read_image
+from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
+from shared.model_card import metrics_table, write_model_card
+from shared.run import RunDir, config_digest, load_meta
+from shared.scoring import Progress, ScoreCounts, default_output_paths
+
+APP = "vision"
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare(config: Config, options=None) -> vdata.ImageData:
+    """Write the digits sample if configured, read and check every image, split; cached per input."""
+    cfg = config.data
+    if cfg.source == "digits":
+        write_digits(Path(cfg.path))
+    source = Path(cfg.path)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder (data.path)")
+    digest = config_digest(
+        {"data": to_dict(cfg), "seed": config.train.seed, "files": _fingerprint(source)}
+    )
+    folder = Path(config.run.root) / APP / "prepared" / digest[:12]
+    start = time.perf_counter()
+    plan = vdata.SplitPlan(cfg.val_fraction, cfg.test_fraction, config.train.seed)
+    cached = folder / "manifest.csv"
+    if cached.exists() and (folder / "prepare.json").exists():
+        data = _from_manifest(cached, read_json(folder / "prepare.json"))
+        print(f"prepare: using the checked file list in {folder}", flush=True)
+    else:
+        data = vdata.read(source, cfg.format, cfg.channels, cfg.max_image_pixels, plan)
+        if training.is_chief():
+            info = vdata.summary(data) | {"source": str(source)}
+            write_table(folder / "rejects.csv", vdata.rejects_frame(data.rejects))
+            write_json(folder / "prepare.json", info)
+            if data.splits["train"].paths is not None:  # arrays are re-read, files not re-checked
+                write_table(cached, _manifest(data))
+        counts = ", ".join(f"{s} {len(p):,}" for s, p in data.splits.items())
+        print(
+            f"prepare: {sum(len(p) for p in data.splits.values()):,} images, "
+            f"{len(data.class_names)} classes, {data.channels} channel(s) from {source} "
+            f"({data.format}) in {time.perf_counter() - start:.1f}s; {counts}",
+            flush=True,
+        )
+    if data.rejects:
+        print(
+            f"prepare: {len(data.rejects):,} file(s) rejected, reasons in {folder / 'rejects.csv'}; "
+            f"first: {data.rejects[0][0]}: {data.rejects[0][1]}",
+            flush=True,
+        )
+    data.folder = folder
+    return data
+
+
+def _fingerprint(source: Path) -> list:
+    """Path, file count, total size and newest change under `source`: a changed folder re-checks."""
+    if source.is_file():
+        stat = source.stat()
+        return [str(source.resolve()), 1, stat.st_size, stat.st_mtime_ns]
+    count = size = newest = 0
+    for folder, _, files in os.walk(source):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return [str(source.resolve()), count, size, newest]
+
+
+def _manifest(data: vdata.ImageData) -> pd.DataFrame:
+    rows = [
+        (path, data.class_names[label], split)
+        for split, part in data.splits.items()
+        for path, label in zip(part.paths, part.labels, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["path", "label", "split"])
+
+
+def _from_manifest(path: Path, info: dict) -> vdata.ImageData:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    lookup = {name: i for i, name in enumerate(info["classes"])}
+    splits = {}
+    for split in vdata.SPLITS:
+        part = frame[frame.split == split]
+        labels = np.array([lookup[v] for v in part.label], dtype=np.int32)
+        splits[split] = vdata.Split(labels, paths=part.path.tolist())
+    rejects_file = path.parent / "rejects.csv"
+    rejects = (
+        pd.read_csv(rejects_file, dtype=str, keep_default_na=False)
+        if rejects_file.exists()
+        else None
+    )
+    pairs = list(rejects.itertuples(index=False, name=None)) if rejects is not None else []
+    return vdata.ImageData(
+        info["classes"], info["channels"], splits, info["format"], info["own_splits"], pairs
+    )
+
+
+def write_digits(folder: Path) -> None:
+    """scikit-learn's bundled handwritten digits (1,797 8x8 images) as `folder/<digit>/*.png`."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    stamp = folder / ".complete"
+    if stamp.exists():
+        return
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for index, (image, label) in enumerate(zip(images, digits.target, strict=True)):
+        target = folder / str(label) / f"{index:04d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target, suffix=".png") as tmp:
+            Image.fromarray(image, mode="L").save(tmp, format="PNG")
+    stamp.write_text(f"{len(images)} images from sklearn.datasets.load_digits\n")
+    print(f"prepare: wrote {len(images):,} digit images to {folder}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def train(config: Config, options=None) -> RunDir:
+    """Fit the configured network; for transfer learning, the head first, then everything."""
+    training.seed_everything(config.train.seed)
+    strategy = training.select_strategy()
+    policy = training.set_precision(config.train.mixed_precision)
+    run = RunDir.create(
+        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
+    )
+    print(
+        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
+        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
+        flush=True,
+    )
+    data = prepare(config)
+    cfg, size = config.train, config.data.image_size
+    n_classes = len(data.class_names)
+    train_ds = _dataset(config, data, "train", shuffle=True)
+    val_ds = _dataset(config, data, "val", shuffle=False)
+    start = time.perf_counter()
+    with strategy.scope():
+        model = build_model(config.model, config.augment, n_classes, size, data.channels)
+        _compile(model, cfg, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+    name = "head" if config.model.architecture == "transfer" else config.model.architecture
+    print(
+        f"train: {model.name} ({model.count_params():,} parameters) on "
+        f"{len(data.splits['train']):,} images, {n_classes} classes",
+        flush=True,
+    )
+    n_train = len(data.splits["train"])
+    training.fit(model, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=n_train)
+    backbone = find_backbone(model) if config.model.architecture == "transfer" else None
+    if backbone is not None and config.model.fine_tune_epochs:
+        backbone.trainable = True
+        tune = dataclasses.replace(
+            cfg,
+            epochs=config.model.fine_tune_epochs,
+            learning_rate=cfg.learning_rate * config.model.fine_tune_learning_rate_ratio,
+            warmup_epochs=0.0,
+        )
+        with strategy.scope():
+            _compile(model, tune, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+        print("train: fine-tuning the whole network (backbone unfrozen)", flush=True)
+        training.fit(
+            model, train_ds, val_ds, run, tune, "finetune", "val_loss", "min", examples=n_train
+        )
+    seconds = time.perf_counter() - start
+    if run.is_chief:
+        with atomic_path(run.model_path, suffix=".keras") as tmp:
+            model.save(tmp)
+        with atomic_dir(run.saved_model_path) as tmp:
+            export_saved_model(model, str(tmp))
+        write_json(
+            run.meta_path,
+            {
+                "app": APP,
+                "class_names": data.class_names,
+                "image_size": list(size),
+                "channels": data.channels,
+                "input": "uint8 images (batch, height, width, channels), any height and width",
+                "architecture": config.model.architecture,
+                "backbone": config.model.backbone or None,
+                "prepared": str(data.folder),
+                "train_seconds": round(seconds, 1),
+                "precision_policy": policy,
+            },
+        )
+    run.finish()
+    print(
+        f"train: finished in {seconds:.0f}s; weights sha256 {training.weights_digest(model)}; "
+        f"model -> {run.model_path}",
+        flush=True,
+    )
+    return run
+
+
+def _compile(model, cfg, n_train: int, n_classes: int, top_k: int) -> None:
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if n_classes > top_k:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(top_k, name=f"top{top_k}"))
+    training.compile_model(model, cfg, n_train, "sparse_categorical_crossentropy", metrics)
+
+
+def _dataset(config: Config, data: vdata.ImageData, split: str, shuffle: bool, labels=True):
+    cache_path = str(data.folder / f"cache-{split}") if config.data.cache == "disk" else None
+    batch = config.train.batch_size if shuffle else config.score.batch_size
+    return vdata.make_dataset(
+        data.splits[split],
+        config.data.image_size,
+        data.channels,
+        batch,
+        shuffle,
+        config.train.seed,
+        config.data.cache,
+        cache_path,
+        labels=labels,
+    )
+
+
+def load_model(run: RunDir) -> keras.Model:
+    """The run's saved model, loaded safely (custom layers and KerasHub classes registered)."""
+    import keras_hub  # noqa: F401  registers the backbone classes a transfer model contains
+
+    import shared.layers  # noqa: F401  registers ResidualBlock
+
+    if not run.model_path.exists():
+        raise DataError(f"{run.path}: no model.keras; is this a finished training run?")
+    return keras.saving.load_model(run.model_path, safe_mode=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+def classification_report(y, prob: np.ndarray, class_names: list[str], top_k: int) -> dict:
+    """Accuracy, top-k accuracy (more than k classes), per-class precision/recall/F1, macro F1."""
+    y = np.asarray(y)
+    predicted = prob.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    report = {
+        "images": int(len(y)),
+        "accuracy": float(np.mean(predicted == y)),
+        "macro_f1": float(np.mean(f1)),
+        "macro_precision": float(np.mean(precision)),
+        "macro_recall": float(np.mean(recall)),
+    }
+    if len(class_names) > top_k:
+        top = np.argsort(-prob, axis=1)[:, :top_k]
+        report[f"top{top_k}_accuracy"] = float(np.mean((top == y[:, None]).any(axis=1)))
+    report["per_class"] = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    report["confusion_matrix"] = skm.confusion_matrix(y, predicted, labels=labels).tolist()
+    return report
+
+
+def evaluate(config: Config, options=None) -> dict:
+    """Test metrics, confusion matrix, most-confidently-wrong grid, Grad-CAM, model card."""
+    run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
+    meta = load_meta(run)
+    # The data and splits come from the run's own config; what to show, from this command's.
+    run_config = load_config(Config, run.path / "config.yaml")
+    data = prepare(run_config)
+    model = load_model(run)
+    names, size, channels = meta["class_names"], meta["image_size"], meta["channels"]
+    top_k = config.evaluate.top_k
+    report = {"primary_metric": "accuracy", "test": {}, "validation": {}}
+    probabilities = {}
+    for split, key in (("test", "test"), ("val", "validation")):
+        dataset = _dataset(run_config, data, split, shuffle=False, labels=False)
+        probabilities[split] = model.predict(dataset, verbose=0)
+        report[key] = classification_report(
+            data.splits[split].labels, probabilities[split], names, top_k
+        )
+    report["data"] = read_json(data.folder / "prepare.json")
+    report["train_seconds"] = meta.get("train_seconds")
+    write_json(run.metrics_path, report)
+
+    plots = run.subdir("plots")
+    test, prob = data.splits["test"], probabilities["test"]
+    ev.plot_confusion_matrix(
+        np.array(report["test"]["confusion_matrix"]), names, plots / "confusion_matrix.png",
+        f"Confusion matrix (test, accuracy {report['test']['accuracy']:.3f})",
+    )  # fmt: skip
+    predicted, confidence = prob.argmax(axis=1), prob.max(axis=1)
+    wrong = np.flatnonzero(predicted != test.labels)
+    wrong = wrong[np.argsort(-confidence[wrong])][: config.evaluate.wrong_images]
+    if len(wrong):
+        plot_image_grid(
+            vdata.split_images(test, wrong, size, channels),
+            [
+                f"true {names[test.labels[i]]}\npred {names[predicted[i]]} ({confidence[i]:.2f})"
+                for i in wrong
+            ],
+            plots / "most_confidently_wrong.png",
+            f"Most confidently wrong test images ({len(wrong)} of {int((predicted != test.labels).sum())} errors)",
+        )
+    count = min(config.evaluate.gradcam_images, len(test))
+    if count:
+        chosen = np.linspace(0, len(test) - 1, count).astype(int)
+        images = vdata.split_images(test, chosen, size, channels)
+        heatmaps = gradcam_heatmaps(model, images, predicted[chosen], FEATURES)
+        titles = [f"true {names[test.labels[i]]}\npred {names[predicted[i]]}" for i in chosen]
+        plot_gradcam_grid(images, heatmaps, titles, plots / "gradcam.png", "Grad-CAM (test images)")
+    if config.evaluate.gradcam_paths:
+        _gradcam_files(model, config.evaluate.gradcam_paths, meta, plots / "gradcam_files.png")
+    ev.plot_history(run.history_path, plots / "history.png", metrics=("loss", "accuracy"))
+    _write_card(run, meta, report)
+    test_report = report["test"]
+    extra = (
+        f", top-{top_k} {test_report[f'top{top_k}_accuracy']:.4f}"
+        if f"top{top_k}_accuracy" in test_report
+        else ""
+    )
+    print(
+        f"evaluate: test accuracy {test_report['accuracy']:.4f}{extra}, macro F1 "
+        f"{test_report['macro_f1']:.4f} on {test_report['images']:,} images; plots -> {plots}",
+        flush=True,
+    )
+    return report
+
+
+def _gradcam_files(model, paths: list[str], meta: dict, target: Path) -> None:
+    size, channels = meta["image_size"], meta["channels"]
+    images = []
+    for path in paths:
+        try:
+            raw = read_image(path, channels)
+        except ImageError as exc:
+            raise DataError(f"evaluate.gradcam_paths: {exc}") from exc
+        images.append(
+            keras.ops.convert_to_numpy(keras.layers.Resizing(*size)(raw.astype("float32")))
+        )
+    batch = np.clip(np.round(np.stack(images)), 0, 255).astype(np.uint8)
+    prob = model.predict(batch, verbose=0)
+    heatmaps = gradcam_heatmaps(model, batch, prob.argmax(axis=1), FEATURES)
+    titles = [
+        f"{Path(p).name}\npred {meta['class_names'][k]}"
+        for p, k in zip(paths, prob.argmax(axis=1), strict=True)
+    ]
+    plot_gradcam_grid(batch, heatmaps, titles, target, "Grad-CAM (chosen images)")
+
+
+def _write_card(run: RunDir, meta: dict, report: dict) -> None:
+    data, test = report["data"], report["test"]
+    splits = ", ".join(f"{s}: {v['images']:,}" for s, v in data["splits"].items())
+    columns = ["accuracy", "macro_f1", "macro_precision", "macro_recall"] + [
+        m for m in test if m.startswith("top")
+    ]
+    per_class = metrics_table(test["per_class"], ["precision", "recall", "f1", "support"])
+    write_model_card(
+        run.card_path,
+        "Image classifier: model card",
+        {
+            "Intended use": "Classifies images into the classes it was trained on: "
+            f"{', '.join(meta['class_names'])}. Every image gets a class; there is no 'none of these' answer.",
+            "Data": f"Source `{data['source']}` ({data['format']}); {data['channels']} channel(s); "
+            f"{data['rejected_files']:,} file(s) rejected at preparation. Splits: {splits} "
+            f"({'own splits: ' + ', '.join(data['own_splits']) if data['own_splits'] else 'stratified, seeded'}).",
+            "Model": f"Architecture `{meta['architecture']}`"
+            + (f" on the KerasHub backbone `{meta['backbone']}`" if meta.get("backbone") else "")
+            + f". Input: raw uint8 images of any size; rescaling and resizing to {meta['image_size'][0]}x"
+            f"{meta['image_size'][1]} happen inside the model. Trained in {meta.get('train_seconds')}s.",
+            "Metrics (test and validation)": metrics_table(
+                {"test": test, "validation": report["validation"]}, columns
+            ),
+            "Per class (test)": per_class,
+            "Limits": "Accuracy holds only for images like the training images (same kind of camera, "
+            "framing, resolution). Grad-CAM shows where the network looked, not why; read it as a sanity check.",
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# score and export
+
+
+class ImageScorer:
+    """Image files in -> predicted label, probability and the top-k labels with probabilities."""
+
+    def __init__(self, run: RunDir, top_k: int, batch_size: int, max_pixels: int):
+        self.meta = load_meta(run)
+        self.model = load_model(run)
+        self.class_names = self.meta["class_names"]
+        self.top_k = min(top_k, len(self.class_names))
+        self.batch_size, self.max_pixels = batch_size, max_pixels
+        self.columns = ["path", "predicted_label", "probability"] + [
+            f"top{i}_{kind}" for i in range(1, self.top_k + 1) for kind in ("label", "probability")
+        ]
+
+    def _read(self, path: str) -> np.ndarray | str:
+        """The decoded image, or the reason it cannot be used."""
+        try:
+            return read_image(path, self.meta["channels"], self.max_pixels)
+        except ImageError as exc:
+            return str(exc).removeprefix(f"{path}: ")
+
+    def predict(self, paths: list[str]) -> tuple[list[list], list[list]]:
+        """Rows for the images that decode, and (path, reason) for the files that do not."""
+        images, rejects = {}, []
+        for path in paths:
+            result = self._read(path)
+            if isinstance(result, str):
+                rejects.append([path, result])
+            else:
+                images[path] = result
+        # Raw images of one size go to the model together; it resizes them itself.
+        by_shape: dict[tuple, list[str]] = {}
+        for path, image in images.items():
+            by_shape.setdefault(image.shape, []).append(path)
+        probabilities = {}
+        for group in by_shape.values():
+            batch = np.stack([images[p] for p in group])
+            prob = np.concatenate(
+                [
+                    self.model.predict_on_batch(batch[i : i + self.batch_size])
+                    for i in range(0, len(batch), self.batch_size)
+                ]
+            )
+            probabilities.update(zip(group, prob, strict=True))
+        rows = []
+        for path in paths:
+            if path not in probabilities:
+                continue
+            prob = probabilities[path]
+            order = np.argsort(-prob)[: self.top_k]
+            row = [path, self.class_names[order[0]], round(float(prob[order[0]]), 6)]
+            for k in order:
+                row += [self.class_names[k], round(float(prob[k]), 6)]
+            rows.append(row)
+        return rows, rejects
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Every file named, and every (non-hidden) file under every folder named, in order."""
+    if not inputs:
+        raise DataError("score needs --input: image file(s) or a folder")
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += [
+                str(p)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+            ]
+        elif path.exists():
+            files.append(str(path))
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    if not files:
+        raise DataError(f"no files to score under {', '.join(inputs)}")
+    return files
+
+
+def score(config: Config, options) -> dict:
+    """Image files or folders in -> predictions CSV and rejects CSV (path, reason), atomically."""
+    run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
+    files = expand_inputs(list(options.inputs))
+    first = Path(options.inputs[0])
+    output, rejects = default_output_paths(first, options.output, options.rejects)
+    scorer = ImageScorer(
+        run, config.score.top_k, config.score.batch_size, config.score.max_image_pixels
+    )
+    counts = ScoreCounts()
+    meter = Progress("scoring image files")
+    with (
+        atomic_path(output) as out_tmp,
+        atomic_path(rejects) as rej_tmp,
+        open(out_tmp, "w", encoding="utf-8", newline="") as out,
+        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
+    ):
+        out_writer, rej_writer = csv.writer(out), csv.writer(rej)
+        out_writer.writerow(scorer.columns)
+        rej_writer.writerow(["path", "reason"])
+        for begin in range(0, len(files), config.score.chunk_files):
+            chunk = files[begin : begin + config.score.chunk_files]
+            rows, bad = scorer.predict(chunk)
+            out_writer.writerows(rows)
+            rej_writer.writerows(bad)
+            counts.rows += len(chunk)
+            counts.scored += len(rows)
+            counts.rejected += len(bad)
+            meter.update(counts.rows)
+    print(
+        f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "
+        f"{counts.rejected:,} rejected -> {rejects}",
+        flush=True,
+    )
+    return {"files": counts.rows, "scored": counts.scored, "rejected": counts.rejected,
+            "output": str(output), "rejects": str(rejects)}  # fmt: skip
+
+
+def export(config: Config, options) -> Path:
+    """Write the run's model as a TensorFlow SavedModel (serving signature: raw uint8 images in)."""
+    run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
+    target = Path(options.output) if getattr(options, "output", None) else run.saved_model_path
+    model = load_model(run)
+    with atomic_dir(target) as tmp:
+        export_saved_model(model, str(tmp))
+    print(f"export: SavedModel -> {target} (input: uint8 images, any size)", flush=True)
+    return target

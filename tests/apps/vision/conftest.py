@@ -1,0 +1,51 @@
+"""Tiny image datasets written in the formats the vision readers take."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("horizontal", "vertical", "dots")
+
+
+def pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A 16-px-ish uint8 image whose class is easy to learn: stripes one way or the other, or dots."""
+    grid = np.indices((size, size))
+    phase = rng.integers(0, 4)
+    if label == 0:
+        base = (grid[0] + phase) % 4 < 2
+    elif label == 1:
+        base = (grid[1] + phase) % 4 < 2
+    else:
+        base = ((grid[0] + phase) % 4 == 0) & ((grid[1] + phase) % 4 == 0)
+    noise = rng.normal(0, 20, (size, size))
+    return np.clip(base * 200 + 30 + noise, 0, 255).astype(np.uint8)
+
+
+def write_folder(root, per_class: int = 10, seed: int = 0, sizes=(16, 20)):
+    """root/<class>/*.png (gray and RGB, two sizes) and a few JPEG/BMP files."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = pattern(label, sizes[i % len(sizes)], rng)
+            pil = Image.fromarray(image, mode="L")
+            if i % 3 == 1:
+                pil.convert("RGB").save(folder / f"{i}.png")
+            elif i % 5 == 4:
+                pil.save(folder / f"{i}.bmp")
+            else:
+                pil.save(folder / f"{i}.png")
+    return root
+
+
+def arrays(n_per_class: int = 8, size: int = 16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = np.stack([pattern(c, size, rng) for c in range(3) for _ in range(n_per_class)])
+    y = np.repeat(np.arange(3), n_per_class).astype(np.uint8)
+    return x, y
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return write_folder(tmp_path / "images")

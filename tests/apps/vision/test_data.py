@@ -1,0 +1,203 @@
+"""Every vision reader on small files in exactly its format, and its bad input."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from apps.vision import data as vdata
+from shared.io import DataError
+from tests.apps.vision.conftest import CLASSES, arrays, write_folder
+
+PLAN = vdata.SplitPlan(val_fraction=0.2, test_fraction=0.2, seed=0)
+
+
+def read(path, fmt="auto", channels=None, max_pixels=10_000_000):
+    return vdata.read(path, fmt, channels, max_pixels, PLAN)
+
+
+def test_folder_reader_splits_stratified_and_rejects_bad_files(image_folder):
+    (image_folder / "dots" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (image_folder / "dots" / "empty.jpg").write_bytes(b"")
+    (image_folder / "dots" / "notes.txt").write_text("not an image")
+    (image_folder / "stray.png").write_bytes(b"x")
+    data = read(image_folder)
+    assert data.format == "folder" and data.class_names == sorted(CLASSES)
+    assert data.channels == 3  # some files are RGB
+    assert {s: len(p) for s, p in data.splits.items()} == {"train": 18, "val": 6, "test": 6}
+    for part in data.splits.values():
+        assert np.bincount(part.labels, minlength=3).min() >= 2  # stratified
+    reasons = {path.split("/")[-1]: reason for path, reason in data.rejects}
+    assert set(reasons) == {"broken.png", "empty.jpg", "notes.txt", "stray.png"}
+    assert "empty file" in reasons["empty.jpg"] and "not an image file" in reasons["notes.txt"]
+    assert "class sub-folder" in reasons["stray.png"]
+    everything = sum((p.paths for p in data.splits.values()), [])
+    assert len(everything) == len(set(everything)) == 30
+    assert read(image_folder).splits["test"].paths == data.splits["test"].paths  # seeded
+
+
+def test_folder_with_own_train_and_test(tmp_path):
+    write_folder(tmp_path / "d" / "train", per_class=6)
+    write_folder(tmp_path / "d" / "test", per_class=2, seed=1)
+    (tmp_path / "d" / "extra").mkdir()
+    (tmp_path / "d" / "extra" / "x.png").write_bytes(b"x")
+    data = read(tmp_path / "d", channels=1)
+    assert data.rejects == [
+        (str(tmp_path / "d" / "extra" / "x.png"), "not under train/, val/ or test/")
+    ]
+    assert data.own_splits == ["test", "train"] and data.channels == 1
+    assert len(data.splits["test"]) == 6
+    assert all("/test/" in p for p in data.splits["test"].paths)
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 18
+
+
+def test_folder_bad_input(tmp_path):
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images found"):
+        read(tmp_path / "empty")
+    with pytest.raises(DataError, match="no such file"):
+        read(tmp_path / "missing")
+    bad = tmp_path / "bad" / "cls"
+    bad.mkdir(parents=True)
+    (bad / "a.png").write_text("text")
+    with pytest.raises(DataError, match="none of the 1 image files could be read"):
+        read(tmp_path / "bad")
+
+
+def write_idx(path, array: np.ndarray, compress: bool):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    raw = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(raw)
+
+
+def test_idx_gzipped_pair_and_plain_pair(tmp_path):
+    x, y = arrays(6)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", x, True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", y, True)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", x[:6], False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", y[:6], False)
+    data = read(tmp_path)
+    assert data.format == "idx" and data.own_splits == ["test", "train"] and data.channels == 1
+    assert data.class_names == ["0", "1", "2"]
+    test = data.splits["test"]
+    np.testing.assert_array_equal(test.images[..., 0], x[:6])
+    np.testing.assert_array_equal(test.labels, y[:6])
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 18
+    assert data.splits["train"].images.dtype == np.uint8
+
+
+def test_idx_bad_input(tmp_path):
+    x, y = arrays(2)
+    write_idx(tmp_path / "train-images-idx3-ubyte", x, False)
+    with pytest.raises(DataError, match="no matching train-labels"):
+        read(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\x12\x34\x56\x78junk")
+    with pytest.raises(DataError, match="bad magic number"):
+        read(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y, False)
+    raw = (tmp_path / "train-images-idx3-ubyte").read_bytes()
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(raw[:-10])
+    with pytest.raises(DataError, match="size mismatch"):
+        read(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="cannot read"):
+        read(tmp_path)
+
+
+def test_npz_keras_and_medmnist_keys(tmp_path):
+    x, y = arrays(6)
+    keras_style = tmp_path / "k.npz"
+    np.savez(keras_style, x_train=x, y_train=y, x_test=x[:3], y_test=y[:3])
+    data = read(keras_style)
+    assert data.format == "npz" and data.own_splits == ["test", "train"]
+    assert len(data.splits["test"]) == 3
+    med = tmp_path / "m.npz"
+    rgb = np.repeat(x[..., None], 3, axis=-1).astype(np.float32) / 255.0
+    labels = y[:, None].astype(np.int64) + 5  # (n, 1) labels, not starting at 0
+    np.savez(med, train_images=rgb, train_labels=labels, val_images=rgb[:3], val_labels=labels[:3],
+             test_images=rgb[:3], test_labels=labels[:3])  # fmt: skip
+    data = read(med)
+    assert data.channels == 3 and data.class_names == ["5", "6", "7"]
+    assert data.splits["val"].images.dtype == np.uint8 and data.splits["val"].images.shape == (
+        3,
+        16,
+        16,
+        3,
+    )
+    np.testing.assert_array_equal(data.splits["val"].images[..., 0], x[:3])
+    np.testing.assert_array_equal(data.splits["val"].labels, y[:3])
+
+
+def test_npz_bad_input(tmp_path):
+    x, y = arrays(2)
+    missing = tmp_path / "missing.npz"
+    np.savez(missing, images=x, labels=y)
+    with pytest.raises(DataError, match="expected arrays x_train/y_train"):
+        read(missing)
+    objects = tmp_path / "obj.npz"
+    np.savez(objects, x_train=np.array([x[0], "a"], dtype=object), y_train=np.array([0, 1]))
+    with pytest.raises(DataError, match="x_train"):
+        read(objects)
+    mismatched = tmp_path / "mm.npz"
+    np.savez(mismatched, x_train=x, y_train=y[:3])
+    with pytest.raises(DataError, match="one integer label per image"):
+        read(mismatched)
+    fake = tmp_path / "fake.npz"
+    fake.write_text("not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        read(fake)
+
+
+def test_csv_manifest(tmp_path, image_folder):
+    rows = [(f"images/{c}/{i}.png" if i % 3 != 1 else str(image_folder / c / f"{i}.png"), c)
+            for c in CLASSES for i in (0, 1, 2, 3, 6, 7)]  # fmt: skip
+    rows.append(("images/dots/absent.png", "dots"))
+    rows.append(("", "dots"))
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
+    data = read(tmp_path / "m.csv")
+    assert data.format == "csv" and data.class_names == sorted(CLASSES)
+    assert sum(len(p) for p in data.splits.values()) == 18
+    reasons = " | ".join(r for _, r in data.rejects)
+    assert "no such file" in reasons and "empty path or label" in reasons
+
+
+def test_csv_manifest_bad_input(tmp_path):
+    (tmp_path / "bad.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(DataError, match="missing required column"):
+        read(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read(tmp_path / "empty.csv")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(DataError, match="expected an image folder"):
+        read(tmp_path / "x.json")
+
+
+def test_file_pipeline_decodes_resizes_and_converts(image_folder, tmp_path):
+    data = read(image_folder, channels=1)
+    part = data.splits["train"]
+    epochs = {}
+    for cache in ("memory", "disk", "none"):
+        dataset = vdata.make_dataset(part, [12, 12], 1, 8, True, 1, cache, str(tmp_path / "c"))
+        batches = list(dataset)
+        images = np.concatenate([b[0].numpy() for b in batches])
+        labels = np.concatenate([b[1].numpy() for b in batches])
+        assert images.shape == (18, 12, 12, 1) and images.dtype == np.uint8, cache
+        assert sorted(labels.tolist()) == sorted(part.labels.tolist()), cache
+        # The same multiset of images whatever the cache: compare sorted per-image sums.
+        epochs[cache] = sorted(images.reshape(18, -1).sum(axis=1).tolist())
+    assert epochs["memory"] == epochs["disk"] == epochs["none"]
+    assert any(tmp_path.glob("c*"))  # the disk cache was written
+    # The decoded file matches Pillow's pixels at the native size (gray files only).
+    gray = next(
+        p for p in part.paths if Image.open(p).mode == "L" and Image.open(p).size == (16, 16)
+    )
+    decoded = vdata.split_images(part, [part.paths.index(gray)], [16, 16], 1)[0, ..., 0]
+    np.testing.assert_array_equal(decoded, np.asarray(Image.open(gray)))
+    rgb = vdata.split_images(part, [0, 1], [16, 16], 3)
+    assert rgb.shape == (2, 16, 16, 3)

@@ -1,0 +1,84 @@
+"""Vision networks: raw images of any size in, save -> load -> predict parity, transfer learning."""
+
+import keras
+import numpy as np
+import pytest
+
+from apps.vision.config import AugmentConfig, ModelConfig
+from apps.vision.model import FEATURES, build_model, find_backbone
+
+
+def raw_images(n, height, width, channels, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, channels), np.uint8)
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "resnet"])
+def test_save_load_predict_parity(tmp_path, architecture):
+    config = ModelConfig(
+        architecture=architecture, filters=[4, 8], blocks_per_stage=1, dense_units=8
+    )
+    model = build_model(config, AugmentConfig(contrast=0.2, flip="horizontal"), 3, [16, 16], 1)
+    assert model.input.dtype == "uint8" and model.get_layer(FEATURES) is not None
+    images = raw_images(4, 16, 16, 1)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    before, after = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, atol=1e-5)
+    # Augmentation is off at inference: the same image always gets the same answer.
+    np.testing.assert_allclose(model.predict(images, verbose=0), before, atol=1e-6)
+
+
+def test_resizing_is_inside_the_model():
+    model = build_model(
+        ModelConfig(filters=[4], dense_units=0), AugmentConfig(enabled=False), 2, [8, 8], 3
+    )
+    small = raw_images(1, 8, 8, 3)
+    big = np.repeat(np.repeat(small, 3, axis=1), 3, axis=2)  # 24x24, the same picture
+    out_small, out_big = model.predict(small, verbose=0), model.predict(big, verbose=0)
+    assert out_big.shape == (1, 2)
+    np.testing.assert_allclose(out_big, out_small, atol=0.05)
+
+
+def test_bad_class_count():
+    with pytest.raises(ValueError, match="Received: n_classes=1"):
+        build_model(ModelConfig(), AugmentConfig(), 1, [8, 8], 1)
+
+
+def make_tiny_preset(folder):
+    """The smallest KerasHub ResNet backbone, saved as a local preset (no download)."""
+    import keras_hub
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64],
+        stackwise_num_blocks=[1],
+        stackwise_num_strides=[1],
+        block_type="basic_block",
+        image_shape=(None, None, 3),
+    )
+    backbone.save_to_preset(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory):
+    return make_tiny_preset(tmp_path_factory.mktemp("preset") / "tiny_resnet")
+
+
+def test_transfer_model_from_local_preset(tmp_path, tiny_preset):
+    config = ModelConfig(architecture="transfer", backbone=str(tiny_preset), dense_units=0)
+    model = build_model(config, AugmentConfig(enabled=False), 3, [16, 16], 1)
+    backbone = find_backbone(model)
+    assert backbone is not None and not backbone.trainable
+    assert model.get_layer("gray_to_rgb") is not None  # grayscale images fed to an RGB backbone
+    assert all(not w.trainable for w in backbone.weights) and model.trainable_weights
+    images = raw_images(2, 16, 16, 1)
+    path = tmp_path / "t.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
+    )

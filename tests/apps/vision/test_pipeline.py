@@ -1,0 +1,221 @@
+"""The vision app end to end on a tiny config, through the command line a user types."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from apps.vision.config import Config
+from apps.vision.pipeline import prepare, write_digits
+from shared.cli import main
+from shared.config import load_config
+from tests.apps.vision.conftest import CLASSES, pattern, write_folder
+from tests.apps.vision.test_model import make_tiny_preset
+
+SMOKE = "apps/vision/configs/smoke.yaml"
+
+
+def cli(*args):
+    return main(["vision", *args])
+
+
+def tiny_sets(root, images, *extra):
+    sets = {
+        "run.root": root / "runs",
+        "data.source": "files",
+        "data.path": images,
+        "model.filters": "[8]",
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "evaluate.gradcam_images": 3,
+    }
+    args = ["--config", SMOKE]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    for item in extra:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vision")
+    images = write_folder(root / "images", per_class=10)
+    sets = tiny_sets(root, images)
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets
+
+
+def test_run_folder_has_every_artifact(trained):
+    root, _ = trained
+    run = root / "runs" / "vision" / "latest"
+    for name in ["config.yaml", "environment.json", "metrics.json", "history.csv", "model.keras",
+                 "model_meta.json", "model_card.md", "FINISHED"]:  # fmt: skip
+        assert (run / name).is_file(), name
+    assert (run / "saved_model" / "saved_model.pb").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    errors = round((1 - test["accuracy"]) * test["images"])
+    plots = {"confusion_matrix", "gradcam", "history"} | (
+        {"most_confidently_wrong"} if errors else set()
+    )
+    assert {p.stem for p in (run / "plots").glob("*.png")} == plots
+    for plot in plots:
+        assert (run / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["class_names"] == sorted(CLASSES) and meta["image_size"] == [16, 16]
+    assert meta["channels"] == 3
+    assert "Per class (test)" in (run / "model_card.md").read_text()
+
+
+def test_metrics_are_consistent(trained):
+    root, _ = trained
+    metrics = json.loads((root / "runs" / "vision" / "latest" / "metrics.json").read_text())
+    test = metrics["test"]
+    assert test["images"] == 5 and set(test["per_class"]) == set(CLASSES)  # ceil(0.15 * 30)
+    matrix = np.array(test["confusion_matrix"])
+    assert matrix.sum() == 5 and test["accuracy"] == pytest.approx(np.trace(matrix) / 5)
+    f1 = [v["f1"] for v in test["per_class"].values()]
+    assert test["macro_f1"] == pytest.approx(np.mean(f1))
+    assert "top5_accuracy" not in test  # only 3 classes
+    history = pd.read_csv(root / "runs" / "vision" / "latest" / "history.csv")
+    assert len(history) == 2 and {"accuracy", "val_accuracy", "loss"} <= set(history.columns)
+
+
+def test_score_puts_every_file_in_outputs_or_rejects(trained, tmp_path):
+    root, sets = trained
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rng = np.random.default_rng(5)
+    Image.fromarray(pattern(0, 16, rng)).save(inbox / "a.png")
+    Image.fromarray(pattern(1, 24, rng)).convert("RGB").save(inbox / "b.jpg")
+    Image.fromarray(pattern(2, 20, rng)).save(inbox / "c.bmp")
+    Image.fromarray(pattern(2, 40, rng)).save(inbox / "huge.png")  # 1,600 pixels > limit 1,000
+    raw = (inbox / "a.png").read_bytes()
+    (inbox / "truncated.png").write_bytes(raw[: len(raw) // 2])
+    (inbox / "zero.png").write_bytes(b"")
+    (inbox / "notes.txt").write_text("not an image")
+    out, rej = tmp_path / "scores.csv", tmp_path / "rejects.csv"
+    code = cli("score", *sets, "--set", "score.max_image_pixels=1000", "--input", str(inbox),
+               "--output", str(out), "--rejects", str(rej))  # fmt: skip
+    assert code == 0
+    scores, rejects = pd.read_csv(out), pd.read_csv(rej)
+    assert sorted(scores.path.map(lambda p: p.split("/")[-1])) == ["a.png", "b.jpg", "c.bmp"]
+    assert list(scores.columns[:3]) == ["path", "predicted_label", "probability"]
+    assert set(scores.predicted_label) <= set(CLASSES)
+    assert (scores.predicted_label == scores.top1_label).all()
+    probs = scores[["top1_probability", "top2_probability", "top3_probability"]].to_numpy()
+    assert (np.diff(probs, axis=1) <= 0).all() and (probs.sum(axis=1) == pytest.approx(1, abs=1e-4))
+    reasons = dict(zip(rejects.path.map(lambda p: p.split("/")[-1]), rejects.reason, strict=True))
+    assert set(reasons) == {"huge.png", "truncated.png", "zero.png", "notes.txt"}
+    assert "over the limit" in reasons["huge.png"] and "truncated" in reasons["truncated.png"]
+    assert "empty file" in reasons["zero.png"] and "not a PNG" in reasons["notes.txt"]
+
+
+def test_score_single_file_and_list(trained, tmp_path):
+    root, sets = trained
+    rng = np.random.default_rng(1)
+    files = []
+    for name in ("x.png", "y.png"):
+        Image.fromarray(pattern(1, 16, rng)).save(tmp_path / name)
+        files.append(str(tmp_path / name))
+    assert cli("score", *sets, "--input", files[0]) == 0
+    single = pd.read_csv(tmp_path / "x.scored.csv")
+    assert len(single) == 1 and (tmp_path / "x.scored.rejects.csv").is_file()
+    assert cli("score", *sets, "--input", *files, "--output", str(tmp_path / "two.csv")) == 0
+    assert len(pd.read_csv(tmp_path / "two.csv")) == 2
+
+
+def test_saved_model_and_keras_file_agree(trained, tmp_path):
+    root, sets = trained
+    assert cli("export", *sets, "--output", str(tmp_path / "export")) == 0
+    model = keras.saving.load_model(
+        root / "runs" / "vision" / "latest" / "model.keras", safe_mode=True
+    )
+    served = tf.saved_model.load(str(tmp_path / "export"))
+    rng = np.random.default_rng(3)
+    images = np.stack([np.repeat(pattern(c, 20, rng)[..., None], 3, -1) for c in range(3)])
+    np.testing.assert_allclose(
+        served.serve(tf.constant(images)).numpy(), model.predict(images, verbose=0), atol=1e-5
+    )
+
+
+def test_bad_input_is_one_line(trained, tmp_path, capsys):
+    root, sets = trained
+    assert cli("score", *sets, "--input", str(tmp_path / "nowhere")) == 2
+    assert cli("train", *tiny_sets(root, tmp_path / "missing")) == 2
+    assert cli("train", *sets, "--set", "model.architecture=transfer") == 2
+    assert cli("evaluate", *sets, "--run", str(tmp_path / "no-run")) == 2
+    assert cli("train", *sets, "--set", "data.image_size=[16]") == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 5 and "Traceback" not in err
+    assert "no such file or folder" in lines[0] and "model.backbone" in lines[2]
+
+
+def test_transfer_learning_from_a_tiny_preset(tmp_path):
+    preset = make_tiny_preset(tmp_path / "preset")
+    images = write_folder(tmp_path / "images", per_class=6)
+    sets = tiny_sets(tmp_path, images, "model.architecture=transfer", f"model.backbone={preset}",
+                     "model.fine_tune_epochs=1", "train.epochs=1", "evaluate.gradcam_images=2")  # fmt: skip
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "vision" / "latest"
+    history = pd.read_csv(run / "history.csv")
+    assert list(history.network) == ["finetune", "head"]
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["architecture"] == "transfer" and meta["backbone"] == str(preset)
+    assert (run / "plots" / "gradcam.png").is_file()
+
+
+def test_digits_sample_is_written_once(tmp_path):
+    folder = tmp_path / "digits"
+    write_digits(folder)
+    files = sorted(folder.rglob("*.png"))
+    assert len(files) == 1797 and {f.parent.name for f in files} == {str(d) for d in range(10)}
+    image = np.asarray(Image.open(files[0]))
+    assert image.shape == (8, 8) and image.dtype == np.uint8 and image.max() > 200
+    stamp = (folder / ".complete").stat().st_mtime_ns
+    write_digits(folder)
+    assert (folder / ".complete").stat().st_mtime_ns == stamp
+
+
+def test_prepare_caches_the_checked_list_until_the_folder_changes(tmp_path, capsys):
+    images = write_folder(tmp_path / "images", per_class=6)
+    (images / "dots" / "bad.png").write_bytes(b"")
+    config = load_config(Config, SMOKE, [f"run.root={tmp_path / 'runs'}", "data.source=files",
+                                         f"data.path={images}"])  # fmt: skip
+    first = prepare(config)
+    assert first.rejects == [(str(images / "dots" / "bad.png"), "empty file (0 bytes)")]
+    assert (first.folder / "rejects.csv").is_file() and (first.folder / "manifest.csv").is_file()
+    again = prepare(config)
+    assert "using the checked file list" in capsys.readouterr().out
+    assert (
+        again.splits["test"].paths == first.splits["test"].paths and again.rejects == first.rejects
+    )
+    Image.fromarray(pattern(0, 16, np.random.default_rng(9))).save(images / "dots" / "new.png")
+    changed = prepare(config)
+    assert changed.folder != first.folder
+    assert sum(len(p) for p in changed.splits.values()) == 19
+
+
+def test_gradcam_for_chosen_files(trained, tmp_path, capsys):
+    root, sets = trained
+    rng = np.random.default_rng(2)
+    chosen = []
+    for label, size in ((0, 16), (1, 30)):
+        Image.fromarray(pattern(label, size, rng)).save(tmp_path / f"{label}.png")
+        chosen.append(str(tmp_path / f"{label}.png"))
+    assert cli("evaluate", *sets, "--set", f"evaluate.gradcam_paths=[{','.join(chosen)}]") == 0
+    plot = root / "runs" / "vision" / "latest" / "plots" / "gradcam_files.png"
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "bad.png").write_bytes(b"")
+    assert cli("evaluate", *sets, "--set", f"evaluate.gradcam_paths=[{tmp_path / 'bad.png'}]") == 2
+    assert "error: evaluate.gradcam_paths:" in capsys.readouterr().err

@@ -1,1 +1,1 @@
-"""Deepfield recsys app (see its issue; not built yet)."""
+"""Recommendations: rating prediction (biased MF, neural CF) and top-K retrieval (two-tower, keras-rs)."""

@@ -1,0 +1,97 @@
+"""The recsys app's typed config: data layout and splits, models, training, evaluation, serving."""
+
+import dataclasses
+from typing import Literal
+
+from apps.recsys.simulate import SimulatorConfig
+from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the interactions are, their layout, and how they are split."""
+
+    source: Literal["simulator", "file"] = (
+        "simulator"  # simulator: write the sample to `path` first
+    )
+    path: str = "datasets/recsys/generated/ratings.csv"  # ratings file (see `layout`)
+    layout: Literal["generic", "movielens"] = "generic"  # movielens: u.data, ratings.csv or .dat
+    items_path: str | None = "datasets/recsys/generated/items.csv"  # item metadata (optional)
+    test_path: str | None = None  # a given test file (u1.test) paired with `path` (u1.base)
+    user: str = "user_id"  # user id column (generic layout)
+    item: str = "item_id"  # item id column (generic layout)
+    rating: str | None = "rating"  # explicit rating column; None: implicit interactions only
+    timestamp: str | None = (
+        "timestamp"  # time column (seconds or dates); enables the temporal split
+    )
+    title: str = "title"  # title column of the item metadata (generic layout)
+    genres: str | None = "genres"  # pipe-separated genres column of the item metadata
+    rating_split: Literal["random", "given"] = "random"  # given: data.test_path is the test set
+    val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)  # rating validation share
+    test_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)  # rating test share
+    leave_out: int = bounded(2, low=1)  # retrieval: each user's last k interactions to test (and
+    # the k before them to validation)
+    min_user_interactions: int = bounded(5, low=1)  # fewer: the user stays in training only
+    simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)  # sample
+
+    def validate(self) -> None:
+        if self.source == "simulator" and self.layout != "generic":
+            raise ConfigError(
+                "data.source=simulator writes the generic layout; set data.layout=generic"
+            )
+        if self.rating_split == "given" and not self.test_path:
+            raise ConfigError("data.rating_split=given needs data.test_path (the *.test file)")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "data.val_fraction + data.test_fraction must leave rows to train on, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The rating models (MF, NCF) and the two-tower retrieval model."""
+
+    mf_dim: int = bounded(32, low=1)  # matrix factorisation: latent factors
+    mf_l2: float = bounded(0.1, low=0.0)  # L2 on the batch's user/item factors and biases (summed)
+    ncf_dim: int = bounded(16, low=1)  # neural CF: GMF and MLP embedding width
+    ncf_hidden: list[int] = bounded([64, 32], low=1)  # neural CF: MLP widths
+    ncf_dropout: float = bounded(0.2, low=0.0, high=0.9)  # neural CF: dropout after MLP layers
+    ncf_l2: float = bounded(1e-5, low=0.0)  # neural CF: L2 penalty on the embeddings
+    tower_dim: int = bounded(32, low=1)  # two-tower: output embedding width
+    tower_hidden: list[int] = bounded([64], low=1)  # two-tower: hidden widths of each tower
+    item_features: bool = True  # two-tower: feed item genres to the item tower when known
+    sampling_correction: bool = True  # two-tower: logQ correction of the in-batch negatives
+    temperature: float = bounded(0.2, low=0.0, low_open=True)  # two-tower: logits / temperature
+    retrieval_epochs: int = bounded(20, low=1)  # two-tower: epochs
+    retrieval_batch_size: int = bounded(256, low=2)  # two-tower: batch (= in-batch negatives + 1)
+    retrieval_learning_rate: float = bounded(3e-3, low=0.0, low_open=True)  # two-tower: peak rate
+    bias_damping: float = bounded(10.0, low=0.0)  # bias baseline: shrinkage of user/item biases
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Offline ranking evaluation."""
+
+    ks: list[int] = bounded([10, 20], low=1)  # cut-offs reported for the ranking metrics
+    max_k_plot: int = bounded(50, low=1)  # recall@K is plotted for K = 1..this
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """`recommend` and `score`."""
+
+    k: int = bounded(10, low=1)  # items per user (recommend --k overrides)
+    rating_model: Literal["mf", "ncf"] = "mf"  # which model `score` predicts ratings with
+    chunk_rows: int = bounded(100_000, low=1)  # score: rows read, checked and scored at a time
+    batch_size: int = bounded(8192, low=1)  # rows or users per model call
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)

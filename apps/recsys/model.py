@@ -1,0 +1,215 @@
+"""Model builders: biased MF, neural CF, the two-tower retrieval model and its top-K index.
+
+Every model takes raw ids (strings): the StringLookup layers inside map them to rows, index 0
+being the out-of-vocabulary bucket.
+"""
+
+import keras
+import keras_rs
+from keras import ops
+
+from apps.recsys.config import ModelConfig
+
+
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+class GlobalBias(keras.layers.Layer):
+    """Adds one trainable scalar, started at `initial_value` (the training mean rating)."""
+
+    def __init__(self, initial_value: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_value = float(initial_value)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_value), name="bias"
+        )
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.bias, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_value": self.initial_value}
+
+
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+class InBatchSoftmax(keras.layers.Layer):
+    """Logits of every query against every candidate of the batch, over the temperature.
+
+    Row i's positive is candidate i; the others are its negatives, except candidates with the
+    same item id, whose logits are removed. Given each candidate's
+    sampling probability, keras-rs's SamplingProbabilityCorrection subtracts its log first.
+    """
+
+    def __init__(self, temperature: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0. Received: temperature={temperature}")
+        self.temperature = float(temperature)
+        self.correction = keras_rs.layers.SamplingProbabilityCorrection()
+
+    def call(self, queries, candidates, candidate_ids, candidate_probability=None):
+        logits = ops.matmul(queries, ops.transpose(candidates)) / self.temperature
+        if candidate_probability is not None:
+            # logQ correction: popular items are over-represented among in-batch negatives.
+            logits = self.correction(logits, ops.cast(candidate_probability, logits.dtype))
+        # Accidental hits: another row's candidate that is this row's positive item. keras-rs
+        # 0.4's RemoveAccidentalHits adds the smallest *positive* float to them (a no-op), so
+        # they are masked here with a large negative logit instead.
+        ids = ops.cast(candidate_ids, "int32")
+        same = ops.equal(ops.expand_dims(ids, 1), ops.expand_dims(ids, 0))
+        diagonal = ops.cast(ops.eye(ops.shape(logits)[0]), "bool")
+        hit = ops.logical_and(same, ops.logical_not(diagonal))
+        return ops.where(hit, ops.cast(-1e9, logits.dtype), logits)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+def in_batch_softmax_loss(y_true, y_pred):
+    """Cross-entropy of each row of in-batch logits against its diagonal positive."""
+    labels = ops.eye(ops.shape(y_pred)[0], dtype=y_pred.dtype)
+    return keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True)
+
+
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+class ItemIndex(keras_rs.layers.BruteForceRetrieval):
+    """keras-rs brute-force top-K over a fixed number of items, savable with the model.
+
+    BruteForceRetrieval creates its candidate variables only when candidates are given, so a
+    loaded model had nowhere to put them; this layer creates them (zeros) from its config.
+    """
+
+    def __init__(self, num_candidates: int, dim: int, k: int = 10, **kwargs):
+        if num_candidates < 1 or dim < 1:
+            raise ValueError(
+                f"num_candidates and dim must be >= 1. Received: num_candidates={num_candidates}, "
+                f"dim={dim}"
+            )
+        super().__init__(
+            candidate_embeddings=ops.zeros((num_candidates, dim)),
+            candidate_ids=ops.arange(num_candidates, dtype="int32"),
+            k=min(k, num_candidates),
+            **kwargs,
+        )
+        self.num_candidates, self.dim = int(num_candidates), int(dim)
+
+    def get_config(self):
+        return {**super().get_config(), "num_candidates": self.num_candidates, "dim": self.dim}
+
+
+def _id_input(name: str):
+    return keras.Input(shape=(), dtype="string", name=name)
+
+
+def _lookup(vocabulary: list[str], name: str):
+    return keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, name=name)
+
+
+def build_mf(users: list[str], items: list[str], config: ModelConfig, mean: float) -> keras.Model:
+    """Biased matrix factorisation: mean + b_u + b_i + p_u . q_i, L2 on factors and biases."""
+    user_in, item_in = _id_input("user"), _id_input("item")
+    u = _lookup(users, "user_lookup")(user_in)
+    i = _lookup(items, "item_lookup")(item_in)
+    reg = keras.regularizers.L2(config.mf_l2)
+    init = keras.initializers.RandomNormal(stddev=0.05)
+    p = keras.layers.Embedding(
+        len(users) + 1, config.mf_dim, init, activity_regularizer=reg, name="user_factors"
+    )(u)
+    q = keras.layers.Embedding(
+        len(items) + 1, config.mf_dim, init, activity_regularizer=reg, name="item_factors"
+    )(i)
+    bu = keras.layers.Embedding(
+        len(users) + 1, 1, "zeros", activity_regularizer=reg, name="user_bias"
+    )(u)
+    bi = keras.layers.Embedding(
+        len(items) + 1, 1, "zeros", activity_regularizer=reg, name="item_bias"
+    )(i)
+    dot = keras.layers.Dot(axes=1, name="match")([p, q])
+    out = keras.layers.Add(name="sum")([dot, bu, bi])
+    out = GlobalBias(mean, name="rating")(out)
+    return keras.Model({"user": user_in, "item": item_in}, out, name="mf")
+
+
+def build_ncf(users: list[str], items: list[str], config: ModelConfig, mean: float) -> keras.Model:
+    """Neural CF (He et al. 2017): a GMF branch and an MLP branch joined by a last dense layer."""
+    user_in, item_in = _id_input("user"), _id_input("item")
+    u = _lookup(users, "user_lookup")(user_in)
+    i = _lookup(items, "item_lookup")(item_in)
+    reg = keras.regularizers.L2(config.ncf_l2)
+    d = config.ncf_dim
+
+    def embed(ids, n, name):
+        return keras.layers.Embedding(n + 1, d, "random_normal", reg, name=name)(ids)
+
+    gmf = keras.layers.Multiply(name="gmf")(
+        [embed(u, len(users), "gmf_user"), embed(i, len(items), "gmf_item")]
+    )
+    mlp = keras.layers.Concatenate(name="mlp_in")(
+        [embed(u, len(users), "mlp_user"), embed(i, len(items), "mlp_item")]
+    )
+    for n, width in enumerate(config.ncf_hidden):
+        mlp = keras.layers.Dense(width, activation="relu", name=f"mlp_{n}")(mlp)
+        mlp = keras.layers.Dropout(config.ncf_dropout, name=f"mlp_dropout_{n}")(mlp)
+    joined = keras.layers.Concatenate(name="neumf")([gmf, mlp])
+    out = keras.layers.Dense(1, name="predict")(joined)
+    out = GlobalBias(mean, name="rating")(out)
+    return keras.Model({"user": user_in, "item": item_in}, out, name="ncf")
+
+
+def _tower(x, config: ModelConfig, prefix: str):
+    for n, width in enumerate(config.tower_hidden):
+        x = keras.layers.Dense(width, activation="relu", name=f"{prefix}_dense_{n}")(x)
+    x = keras.layers.Dense(config.tower_dim, name=f"{prefix}_out")(x)
+    return keras.layers.UnitNormalization(name=f"{prefix}_embedding")(x)
+
+
+def build_user_tower(users: list[str], config: ModelConfig) -> keras.Model:
+    user_in = _id_input("user")
+    u = _lookup(users, "user_lookup")(user_in)
+    x = keras.layers.Embedding(len(users) + 1, config.tower_dim, name="user_id_embedding")(u)
+    return keras.Model(user_in, _tower(x, config, "user"), name="user_tower")
+
+
+def build_item_tower(items: list[str], n_genres: int, config: ModelConfig) -> keras.Model:
+    """Item id embedding, plus a projection of the multi-hot genres when there are any."""
+    item_in = _id_input("item")
+    i = _lookup(items, "item_lookup")(item_in)
+    x = keras.layers.Embedding(len(items) + 1, config.tower_dim, name="item_id_embedding")(i)
+    inputs = {"item": item_in}
+    if n_genres:
+        genres = keras.Input(shape=(n_genres,), name="genres")
+        inputs["genres"] = genres
+        g = keras.layers.Dense(config.tower_dim, use_bias=False, name="genre_embedding")(genres)
+        x = keras.layers.Add(name="item_features")([x, g])
+    return keras.Model(inputs, _tower(x, config, "item"), name="item_tower")
+
+
+def build_two_tower_trainer(
+    user_tower: keras.Model, item_tower: keras.Model, config: ModelConfig
+) -> keras.Model:
+    """Training graph: (user, item[, genres], item_index[, item_probability]) -> in-batch logits."""
+    inputs = {"user": _id_input("user"), "item": _id_input("item")}
+    item_inputs = {"item": inputs["item"]}
+    if "genres" in item_tower.input:
+        inputs["genres"] = keras.Input(shape=item_tower.input["genres"].shape[1:], name="genres")
+        item_inputs["genres"] = inputs["genres"]
+    inputs["item_index"] = keras.Input(shape=(), dtype="int32", name="item_index")
+    probability = None
+    if config.sampling_correction:
+        inputs["item_probability"] = keras.Input(shape=(), name="item_probability")
+        probability = inputs["item_probability"]
+    logits = InBatchSoftmax(config.temperature, name="in_batch")(
+        user_tower(inputs["user"]), item_tower(item_inputs), inputs["item_index"], probability
+    )
+    return keras.Model(inputs, logits, name="two_tower")
+
+
+def build_retrieval(user_tower: keras.Model, item_embeddings, k: int) -> keras.Model:
+    """Raw user id -> (top-k scores, top-k item rows) over the precomputed item embeddings."""
+    user_in = _id_input("user")
+    index = ItemIndex(int(item_embeddings.shape[0]), int(item_embeddings.shape[1]), k, name="index")
+    index.update_candidates(ops.convert_to_tensor(item_embeddings, "float32"))
+    embedding = user_tower(user_in)
+    scores, rows = index(embedding)
+    return keras.Model(user_in, {"scores": scores, "items": rows}, name="retrieval")

@@ -1,0 +1,182 @@
+"""Readers on small files written in each real layout, their bad input, and the split leak checks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from apps.recsys import data
+from shared.io import DataError
+
+
+def test_u_data_tab_separated(tmp_path):
+    path = tmp_path / "u.data"
+    path.write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n", encoding="latin-1")
+    frame = data.read_movielens_ratings(path)
+    assert frame.columns.tolist() == data.COLUMNS
+    assert frame["user"].tolist() == ["196", "186"]
+    assert frame["item"].tolist() == ["242", "302"]
+    assert frame["rating"].tolist() == [3.0, 3.0]
+    assert frame["timestamp"].tolist() == [881250949, 891717742]
+
+
+def test_ratings_dat_double_colon(tmp_path):
+    path = tmp_path / "ratings.dat"
+    path.write_text("1::1193::5::978300760\n1::661::3::978302109\n", encoding="latin-1")
+    frame = data.read_movielens_ratings(path)
+    assert frame["item"].tolist() == ["1193", "661"]
+    assert frame["rating"].tolist() == [5.0, 3.0]
+
+
+def test_ratings_csv_with_header_and_half_stars(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,3.5,964981247\n")
+    frame = data.read_movielens_ratings(path)
+    assert frame["rating"].tolist() == [4.0, 3.5]
+    assert frame["user"].tolist() == ["1", "1"]
+
+
+def test_u_item_latin1_titles_and_genre_flags(tmp_path):
+    path = tmp_path / "u.item"
+    flags = ["0"] * 19
+    flags[3] = flags[5] = "1"  # Animation, Comedy
+    line = "|".join(["1", "Café Society (1995)", "01-Jan-1995", "", "http://x"] + flags)
+    path.write_bytes((line + "\n").encode("latin-1"))
+    items = data.read_movielens_items(path)
+    assert items.loc[0, "title"] == "Café Society (1995)"
+    assert items.loc[0, "genres"] == "Animation|Comedy"
+
+
+def test_movies_dat_and_csv(tmp_path):
+    dat = tmp_path / "movies.dat"
+    dat.write_bytes(
+        "1::Toy Story (1995)::Animation|Children's|Comedy\n2::Señor (1990)::Drama\n".encode(
+            "latin-1"
+        )
+    )
+    items = data.read_movielens_items(dat)
+    assert items["title"].tolist() == ["Toy Story (1995)", "Señor (1990)"]
+    assert items.loc[0, "genres"] == "Animation|Children's|Comedy"
+    csv = tmp_path / "movies.csv"
+    csv.write_text(
+        'movieId,title,genres\n1,"Toy Story, The (1995)",Adventure|Animation\n2,X,(no genres listed)\n'
+    )
+    items = data.read_movielens_items(csv)
+    assert items.loc[0, "title"] == "Toy Story, The (1995)"
+    assert items.loc[1, "genres"] == ""
+
+
+def test_generic_csv_parquet_and_dates(tmp_path):
+    frame = pd.DataFrame(
+        {"customer": ["a", "b"], "product": [10, 11], "when": ["2024-01-01", "2024-01-02"]}
+    )
+    frame.to_parquet(tmp_path / "events.parquet")
+    out = data.read_interactions(tmp_path / "events.parquet", "customer", "product", None, "when")
+    assert out["item"].tolist() == ["10", "11"]
+    assert out["rating"].isna().all()
+    assert out["timestamp"].tolist() == [1704067200, 1704153600]
+    frame.to_csv(tmp_path / "events.csv", index=False)
+    out = data.read_interactions(tmp_path / "events.csv", "customer", "product", None, None)
+    assert out["timestamp"].tolist() == [0, 0]
+    items = tmp_path / "items.csv"
+    items.write_text("product,name\n10,Lamp\n")
+    assert data.read_items(items, "product", "name", None)["title"].tolist() == ["Lamp"]
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("u.data", "1\t2\t3\n", "expected 4"),
+        ("ratings.dat", "1:2:3:4\n", "separated by '::'"),
+        ("u.data", "1\t2\tfive\t100\n", "rating is not a number"),
+        ("ratings.csv", "user,item\n1,2\n", "missing column"),
+        ("u.data", "", "empty"),
+        ("u.data", "1\t2\t3\tyesterday-ish\n", "timestamp"),
+    ],
+)
+def test_rating_readers_reject_bad_input(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        data.read_movielens_ratings(path)
+
+
+def test_item_and_generic_readers_reject_bad_input(tmp_path):
+    bad_item = tmp_path / "u.item"
+    bad_item.write_text("1|Title|date\n")
+    with pytest.raises(DataError, match="expected 24"):
+        data.read_movielens_items(bad_item)
+    generic = tmp_path / "events.csv"
+    generic.write_text("u,i\n1,\n")
+    with pytest.raises(DataError, match="missing column"):
+        data.read_interactions(generic, "user", "item", None, None)
+    with pytest.raises(DataError, match="missing item id"):
+        data.read_interactions(generic, "u", "i", None, None)
+    with pytest.raises(DataError, match="missing item column"):
+        data.read_items(generic, "i", "title", None)
+    with pytest.raises(DataError, match="no such file"):
+        data.read_movielens_ratings(tmp_path / "nope.data")
+    with pytest.raises(DataError, match="no u.data"):
+        data.find_movielens(tmp_path)
+
+
+def _frame(n_users=20, per_user=8, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [
+        (str(u), str(i), float(rng.integers(1, 6)), int(rng.integers(0, 10**6)))
+        for u in range(n_users)
+        for i in rng.choice(50, per_user, replace=False)
+    ]
+    return pd.DataFrame(rows, columns=data.COLUMNS)
+
+
+def test_random_split_is_seeded_and_leak_free():
+    frame = _frame()
+    a = data.random_split(len(frame), 0.1, 0.2, seed=3)
+    assert (a == data.random_split(len(frame), 0.1, 0.2, seed=3)).all()
+    assert (a != data.random_split(len(frame), 0.1, 0.2, seed=4)).any()
+    assert (a == "test").sum() == round(0.2 * len(frame))
+    data.check_no_leak(frame.assign(split=a), "split", temporal=False)
+
+
+def test_leave_last_out_holds_out_each_users_latest():
+    frame = _frame()
+    split = data.leave_last_out(frame, k=2, min_interactions=5)
+    frame = frame.assign(split=split)
+    data.check_no_leak(frame, "split", temporal=True)
+    for _, rows in frame.groupby("user"):
+        ordered = rows.sort_values("timestamp")["split"].tolist()
+        assert ordered[-2:] == ["test", "test"] and ordered[-4:-2] == ["val", "val"]
+    short = pd.DataFrame(
+        {"user": ["x"] * 3, "item": list("abc"), "rating": 1.0, "timestamp": [1, 2, 3]}
+    )
+    assert (data.leave_last_out(short, 2, 1) == "train").all()
+
+
+def test_leak_checks_catch_leaks():
+    frame = pd.DataFrame({"user": ["a", "a", "a"], "item": ["x", "y", "x"], "timestamp": [5, 1, 6]})
+    with pytest.raises(DataError, match="two splits"):
+        data.check_no_leak(frame.assign(s=["train", "test", "test"]), "s", temporal=False)
+    late = frame.iloc[:2].assign(s=["train", "test"])  # the training row is newer than the test row
+    with pytest.raises(DataError, match="after held-out"):
+        data.check_no_leak(late, "s", temporal=True)
+
+
+def test_deduplicate_keeps_latest_and_reports_the_rest():
+    frame = pd.DataFrame(
+        {
+            "user": ["a", "a", "b"],
+            "item": ["x", "x", "x"],
+            "rating": [1.0, 5.0, 3.0],
+            "timestamp": [1, 9, 2],
+        }
+    )
+    kept, rejects = data.deduplicate(frame)
+    assert sorted(kept["rating"].tolist()) == [3.0, 5.0]
+    assert len(rejects) == 1 and rejects["rating"].item() == 1.0
+    assert "repeated" in rejects["reason"].item()
+
+
+def test_genre_matrix():
+    vocab = ["Comedy", "Drama"]
+    m = data.genre_matrix(pd.Series(["Drama", "Comedy|Drama", "", "Horror"]), vocab)
+    assert m.tolist() == [[0, 1], [1, 1], [0, 0], [0, 0]]

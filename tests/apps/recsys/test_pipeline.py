@@ -1,0 +1,227 @@
+"""The recsys app end to end on the smoke config, through the command line a user types."""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from apps.recsys.pipeline import Recommender, _read_users
+from shared.cli import main
+from shared.io import DataError
+from shared.run import RunDir
+
+SMOKE = "apps/recsys/configs/smoke.yaml"
+
+
+def cli(*args):
+    return main(["recsys", *args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recsys")
+    sets = [
+        "--config", SMOKE,
+        "--set", f"run.root={root / 'runs'}",
+        "--set", f"data.path={root / 'ratings.csv'}",
+        "--set", f"data.items_path={root / 'items.csv'}",
+    ]  # fmt: skip
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets
+
+
+def _run(root):
+    return root / "runs" / "recsys" / "latest"
+
+
+def test_run_folder_has_every_artifact(trained):
+    root, _ = trained
+    run = _run(root)
+    for name in [
+        "config.yaml", "environment.json", "metrics.json", "history.csv", "model.keras",
+        "ncf.keras", "retrieval.keras", "model_meta.json", "model_card.md", "FINISHED",
+    ]:  # fmt: skip
+        assert (run / name).is_file(), name
+    for sub in ("rating", "retrieval"):
+        assert (run / "saved_model" / sub / "saved_model.pb").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
+    for plot in ("rating_errors", "recall_at_k", "history"):
+        assert (run / "plots" / f"{plot}.png").stat().st_size > 1000
+    history = pd.read_csv(run / "history.csv")
+    assert set(history["network"]) == {"mf", "ncf", "two_tower"}
+
+
+def test_metrics_report_every_model(trained):
+    root, _ = trained
+    report = json.loads((_run(root) / "metrics.json").read_text())
+    assert set(report["rating"]) == {"bias_baseline", "mf", "ncf"}
+    for m in report["rating"].values():
+        assert 0 < m["mae"] <= m["rmse"] < 3
+    for name in ("two_tower", "popularity"):
+        for k in ("@10", "@20"):
+            m = report["retrieval"][name][k]
+            assert set(m) == {"recall", "ndcg", "map", "hit_rate", "coverage"}
+            assert all(0 <= v <= 1 for v in m.values())
+        assert (
+            report["retrieval"][name]["@20"]["recall"] >= report["retrieval"][name]["@10"]["recall"]
+        )
+    assert report["data"]["leak_checks"] == "passed"
+
+
+def test_recommend_excludes_seen_items_and_flags_unknown_users(trained, tmp_path):
+    root, sets = trained
+    ratings = pd.read_csv(root / "ratings.csv", dtype=str)
+    users = ratings["user_id"].unique()[:5].tolist()
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("user_id\n" + "\n".join(users + ["no-such-user"]) + "\n")
+    out = tmp_path / "recs.csv"
+    assert (
+        cli("recommend", *sets, "--users", str(users_file), "--k", "4", "--output", str(out)) == 0
+    )
+    recs = pd.read_csv(out, dtype={"user": str, "item": str})
+    assert recs.columns.tolist() == ["user", "rank", "item", "title", "score", "source"]
+    assert recs["user"].unique().tolist() == users + ["no-such-user"]
+    assert (recs.groupby("user").size() == 4).all()
+    seen = set(zip(ratings["user_id"], ratings["item_id"], strict=True))
+    known = recs[recs["source"] == "two_tower"]
+    assert len(known) == 20
+    assert not any((u, i) in seen for u, i in zip(known["user"], known["item"], strict=True))
+    fallback = recs[recs["user"] == "no-such-user"]
+    assert (fallback["source"] == "popularity_fallback").all()
+    meta = json.loads((_run(root) / "model_meta.json").read_text())
+    assert fallback["item"].tolist() == [str(i) for i in meta["popularity"]["items"][:4]]
+    assert (fallback["title"] != "").all()
+    assert (known.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+
+def test_save_load_recommend_parity(trained):
+    """The loaded retrieval model and the exported SavedModel rank as the towers' dot products."""
+    root, _ = trained
+    run = RunDir(_run(root).resolve())
+    recommender = Recommender(run)
+    users = sorted(recommender.users_)[:6]
+    recs = recommender.recommend(users, 5)
+    model = keras.saving.load_model(run.path / "retrieval.keras", safe_mode=True)
+    queries = np.asarray(model.get_layer("user_tower")(tf.constant(users)))
+    candidates = np.asarray(model.get_layer("index").candidate_embeddings)
+    catalogue = json.loads((run.path / "catalogue.json").read_text())
+    known = pd.read_parquet(run.path / "known_items.parquet").groupby("user")["item"].agg(set)
+    for n, user in enumerate(users):
+        scores = candidates @ queries[n]
+        fresh = [
+            r
+            for r in np.argsort(-scores, kind="stable")
+            if catalogue[r] not in known.get(user, set())
+        ]
+        got = recs[recs["user"] == user]
+        # Compared by score: near-ties may order differently in NumPy and TensorFlow.
+        np.testing.assert_allclose(got["score"], scores[fresh[:5]], atol=1e-5)
+        assert not set(got["item"]) & known.get(user, set())
+        by_item = dict(zip(catalogue, scores, strict=True))
+        np.testing.assert_allclose([by_item[i] for i in got["item"]], got["score"], atol=1e-5)
+    exported = tf.saved_model.load(str(run.path / "saved_model" / "retrieval"))
+    served = exported.serve(tf.constant(users))
+    assert (
+        np.asarray(served["items"]).tolist()
+        == np.asarray(model(tf.constant(users))["items"]).tolist()
+    )
+
+
+def test_score_predicts_ratings_and_rejects_unknown_ids(trained, tmp_path):
+    root, sets = trained
+    ratings = pd.read_csv(root / "ratings.csv", dtype=str)
+    user, item = ratings.iloc[0]["user_id"], ratings.iloc[0]["item_id"]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"user_id,item_id\n{user},{item}\nghost,{item}\n{user},ghost-item\n,{item}\n")
+    out = tmp_path / "scored.csv"
+    assert cli("score", *sets, "--input", str(pairs), "--output", str(out)) == 0
+    scored = pd.read_csv(out)
+    rejects = pd.read_csv(tmp_path / "scored.rejects.csv")
+    assert len(scored) + len(rejects) == 4
+    assert scored["row"].tolist() == [1]
+    assert 1 <= scored["predicted_rating"].item() <= 5
+    reasons = dict(zip(rejects["row"], rejects["reason"], strict=True))
+    assert "unknown user 'ghost'" in reasons[2]
+    assert "unknown item 'ghost-item'" in reasons[3]
+    assert "missing id" in reasons[4]
+
+
+def test_bad_input_is_one_line_of_error(trained, tmp_path, capsys):
+    root, sets = trained
+    empty = tmp_path / "empty.txt"
+    empty.write_text("user_id\n")
+    assert cli("recommend", *sets, "--users", str(empty)) == 2
+    assert cli("recommend", *sets, "--users", "1", "--k", "0") == 2
+    assert cli("recommend", *sets, "--users", "1", "--run", str(tmp_path / "none")) == 2
+    assert cli("train", *sets, "--set", "data.rating_split=given") == 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,thing\n1,2\n")
+    assert cli("score", *sets, "--input", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 5 and "Traceback" not in err
+    with pytest.raises(DataError, match="empty user id"):
+        _read_users("1,,2")
+
+
+def test_movielens_folder_and_given_split(tmp_path):
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = [
+        f"{u}\t{i}\t{rng.integers(1, 6)}\t{880000000 + 1000 * u + i}"
+        for u in range(1, 13)
+        for i in rng.choice(np.arange(1, 21), 8, replace=False)
+    ]
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    (folder / "u1.base").write_text("\n".join(lines[:80]) + "\n")
+    (folder / "u1.test").write_text("\n".join(lines[80:]) + "\n")
+    genres = "|".join(["0"] * 18 + ["1"])
+    (folder / "u.item").write_bytes(
+        "".join(
+            f"{i}|Film {i} (199{i % 10})|01-Jan-1995||http://x|{genres}\n" for i in range(1, 21)
+        ).encode("latin-1")
+    )
+    base = ["--config", SMOKE, "--set", f"run.root={tmp_path / 'runs'}", "--set", "data.source=file",
+            "--set", "data.layout=movielens", "--set", "data.items_path=null"]  # fmt: skip
+    assert cli("prepare", *base, "--set", f"data.path={folder}") == 0
+    assert cli("prepare", *base, "--set", f"data.path={folder / 'u1.base'}", "--set", "data.rating_split=given",
+               "--set", f"data.test_path={folder / 'u1.test'}") == 0  # fmt: skip
+    info = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "runs" / "recsys" / "prepared").glob("*/prepare.json")
+    ]
+    by_source = {Path(i["source"]).name: i for i in info}
+    assert by_source["u.data"]["rows"] == 96 and by_source["u.data"]["items_source"].endswith(
+        "u.item"
+    )
+    assert by_source["u1.base"]["rating_split"]["test"] == 16
+    assert (
+        by_source["u1.base"]["rating_split"]["train"] + by_source["u1.base"]["rating_split"]["val"]
+        == 80
+    )
+
+
+def test_implicit_interactions_train_retrieval_only(trained, tmp_path):
+    root, _ = trained
+    sets = [
+        "--config", SMOKE,
+        "--set", f"run.root={tmp_path / 'runs'}",
+        "--set", "data.source=file",
+        "--set", f"data.path={root / 'ratings.csv'}",
+        "--set", "data.items_path=null",
+        "--set", "data.rating=null",
+    ]  # fmt: skip
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    report = json.loads((tmp_path / "runs" / "recsys" / "latest" / "metrics.json").read_text())
+    assert report["rating"] == {} and "two_tower" in report["retrieval"]
+    out = tmp_path / "recs.csv"
+    assert cli("recommend", *sets, "--users", "1,2", "--output", str(out)) == 0
+    assert "title" not in pd.read_csv(out).columns
+    assert cli("score", *sets, "--input", "datasets/recsys/pairs.csv") == 2

@@ -16,9 +16,9 @@ OUTPUT ?=
 OUTPUT_ARG := $(if $(OUTPUT),--output $(OUTPUT),)
 INPUT ?=
 
-.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud
+.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys
 
-all: setup fraud
+all: setup fraud vision recsys
 
 # Create the virtual environment and install the project with its dev tools (once per change
 # of pyproject.toml).
@@ -72,9 +72,20 @@ tensorboard: setup
 	@test -n "$(INPUT)" || { echo "usage: make $*-score INPUT=path [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
 	$(PY) -m apps.$* score $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --input $(INPUT) $(OUTPUT_ARG)
 
+%-recommend: setup
+	@test -n "$(USERS)" || { echo "usage: make $*-recommend USERS=ids.txt|id1,id2 [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
+	$(PY) -m apps.$* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
+
 # --- whole pipelines on the sample data ---------------------------------------------------------
 fraud: fraud-prepare fraud-train fraud-evaluate
 	$(PY) -m apps.fraud score $(CONFIG_ARG) $(SET_ARGS) --input datasets/fraud/score_sample.csv --output runs/fraud/latest/scores.csv
+
+vision: vision-prepare vision-train vision-evaluate
+	$(PY) -m apps.vision score $(CONFIG_ARG) $(SET_ARGS) --input datasets/vision/samples --output runs/vision/latest/scores.csv
+
+recsys: recsys-prepare recsys-train recsys-evaluate
+	$(PY) -m apps.recsys recommend $(CONFIG_ARG) $(SET_ARGS) --users datasets/recsys/users.txt --output runs/recsys/latest/recommendations.csv
+	$(PY) -m apps.recsys score $(CONFIG_ARG) $(SET_ARGS) --input datasets/recsys/pairs.csv --output runs/recsys/latest/pair_scores.csv
 
 clean:
 	rm -rf runs datasets/*/generated .pytest_cache .ruff_cache

@@ -16,7 +16,11 @@ from pathlib import Path
 
 from shared.io import write_json
 
-BENCHES = {"fraud": "apps.fraud.bench"}
+BENCHES = {
+    "fraud": "apps.fraud.bench",
+    "vision": "apps.vision.bench",
+    "recsys": "apps.recsys.bench",
+}
 
 
 def peak_rss_mb() -> float:

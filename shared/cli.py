@@ -15,6 +15,11 @@ import sys
 # only when a step runs, so `--help` stays fast.
 APPS = {
     "fraud": ("apps.fraud.pipeline", {}),
+    "vision": ("apps.vision.pipeline", {}),
+    "recsys": (
+        "apps.recsys.pipeline",
+        {"recommend": "top-K items for users, popularity fallback for unknown users"},
+    ),
 }
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {

@@ -236,6 +236,19 @@ class EpochThroughput(keras.callbacks.Callback):
                 logs["examples_per_s"] = self.examples / seconds
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Records when each epoch ends; benchmarks read the steady epoch time from it."""
+
+    def on_train_begin(self, logs=None):
+        self.ends = [time.perf_counter()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    def steady_epoch_s(self) -> float:
+        return float(np.median(np.diff(self.ends)[1:]))  # epoch 1 includes tracing
+
+
 def weights_digest(model: keras.Model) -> str:
     """SHA-256 of every weight, to check that workers ended with the same model."""
     digest = hashlib.sha256()

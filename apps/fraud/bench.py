@@ -175,7 +175,7 @@ def _train() -> dict:
     rates = {name: [] for name in runs}
     for trial in range(TRIALS):
         for name, fit in runs.items():
-            timer = _EpochTimer()
+            timer = training.EpochTimer()
             fit(timer, trial) if name != "bare" else fit(timer)
             rates[name].append(len(y) / timer.steady_epoch_s())
     best = {name: round(max(values)) for name, values in rates.items()}
@@ -253,16 +253,3 @@ def _predict(csv: str) -> dict:
         "rows_per_s": round(len(frame) / elapsed),
         "seconds": round(elapsed, 2),
     }
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Records when each epoch ends."""
-
-    def on_train_begin(self, logs=None):
-        self.ends = [time.perf_counter()]
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.ends.append(time.perf_counter())
-
-    def steady_epoch_s(self) -> float:
-        return float(np.median(np.diff(self.ends)[1:]))  # epoch 1 includes tracing

@@ -104,7 +104,7 @@ def _train() -> dict:
     rates = {"bare": [], "ours": []}
     for trial in range(TRIALS):
         for name, fit in (("bare", bare), ("ours", ours)):
-            timer = _EpochTimer()
+            timer = training.EpochTimer()
             fit(timer, trial)
             rates[name].append(len(y) / timer.steady_epoch_s())
     return {"examples": len(y), **{name: round(max(v)) for name, v in rates.items()}}
@@ -144,16 +144,3 @@ def _recommend() -> dict:
         "items": int(candidates.shape[0]),
         **{name: round(len(users) / seconds) for name, seconds in best.items()},
     }
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Records when each epoch ends."""
-
-    def on_train_begin(self, logs=None):
-        self.ends = [time.perf_counter()]
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.ends.append(time.perf_counter())
-
-    def steady_epoch_s(self) -> float:
-        return float(np.median(np.diff(self.ends)[1:]))  # epoch 1 includes tracing

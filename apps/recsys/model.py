@@ -113,21 +113,16 @@ def build_mf(users: list[str], items: list[str], config: ModelConfig, mean: floa
     i = _lookup(items, "item_lookup")(item_in)
     reg = keras.regularizers.L2(config.mf_l2)
     init = keras.initializers.RandomNormal(stddev=0.05)
-    p = keras.layers.Embedding(
-        len(users) + 1, config.mf_dim, init, activity_regularizer=reg, name="user_factors"
-    )(u)
-    q = keras.layers.Embedding(
-        len(items) + 1, config.mf_dim, init, activity_regularizer=reg, name="item_factors"
-    )(i)
-    bu = keras.layers.Embedding(
-        len(users) + 1, 1, "zeros", activity_regularizer=reg, name="user_bias"
-    )(u)
-    bi = keras.layers.Embedding(
-        len(items) + 1, 1, "zeros", activity_regularizer=reg, name="item_bias"
-    )(i)
-    dot = keras.layers.Dot(axes=1, name="match")([p, q])
-    out = keras.layers.Add(name="sum")([dot, bu, bi])
-    out = GlobalBias(mean, name="rating")(out)
+    # MF is lookups and one dot product: it stays float32 under a mixed policy (bfloat16 would
+    # cost rating accuracy, and its activity-regulariser losses must match the float32 loss).
+    f32 = {"activity_regularizer": reg, "dtype": "float32"}
+    p = keras.layers.Embedding(len(users) + 1, config.mf_dim, init, name="user_factors", **f32)(u)
+    q = keras.layers.Embedding(len(items) + 1, config.mf_dim, init, name="item_factors", **f32)(i)
+    bu = keras.layers.Embedding(len(users) + 1, 1, "zeros", name="user_bias", **f32)(u)
+    bi = keras.layers.Embedding(len(items) + 1, 1, "zeros", name="item_bias", **f32)(i)
+    dot = keras.layers.Dot(axes=1, name="match", dtype="float32")([p, q])
+    out = keras.layers.Add(name="sum", dtype="float32")([dot, bu, bi])
+    out = GlobalBias(mean, name="rating", dtype="float32")(out)
     return keras.Model({"user": user_in, "item": item_in}, out, name="mf")
 
 
@@ -140,7 +135,10 @@ def build_ncf(users: list[str], items: list[str], config: ModelConfig, mean: flo
     d = config.ncf_dim
 
     def embed(ids, n, name):
-        return keras.layers.Embedding(n + 1, d, "random_normal", reg, name=name)(ids)
+        # float32 tables: their activity-regulariser losses must match the float32 loss.
+        return keras.layers.Embedding(n + 1, d, "random_normal", reg, name=name, dtype="float32")(
+            ids
+        )
 
     gmf = keras.layers.Multiply(name="gmf")(
         [embed(u, len(users), "gmf_user"), embed(i, len(items), "gmf_item")]
@@ -152,8 +150,8 @@ def build_ncf(users: list[str], items: list[str], config: ModelConfig, mean: flo
         mlp = keras.layers.Dense(width, activation="relu", name=f"mlp_{n}")(mlp)
         mlp = keras.layers.Dropout(config.ncf_dropout, name=f"mlp_dropout_{n}")(mlp)
     joined = keras.layers.Concatenate(name="neumf")([gmf, mlp])
-    out = keras.layers.Dense(1, name="predict")(joined)
-    out = GlobalBias(mean, name="rating")(out)
+    out = keras.layers.Dense(1, name="predict", dtype="float32")(joined)
+    out = GlobalBias(mean, name="rating", dtype="float32")(out)
     return keras.Model({"user": user_in, "item": item_in}, out, name="ncf")
 
 

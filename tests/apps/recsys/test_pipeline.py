@@ -225,3 +225,23 @@ def test_implicit_interactions_train_retrieval_only(trained, tmp_path):
     assert cli("recommend", *sets, "--users", "1,2", "--output", str(out)) == 0
     assert "title" not in pd.read_csv(out).columns
     assert cli("score", *sets, "--input", "datasets/recsys/pairs.csv") == 2
+
+
+def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
+    sets = [
+        "--config", SMOKE,
+        "--set", f"run.root={tmp_path / 'runs'}",
+        "--set", f"data.path={tmp_path / 'ratings.csv'}",
+        "--set", f"data.items_path={tmp_path / 'items.csv'}",
+        "--set", "train.mixed_precision=true",
+        "--set", "train.xla=true",
+    ]  # fmt: skip
+    try:
+        assert cli("train", *sets) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = tmp_path / "runs" / "recsys" / "latest"
+    assert json.loads((run / "model_meta.json").read_text())["precision_policy"] == "mixed_bfloat16"
+    history = pd.read_csv(run / "history.csv")
+    assert set(history["network"]) >= {"mf", "two_tower"}
+    assert np.isfinite(history["loss"]).all()

@@ -219,3 +219,16 @@ def test_gradcam_for_chosen_files(trained, tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"")
     assert cli("evaluate", *sets, "--set", f"evaluate.gradcam_paths=[{tmp_path / 'bad.png'}]") == 2
     assert "error: evaluate.gradcam_paths:" in capsys.readouterr().err
+
+
+def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
+    images = write_folder(tmp_path / "images", per_class=6)
+    sets = tiny_sets(tmp_path, images, "train.mixed_precision=true", "train.xla=true")
+    try:
+        assert cli("train", *sets) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    meta = json.loads((tmp_path / "runs" / "vision" / "latest" / "model_meta.json").read_text())
+    history = pd.read_csv(tmp_path / "runs" / "vision" / "latest" / "history.csv")
+    assert np.isfinite(history["loss"]).all()
+    assert meta["precision_policy"] == "mixed_bfloat16"

@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "workers", 1) > 1 and not os.environ.get("TF_CONFIG"):
         from shared.launcher import launch
 
-        return launch(_without_workers(argv), args.workers)
+        # Prepare once, here, so the workers do not all generate or cache the same data at once.
+        argv = _without_workers(argv)
+        code = main([argv[0], "prepare", *argv[2:]])
+        return code or launch(argv, args.workers)
     from shared.config import ConfigError, load_config
     from shared.io import DataError
 

@@ -25,13 +25,17 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # all-reducible
+
+
 class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     """MultiWorkerMirroredStrategy whose `reduce` takes what Keras 3.15's `fit` hands it.
 
     With two or more workers, Keras reduces a whole (features, target) batch in one call to
     build the model, and each step's scalar logs with `axis=0`; the collective all-reduce takes
     only single values, and a scalar has no axis 0, so `fit` failed on every multi-worker run.
-    Reducing leaf by leaf, and scalars over replicas only, is what those calls mean.
+    Reducing leaf by leaf, scalars over replicas only, and leaving types the collective cannot
+    reduce (uint8 images) as they are, is what those calls mean.
     """
 
     def reduce(self, reduce_op, value, axis):
@@ -39,6 +43,8 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
         def reduce_leaf(leaf):
             local = self.experimental_local_results(leaf)[0]
+            if getattr(local, "dtype", None) is not None and local.dtype not in REDUCIBLE:
+                return local  # raw uint8 images or strings: Keras only needs their shape here
             leaf_axis = (
                 None
                 if getattr(local, "shape", None) is not None and local.shape.rank == 0
@@ -250,10 +256,14 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def weights_digest(model: keras.Model) -> str:
-    """SHA-256 of every weight, to check that workers ended with the same model."""
+    """SHA-256 of the trainable weights, to check that workers ended with the same model.
+
+    Non-trainable state such as BatchNormalization's moving statistics is left out: each worker
+    accumulates it from its own shard of the data.
+    """
     digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
+    for weight in model.trainable_weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
 
 

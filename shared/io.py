@@ -77,6 +77,22 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _params_path(path: Path) -> Path:
+    return path.with_name(path.name + ".simulator.json")
+
+
+def generated_is_current(path: str | os.PathLike, params: dict) -> bool:
+    """True when `path` exists and was generated from exactly `params` (recorded beside it)."""
+    path = Path(path)
+    stamp = _params_path(path)
+    return path.exists() and stamp.exists() and read_json(stamp) == params
+
+
+def record_generated(path: str | os.PathLike, params: dict) -> None:
+    """Record the parameters `path` was generated from, after it has been written."""
+    write_json(_params_path(Path(path)), params)
+
+
 def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write a DataFrame as CSV or Parquet (by suffix), atomically."""
     with atomic_path(path) as tmp:

@@ -22,7 +22,16 @@ from shared import evaluation as ev
 from shared import training
 from shared.config import ConfigError, load_config, to_dict
 from shared.input_pipeline import in_memory_dataset
-from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
+from shared.io import (
+    DataError,
+    atomic_dir,
+    atomic_path,
+    generated_is_current,
+    read_json,
+    record_generated,
+    write_json,
+    write_table,
+)
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
@@ -115,9 +124,8 @@ def prepare(config: Config, options=None) -> Prepared:
 def _ensure_sample(config: Config) -> None:
     """Write the simulator's sample to data.path unless the same sample is already there."""
     path = Path(config.data.path)
-    stamp = path.with_name(path.name + ".simulator.json")
     wanted = to_dict(config.data.simulator)
-    if path.exists() and stamp.exists() and read_json(stamp) == wanted:
+    if generated_is_current(path, wanted):
         return
     start = time.perf_counter()
     try:
@@ -125,7 +133,7 @@ def _ensure_sample(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(f"data.simulator: {exc}") from exc
     write_table(path, frame)
-    write_json(stamp, wanted)
+    record_generated(path, wanted)
     print(
         f"prepare: simulated {len(frame):,} transactions ({frame['is_fraud'].mean():.2%} fraud) -> {path} in {time.perf_counter() - start:.1f}s",
         flush=True,

@@ -25,7 +25,16 @@ from shared import evaluation as ev
 from shared import training
 from shared.config import ConfigError, load_config, to_dict
 from shared.input_pipeline import in_memory_dataset
-from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
+from shared.io import (
+    DataError,
+    atomic_dir,
+    atomic_path,
+    generated_is_current,
+    read_json,
+    record_generated,
+    write_json,
+    write_table,
+)
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
@@ -147,9 +156,8 @@ def _read_items(data, path: Path | None) -> pd.DataFrame:
 
 def _ensure_sample(config: Config) -> None:
     path = Path(config.data.path)
-    stamp = path.with_name(path.name + ".simulator.json")
     wanted = to_dict(config.data.simulator)
-    if path.exists() and stamp.exists() and read_json(stamp) == wanted:
+    if generated_is_current(path, wanted):
         return
     start = time.perf_counter()
     try:
@@ -159,7 +167,7 @@ def _ensure_sample(config: Config) -> None:
     write_table(path, ratings)
     if config.data.items_path:
         write_table(config.data.items_path, items)
-    write_json(stamp, wanted)
+    record_generated(path, wanted)
     print(
         f"prepare: generated {len(ratings):,} ratings of {items.shape[0]:,} items -> {path} in "
         f"{time.perf_counter() - start:.1f}s",

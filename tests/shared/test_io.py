@@ -64,3 +64,15 @@ def test_bad_files_give_one_line(tmp_path, content, name, message):
         path.write_bytes(content)
     with pytest.raises(DataError, match=message):
         list(iter_table_chunks(path, 10))
+
+
+def test_generated_file_is_current_only_for_the_same_parameters(tmp_path):
+    from shared.io import generated_is_current, record_generated
+
+    path = tmp_path / "sample.csv"
+    assert not generated_is_current(path, {"seed": 0})
+    path.write_text("a\n1\n")
+    assert not generated_is_current(path, {"seed": 0})  # written, but from unknown parameters
+    record_generated(path, {"seed": 0})
+    assert generated_is_current(path, {"seed": 0})
+    assert not generated_is_current(path, {"seed": 1})

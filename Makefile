@@ -15,6 +15,8 @@ RUN_ARG := $(if $(MODEL),--run $(MODEL),)
 OUTPUT ?=
 OUTPUT_ARG := $(if $(OUTPUT),--output $(OUTPUT),)
 INPUT ?=
+WORKERS ?= 1
+WORKERS_ARG := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),)
 
 .PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys
 
@@ -55,26 +57,26 @@ gpu-check: setup
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs
 
-# --- per-app steps: make <app>-prepare | -train | -evaluate | -export | -score INPUT=... ----------
+# --- per-app steps: make <app>-prepare | -train [WORKERS=N] | -evaluate | -export | -score INPUT=... -
 %-prepare: setup
-	$(PY) -m apps.$* prepare $(CONFIG_ARG) $(SET_ARGS)
+	$(PY) -m shared.cli $* prepare $(CONFIG_ARG) $(SET_ARGS)
 
 %-train: setup
-	$(PY) -m apps.$* train $(CONFIG_ARG) $(SET_ARGS)
+	$(PY) -m shared.cli $* train $(CONFIG_ARG) $(SET_ARGS) $(WORKERS_ARG)
 
 %-evaluate: setup
-	$(PY) -m apps.$* evaluate $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG)
+	$(PY) -m shared.cli $* evaluate $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG)
 
 %-export: setup
-	$(PY) -m apps.$* export $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) $(OUTPUT_ARG)
+	$(PY) -m shared.cli $* export $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) $(OUTPUT_ARG)
 
 %-score: setup
 	@test -n "$(INPUT)" || { echo "usage: make $*-score INPUT=path [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
-	$(PY) -m apps.$* score $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --input $(INPUT) $(OUTPUT_ARG)
+	$(PY) -m shared.cli $* score $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --input $(INPUT) $(OUTPUT_ARG)
 
 %-recommend: setup
 	@test -n "$(USERS)" || { echo "usage: make $*-recommend USERS=ids.txt|id1,id2 [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
-	$(PY) -m apps.$* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
+	$(PY) -m shared.cli $* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
 
 # --- whole pipelines on the sample data ---------------------------------------------------------
 fraud: fraud-prepare fraud-train fraud-evaluate

@@ -80,6 +80,37 @@ def binary_report(
     return report
 
 
+def classification_report(y, prob: np.ndarray, class_names: list[str], top_k: int) -> dict:
+    """Accuracy, top-k accuracy (more than k classes), per-class precision/recall/F1, macro F1."""
+    y = np.asarray(y)
+    predicted = prob.argmax(axis=1)
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    report = {
+        "examples": int(len(y)),
+        "accuracy": float(np.mean(predicted == y)),
+        "macro_f1": float(np.mean(f1)),
+        "macro_precision": float(np.mean(precision)),
+        "macro_recall": float(np.mean(recall)),
+    }
+    if len(class_names) > top_k:
+        top = np.argsort(-prob, axis=1)[:, :top_k]
+        report[f"top{top_k}_accuracy"] = float(np.mean((top == y[:, None]).any(axis=1)))
+    report["per_class"] = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    report["confusion_matrix"] = skm.confusion_matrix(y, predicted, labels=labels).tolist()
+    return report
+
+
 def save_figure(fig, path: str | Path) -> Path:
     """Save a figure atomically and close it."""
     path = Path(path)

@@ -9,7 +9,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from apps.vision import data as vdata
 from apps.vision.config import Config
@@ -254,37 +253,6 @@ def load_model(run: RunDir) -> keras.Model:
 # evaluate
 
 
-def classification_report(y, prob: np.ndarray, class_names: list[str], top_k: int) -> dict:
-    """Accuracy, top-k accuracy (more than k classes), per-class precision/recall/F1, macro F1."""
-    y = np.asarray(y)
-    predicted = prob.argmax(axis=1)
-    labels = list(range(len(class_names)))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        y, predicted, labels=labels, zero_division=0
-    )
-    report = {
-        "images": int(len(y)),
-        "accuracy": float(np.mean(predicted == y)),
-        "macro_f1": float(np.mean(f1)),
-        "macro_precision": float(np.mean(precision)),
-        "macro_recall": float(np.mean(recall)),
-    }
-    if len(class_names) > top_k:
-        top = np.argsort(-prob, axis=1)[:, :top_k]
-        report[f"top{top_k}_accuracy"] = float(np.mean((top == y[:, None]).any(axis=1)))
-    report["per_class"] = {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(class_names)
-    }
-    report["confusion_matrix"] = skm.confusion_matrix(y, predicted, labels=labels).tolist()
-    return report
-
-
 def evaluate(config: Config, options=None) -> dict:
     """Test metrics, confusion matrix, most-confidently-wrong grid, Grad-CAM, model card."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
@@ -300,7 +268,7 @@ def evaluate(config: Config, options=None) -> dict:
     for split, key in (("test", "test"), ("val", "validation")):
         dataset = _dataset(run_config, data, split, shuffle=False, labels=False)
         probabilities[split] = model.predict(dataset, verbose=0)
-        report[key] = classification_report(
+        report[key] = ev.classification_report(
             data.splits[split].labels, probabilities[split], names, top_k
         )
     report["data"] = read_json(data.folder / "prepare.json")
@@ -345,7 +313,7 @@ def evaluate(config: Config, options=None) -> dict:
     )
     print(
         f"evaluate: test accuracy {test_report['accuracy']:.4f}{extra}, macro F1 "
-        f"{test_report['macro_f1']:.4f} on {test_report['images']:,} images; plots -> {plots}",
+        f"{test_report['macro_f1']:.4f} on {test_report['examples']:,} images; plots -> {plots}",
         flush=True,
     )
     return report

@@ -66,3 +66,15 @@ def test_plots_are_written(tmp_path):
     ]
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_classification_report_counts_and_top_k():
+    y = np.array([0, 1, 2, 2])
+    prob = np.array(
+        [[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.2, 0.6], [0.5, 0.3, 0.2]]
+    )  # 2 of 4 right; the 4th has its true class third, the 2nd has it second
+    report = ev.classification_report(y, prob, ["a", "b", "c"], top_k=2)
+    assert report["examples"] == 4 and report["accuracy"] == 0.5
+    assert report["top2_accuracy"] == 0.75
+    assert report["per_class"]["c"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert report["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [1, 0, 1]]

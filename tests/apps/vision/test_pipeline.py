@@ -62,7 +62,7 @@ def test_run_folder_has_every_artifact(trained):
     assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]
-    errors = round((1 - test["accuracy"]) * test["images"])
+    errors = round((1 - test["accuracy"]) * test["examples"])
     plots = {"confusion_matrix", "gradcam", "history"} | (
         {"most_confidently_wrong"} if errors else set()
     )
@@ -79,7 +79,7 @@ def test_metrics_are_consistent(trained):
     root, _ = trained
     metrics = json.loads((root / "runs" / "vision" / "latest" / "metrics.json").read_text())
     test = metrics["test"]
-    assert test["images"] == 5 and set(test["per_class"]) == set(CLASSES)  # ceil(0.15 * 30)
+    assert test["examples"] == 5 and set(test["per_class"]) == set(CLASSES)  # ceil(0.15 * 30)
     matrix = np.array(test["confusion_matrix"])
     assert matrix.sum() == 5 and test["accuracy"] == pytest.approx(np.trace(matrix) / 5)
     f1 = [v["f1"] for v in test["per_class"].values()]

@@ -132,6 +132,55 @@ def compile_model(
     return model
 
 
+def xla_split(
+    model: keras.Model, config: TrainConfig, boundary: list[str]
+) -> tuple[keras.Model | None, keras.Model]:
+    """(head, core): with `xla` on, the preprocessing XLA cannot compile, split from the rest.
+
+    Keras compiles a model with XLA only when every layer supports it, and string lookups,
+    text vectorisation and random augmentation do not, so one such layer silently turned XLA
+    off for the whole network. The head (inputs up to the outputs of the `boundary` layers,
+    which may name inputs the core takes as they are) then runs in the tf.data pipeline and the core, which shares the model's layers and
+    weights, trains compiled. Without `xla`, or when every layer compiles, the head is None.
+    """
+    if not config.xla or _supports_jit(model):
+        return None, model
+    cut = [model.get_layer(name).output for name in boundary]
+    cut = cut[0] if len(cut) == 1 else cut
+    head, core = keras.Model(model.input, cut), keras.Model(cut, model.output)
+    if not _supports_jit(core):
+        raise ValueError(
+            f"layers after {boundary} do not support XLA; move them into the head or set "
+            "train.xla=false"
+        )
+    return head, core
+
+
+def _supports_jit(model: keras.Model) -> bool:
+    return all(getattr(layer, "supports_jit", True) for layer in _all_layers(model))
+
+
+def _all_layers(layer):
+    yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from _all_layers(inner)
+
+
+def through_head(
+    head: keras.Model | None, dataset: tf.data.Dataset | None, training: bool
+) -> tf.data.Dataset | None:
+    """`dataset` with the head applied to its inputs (random augmentation only if training)."""
+    if head is None or dataset is None:
+        return dataset
+
+    def apply(inputs, *rest):
+        out = head(inputs, training=training)
+        # tf.data would stack a list of same-shaped outputs into one tensor; a tuple stays apart.
+        return (tuple(out) if isinstance(out, list) else out, *rest)
+
+    return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mode: str) -> list:
     """Early stopping, best checkpoint, BackupAndRestore, TensorBoard and the CSV history.
 
@@ -265,6 +314,28 @@ def weights_digest(model: keras.Model) -> str:
     for weight in model.trainable_weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()[:16]
+
+
+def float32_twin(model: keras.Model) -> keras.Model:
+    """The same model and weights with every layer computing in float32.
+
+    A model trained under a mixed policy saves that policy in each layer's config; rebuilding
+    from the config with the policies set to float32 gives the reference its predictions are
+    checked against.
+    """
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [to_float32(value) for value in node]
+        return node
+
+    twin = model.__class__.from_config(to_float32(model.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:

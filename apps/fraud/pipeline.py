@@ -223,6 +223,7 @@ def train(config: Config, options=None) -> RunDir:
                 "costs": to_dict(config.evaluate),
                 "prepared": str(prepared.folder),
                 "precision_policy": policy,
+                "xla_compiled": bool(classifier.jit_compile and autoencoder.jit_compile),
             },
         )
     run.finish()

@@ -163,42 +163,63 @@ def _tower(x, config: ModelConfig, prefix: str):
 
 
 def build_user_tower(users: list[str], config: ModelConfig) -> keras.Model:
+    """Raw user id -> unit embedding: the id lookup, then `user_core` on the lookup's row."""
+    row = keras.Input(shape=(), dtype="int64", name="user_row")
+    x = keras.layers.Embedding(len(users) + 1, config.tower_dim, name="user_id_embedding")(row)
+    core = keras.Model(row, _tower(x, config, "user"), name="user_core")
     user_in = _id_input("user")
-    u = _lookup(users, "user_lookup")(user_in)
-    x = keras.layers.Embedding(len(users) + 1, config.tower_dim, name="user_id_embedding")(u)
-    return keras.Model(user_in, _tower(x, config, "user"), name="user_tower")
+    return keras.Model(user_in, core(_lookup(users, "user_lookup")(user_in)), name="user_tower")
 
 
 def build_item_tower(items: list[str], n_genres: int, config: ModelConfig) -> keras.Model:
-    """Item id embedding, plus a projection of the multi-hot genres when there are any."""
-    item_in = _id_input("item")
-    i = _lookup(items, "item_lookup")(item_in)
-    x = keras.layers.Embedding(len(items) + 1, config.tower_dim, name="item_id_embedding")(i)
-    inputs = {"item": item_in}
+    """Item id embedding, plus a projection of the multi-hot genres when there are any.
+
+    As in the user tower, the id lookup comes first and `item_core` takes its row.
+    """
+    row = keras.Input(shape=(), dtype="int64", name="item_row")
+    x = keras.layers.Embedding(len(items) + 1, config.tower_dim, name="item_id_embedding")(row)
+    core_inputs, inputs = {"item_row": row}, {"item": _id_input("item")}
     if n_genres:
-        genres = keras.Input(shape=(n_genres,), name="genres")
-        inputs["genres"] = genres
-        g = keras.layers.Dense(config.tower_dim, use_bias=False, name="genre_embedding")(genres)
+        core_inputs["genres"] = keras.Input(shape=(n_genres,), name="genres")
+        inputs["genres"] = keras.Input(shape=(n_genres,), name="genres")
+        g = keras.layers.Dense(config.tower_dim, use_bias=False, name="genre_embedding")(
+            core_inputs["genres"]
+        )
         x = keras.layers.Add(name="item_features")([x, g])
-    return keras.Model(inputs, _tower(x, config, "item"), name="item_tower")
+    core = keras.Model(core_inputs, _tower(x, config, "item"), name="item_core")
+    rows = {"item_row": _lookup(items, "item_lookup")(inputs["item"])}
+    if n_genres:
+        rows["genres"] = inputs["genres"]
+    return keras.Model(inputs, core(rows), name="item_tower")
 
 
 def build_two_tower_trainer(
-    user_tower: keras.Model, item_tower: keras.Model, config: ModelConfig
+    users: list[str],
+    items: list[str],
+    user_tower: keras.Model,
+    item_tower: keras.Model,
+    config: ModelConfig,
 ) -> keras.Model:
-    """Training graph: (user, item[, genres], item_index[, item_probability]) -> in-batch logits."""
+    """Training graph: (user, item[, genres], item_index[, item_probability]) -> in-batch logits.
+
+    It calls the towers' cores after lookups of its own, so that the string lookups (which XLA
+    cannot compile) sit at its top level, where `shared.training.xla_split` can move them into
+    the input pipeline.
+    """
     inputs = {"user": _id_input("user"), "item": _id_input("item")}
-    item_inputs = {"item": inputs["item"]}
+    item_rows = {"item_row": _lookup(items, "item_lookup")(inputs["item"])}
     if "genres" in item_tower.input:
         inputs["genres"] = keras.Input(shape=item_tower.input["genres"].shape[1:], name="genres")
-        item_inputs["genres"] = inputs["genres"]
+        item_rows["genres"] = inputs["genres"]
     inputs["item_index"] = keras.Input(shape=(), dtype="int32", name="item_index")
     probability = None
     if config.sampling_correction:
         inputs["item_probability"] = keras.Input(shape=(), name="item_probability")
         probability = inputs["item_probability"]
+    queries = user_tower.get_layer("user_core")(_lookup(users, "user_lookup")(inputs["user"]))
+    candidates = item_tower.get_layer("item_core")(item_rows)
     logits = InBatchSoftmax(config.temperature, name="in_batch")(
-        user_tower(inputs["user"]), item_tower(item_inputs), inputs["item_index"], probability
+        queries, candidates, inputs["item_index"], probability
     )
     return keras.Model(inputs, logits, name="two_tower")
 

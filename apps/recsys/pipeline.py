@@ -191,7 +191,12 @@ def train(config: Config, options=None) -> RunDir:
     )
     print(f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}", flush=True)
     frame = prepared.frame
-    meta = {"app": APP, "prepared": str(prepared.folder), "precision_policy": policy}
+    meta = {
+        "app": APP,
+        "prepared": str(prepared.folder),
+        "precision_policy": policy,
+        "xla_compiled": {},  # per network: whether its train step ran under XLA
+    }
     if prepared.info["explicit_ratings"]:
         parts = {s: frame[frame.rating_split == s] for s in rs_data.SPLITS}
         tr = parts["train"]
@@ -204,7 +209,7 @@ def train(config: Config, options=None) -> RunDir:
             models["mf"] = build_mf(users, items, config.model, mean)
             models["ncf"] = build_ncf(users, items, config.model, mean)
         for name, model in models.items():
-            _fit_rating(model, name, parts, config, run, strategy)
+            meta["xla_compiled"][name] = _fit_rating(model, name, parts, config, run, strategy)
         meta["rating_range"] = [float(tr["rating"].min()), float(tr["rating"].max())]
         meta["validation_rmse"] = {
             "bias_baseline": rating_metrics(parts["val"]["rating"], baseline["val"])["rmse"],
@@ -217,7 +222,8 @@ def train(config: Config, options=None) -> RunDir:
         }
     else:
         models, baseline = {}, {}
-    retrieval, item_ids, popularity = _fit_two_tower(config, strategy, prepared, run)
+    retrieval, item_ids, popularity, compiled = _fit_two_tower(config, strategy, prepared, run)
+    meta["xla_compiled"]["two_tower"] = compiled
     meta.update(
         {
             "rating_models": list(models),
@@ -274,11 +280,16 @@ def _id_arrays(rows: pd.DataFrame) -> dict:
     return {"user": rows["user"].to_numpy(str), "item": rows["item"].to_numpy(str)}
 
 
-def _fit_rating(model: keras.Model, name: str, parts: dict, config: Config, run: RunDir, strategy):
+def _fit_rating(
+    model: keras.Model, name: str, parts: dict, config: Config, run: RunDir, strategy
+) -> bool:
+    """Fit a rating model; returns whether its train step ran under XLA."""
     cfg = config.train
     with strategy.scope():  # the optimizer's variables belong to the strategy too
+        # The id lookups do not compile with XLA: under `xla` they run in tf.data.
+        head, core = training.xla_split(model, cfg, ["user_lookup", "item_lookup"])
         training.compile_model(
-            model,
+            core,
             cfg,
             len(parts["train"]),
             "mean_squared_error",
@@ -286,18 +297,27 @@ def _fit_rating(model: keras.Model, name: str, parts: dict, config: Config, run:
         )
     print(f"train: {name} on {len(parts['train']):,} ratings", flush=True)
     target = {s: parts[s]["rating"].to_numpy(np.float32) for s in ("train", "val")}
-    return training.fit(
-        model,
-        in_memory_dataset(
-            _id_arrays(parts["train"]), target["train"], cfg.batch_size, True, cfg.seed
+    training.fit(
+        core,
+        training.through_head(
+            head,
+            in_memory_dataset(
+                _id_arrays(parts["train"]), target["train"], cfg.batch_size, True, cfg.seed
+            ),
+            training=True,
         ),
-        in_memory_dataset(_id_arrays(parts["val"]), target["val"], cfg.batch_size, False),
+        training.through_head(
+            head,
+            in_memory_dataset(_id_arrays(parts["val"]), target["val"], cfg.batch_size, False),
+            training=False,
+        ),
         run,
         cfg,
         name=name,
         monitor="val_rmse",
         examples=len(parts["train"]),
     )
+    return bool(core.jit_compile)
 
 
 def _predict_ratings(model: keras.Model, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
@@ -306,7 +326,8 @@ def _predict_ratings(model: keras.Model, rows: pd.DataFrame, batch_size: int) ->
 
 def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
     """In-batch-softmax two-tower model on the temporal training split; returns the retrieval
-    model (user id -> top-K over every training item), the item ids and the popularity list."""
+    model (user id -> top-K over every training item), the item ids, the popularity list and
+    whether the train step ran under XLA."""
     frame, cfg_model = prepared.frame, config.model
     tr = frame[frame.retrieval_split == "train"]
     va = frame[frame.retrieval_split == "val"]
@@ -343,8 +364,11 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
     with strategy.scope():
         user_tower = build_user_tower(users, cfg_model)
         item_tower = build_item_tower(items, len(genres), cfg_model)
-        trainer = build_two_tower_trainer(user_tower, item_tower, cfg_model)
-        training.compile_model(trainer, cfg, len(tr), in_batch_softmax_loss)
+        trainer = build_two_tower_trainer(users, items, user_tower, item_tower, cfg_model)
+        passed = ["item_index"] + ["genres"] * bool(genres)
+        passed += ["item_probability"] * cfg_model.sampling_correction
+        head, core = training.xla_split(trainer, cfg, ["user_lookup", "item_lookup", *passed])
+        training.compile_model(core, cfg, len(tr), in_batch_softmax_loss)
     print(
         f"train: two-tower on {len(tr):,} interactions, {len(users):,} users, {len(items):,} items"
         f"{f', {len(genres)} genres' if genres else ''}",
@@ -352,9 +376,19 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
     )
     dummy = {"tr": np.zeros(len(tr), np.float32), "va": np.zeros(len(va), np.float32)}
     training.fit(
-        trainer,
-        in_memory_dataset(features(tr), dummy["tr"], cfg.batch_size, True, cfg.seed),
-        in_memory_dataset(features(va), dummy["va"], cfg.batch_size, False) if len(va) else None,
+        core,
+        training.through_head(
+            head,
+            in_memory_dataset(features(tr), dummy["tr"], cfg.batch_size, True, cfg.seed),
+            training=True,
+        ),
+        training.through_head(
+            head,
+            in_memory_dataset(features(va), dummy["va"], cfg.batch_size, False)
+            if len(va)
+            else None,
+            training=False,
+        ),
         run,
         cfg,
         name="two_tower",
@@ -374,7 +408,7 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
         "counts": counts.to_numpy()[: MAX_K + int(known_counts.max())].tolist(),
         "interactions": int(len(tr)),
     }
-    return retrieval, items, popularity
+    return retrieval, items, popularity, bool(core.jit_compile)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,7 +161,11 @@ def train(config: Config, options=None) -> RunDir:
     start = time.perf_counter()
     with strategy.scope():
         model = build_model(config.model, config.augment, n_classes, size, data.channels)
-        _compile(model, cfg, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+        # Random augmentation does not compile with XLA: under `xla` it runs in tf.data.
+        head, core = training.xla_split(model, cfg, ["augment"])
+        _compile(core, cfg, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+    train_ds = training.through_head(head, train_ds, training=True)
+    val_ds = training.through_head(head, val_ds, training=False)
     name = "head" if config.model.architecture == "transfer" else config.model.architecture
     print(
         f"train: {model.name} ({model.count_params():,} parameters) on "
@@ -169,7 +173,7 @@ def train(config: Config, options=None) -> RunDir:
         flush=True,
     )
     n_train = len(data.splits["train"])
-    training.fit(model, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=n_train)
+    training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=n_train)
     backbone = find_backbone(model) if config.model.architecture == "transfer" else None
     if backbone is not None and config.model.fine_tune_epochs:
         backbone.trainable = True
@@ -180,10 +184,10 @@ def train(config: Config, options=None) -> RunDir:
             warmup_epochs=0.0,
         )
         with strategy.scope():
-            _compile(model, tune, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+            _compile(core, tune, len(data.splits["train"]), n_classes, config.evaluate.top_k)
         print("train: fine-tuning the whole network (backbone unfrozen)", flush=True)
         training.fit(
-            model, train_ds, val_ds, run, tune, "finetune", "val_loss", "min", examples=n_train
+            core, train_ds, val_ds, run, tune, "finetune", "val_loss", "min", examples=n_train
         )
     seconds = time.perf_counter() - start
     if run.is_chief:
@@ -204,6 +208,7 @@ def train(config: Config, options=None) -> RunDir:
                 "prepared": str(data.folder),
                 "train_seconds": round(seconds, 1),
                 "precision_policy": policy,
+                "xla_compiled": bool(core.jit_compile),
             },
         )
     run.finish()

@@ -81,3 +81,44 @@ def test_precision_policy_on_cpu():
         assert keras.mixed_precision.global_policy().compute_dtype == "bfloat16"
     finally:
         assert training.set_precision(False) == "float32"
+
+
+def test_float32_twin_computes_in_float32_with_the_same_weights():
+    try:
+        training.set_precision(True)
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(8, activation="relu")(inputs)
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(hidden)
+        mixed = keras.Model(inputs, outputs)
+    finally:
+        training.set_precision(False)
+    assert mixed.layers[1].compute_dtype == "bfloat16"
+    twin = training.float32_twin(mixed)
+    assert {layer.compute_dtype for layer in twin.layers[1:]} == {"float32"}
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    mixed_out, exact = mixed.predict(x, verbose=0), twin.predict(x, verbose=0)
+    assert not np.array_equal(mixed_out, exact)  # bf16 rounding shows...
+    np.testing.assert_allclose(mixed_out, exact, atol=0.02)  # ...within bf16's 3 digits
+
+
+def test_xla_split_moves_string_lookups_into_the_input_pipeline():
+
+    user = keras.Input((), dtype="string", name="user")
+    item = keras.Input((), dtype="string", name="item")
+    u = keras.layers.StringLookup(vocabulary=["a", "b"], name="user_lookup")(user)
+    i = keras.layers.StringLookup(vocabulary=["x", "y"], name="item_lookup")(item)
+    joined = keras.layers.Concatenate()(
+        [keras.layers.Embedding(3, 2)(u), keras.layers.Embedding(3, 2)(i)]
+    )
+    model = keras.Model({"user": user, "item": item}, keras.layers.Dense(1)(joined))
+    boundary = ["user_lookup", "item_lookup"]
+    assert training.xla_split(model, TrainConfig(xla=False), boundary) == (None, model)
+    head, core = training.xla_split(model, TrainConfig(xla=True), boundary)
+    core.compile("sgd", "mse", jit_compile=True)
+    assert core.jit_compile  # Keras would have turned XLA off for the whole model
+    rows = {"user": tf.constant(["a", "b", "z"]), "item": tf.constant(["y", "x", "y"])}
+    data = tf.data.Dataset.from_tensor_slices((rows, np.ones(3, "float32"))).batch(3)
+    core.fit(training.through_head(head, data, training=True), verbose=0)
+    # The core shares the model's weights: the whole model predicts what the core learned.
+    ((inputs, _),) = training.through_head(head, data, training=False).take(1)
+    np.testing.assert_allclose(core.predict(inputs, verbose=0), model.predict(rows, verbose=0))

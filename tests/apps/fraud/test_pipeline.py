@@ -270,7 +270,7 @@ def test_creditcard_layout_end_to_end(tmp_path):
     assert len(pd.read_csv(tmp_path / "new.scored.csv")) == 50
 
 
-def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path):
+def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path, swap_in_float32_twin):
     sets = [
         "--config",
         SMOKE,
@@ -289,6 +289,18 @@ def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path):
         assert cli("train", *sets) == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    meta = json.loads((tmp_path / "runs" / "fraud" / "latest" / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16"
+    run = tmp_path / "runs" / "fraud" / "latest"
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla_compiled"]
     assert np.isfinite(meta["threshold"])
+    # Mixed-precision probabilities agree with float32 math on the same weights within 0.02
+    # (bfloat16 keeps about 3 significant digits).
+    sample, out = "datasets/fraud/score_sample.csv", {}
+    for name in ("mixed", "float32"):
+        out[name] = tmp_path / f"{name}.csv"
+        assert cli("score", *sets, "--input", sample, "--output", str(out[name])) == 0
+        if name == "mixed":
+            swap_in_float32_twin(run / "model.keras")
+    mixed, exact = (pd.read_csv(out[n])["fraud_probability"] for n in ("mixed", "float32"))
+    assert len(mixed) > 100 and not np.array_equal(mixed, exact)
+    np.testing.assert_allclose(mixed, exact, atol=0.02)

@@ -96,7 +96,7 @@ def test_two_tower_and_retrieval_roundtrip(tmp_path):
 
     users_t = build_user_tower(USERS, TINY)
     items_t = build_item_tower(ITEMS, 2, TINY)
-    trainer = build_two_tower_trainer(users_t, items_t, TINY)
+    trainer = build_two_tower_trainer(USERS, ITEMS, users_t, items_t, TINY)
     batch = {
         "user": np.array(["u1", "u2"]),
         "item": np.array(["a", "b"]),

@@ -221,7 +221,7 @@ def test_gradcam_for_chosen_files(trained, tmp_path, capsys):
     assert "error: evaluate.gradcam_paths:" in capsys.readouterr().err
 
 
-def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
+def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):
     images = write_folder(tmp_path / "images", per_class=6)
     sets = tiny_sets(tmp_path, images, "train.mixed_precision=true", "train.xla=true")
     try:
@@ -232,3 +232,16 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
     history = pd.read_csv(tmp_path / "runs" / "vision" / "latest" / "history.csv")
     assert np.isfinite(history["loss"]).all()
     assert meta["precision_policy"] == "mixed_bfloat16"
+    assert meta["xla_compiled"]  # augmentation ran in tf.data, so XLA was not turned off
+    # Mixed-precision probabilities agree with float32 math on the same weights within 0.02
+    # (bfloat16 keeps about 3 significant digits).
+    out = {}
+    for name in ("mixed", "float32"):
+        out[name] = tmp_path / f"{name}.csv"
+        assert cli("score", *sets, "--input", str(images), "--output", str(out[name])) == 0
+        if name == "mixed":
+            swap_in_float32_twin(tmp_path / "runs" / "vision" / "latest" / "model.keras")
+    mixed, exact = (pd.read_csv(out[n]).sort_values("path") for n in ("mixed", "float32"))
+    assert len(mixed) >= 18 and (mixed["path"].to_numpy() == exact["path"].to_numpy()).all()
+    columns = [c for c in mixed.columns if c.startswith("top") and c.endswith("probability")]
+    np.testing.assert_allclose(mixed[columns], exact[columns], atol=0.02)

@@ -7,12 +7,16 @@ JSON: per app, the measured throughputs, the baselines, their ratio, and peak me
 import argparse
 import json
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pandas as pd
 
 from shared.io import write_json
 
@@ -42,10 +46,51 @@ def run_measurement(module: str, name: str, args: dict) -> dict:
             json.dumps(args),
             str(out),
         ]
-        done = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, check=False)
+        done = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"benchmark {module}:{name} failed (exit {done.returncode})")
         return json.loads(out.read_text())
+
+
+def local_workers(
+    app: str, n: int, root: Path, sets: list[str], network: str, config: str | None = None
+) -> dict:
+    """`network`'s training examples/s with `n` local workers (`train --workers n`), and whether
+    every worker ended with the same weights (the `weights sha256` each one prints)."""
+    shutil.rmtree(root, ignore_errors=True)
+    command = [sys.executable, "-m", "shared.cli", app, "train", "--workers", str(n)]
+    command += ["--config", config] if config else []
+    command += [arg for s in [f"run.root={root}", "train.verbose=0", *sets] for arg in ("--set", s)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{n}-worker training failed: {done.stderr.strip().splitlines()[-1:]}")
+    history = pd.read_csv(root / app / "latest" / "history.csv")
+    steady = history[(history["network"] == network) & (history["epoch"] > 0)]
+    digests = re.findall(r"weights sha256 ([^;\n]+)", done.stdout)
+    return {
+        "examples_per_s": round(float(steady["examples_per_s"].median())),
+        "identical": len(digests) == n and len(set(digests)) == 1,
+    }
+
+
+def input_rate(dataset, examples: int) -> int:
+    """Examples/s of an input pipeline alone (one pass after a warm-up one), to spot an input
+    bound: a model that trains near this rate is waiting on its input."""
+    for _ in dataset:
+        pass
+    start = time.perf_counter()
+    for _ in dataset:
+        pass
+    return round(examples / (time.perf_counter() - start))
+
+
+def workers_report(workers: dict) -> dict:
+    """The `local_workers` results at 1 and 2 workers, as the report shows them."""
+    return {
+        "note": "CPU workers share 2 cores here: this checks the cluster path, not speed-up",
+        **{f"{n}_worker_examples_per_s": w["examples_per_s"] for n, w in workers.items()},
+        "weights_identical_across_workers": workers[max(workers)]["identical"],
+    }
 
 
 def main(argv=None) -> int:

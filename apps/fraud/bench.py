@@ -2,10 +2,7 @@
 out) against a bare `model.predict` on in-memory arrays. Driven by `shared.bench`."""
 
 import dataclasses
-import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from apps.fraud.features import FeatureBuilder, FeatureSpec
 from apps.fraud.model import build_classifier, build_preprocessor
 from apps.fraud.simulate import SimulatorConfig, simulate_transactions
 from shared import training
+from shared.bench import input_rate, local_workers, workers_report
 from shared.cli import StepOptions
 from shared.config import load_config
 from shared.input_pipeline import in_memory_dataset
@@ -52,11 +50,7 @@ def run(measure, rows: int | None = None) -> dict:
             "input_bound": train["input"] < 1.5 * train["ours"],
             "peak_rss_mb": train["peak_rss_mb"],
         },
-        "local_workers": {
-            "note": "CPU workers share 2 cores here: this checks the cluster path, not speed-up",
-            **{f"{n}_worker_rows_per_s": w["rows_per_s"] for n, w in workers.items()},
-            "weights_identical_across_workers": workers[2]["identical"],
-        },
+        "local_workers": workers_report(workers),
         "scoring": {
             "rows": ours["rows"],
             "csv_to_csv_rows_per_s": ours["rows_per_s"],
@@ -67,6 +61,12 @@ def run(measure, rows: int | None = None) -> dict:
             "bare_peak_rss_mb": bare["peak_rss_mb"],
         },
     }
+
+
+def _workers(n: int) -> dict:
+    """Network training with `n` local workers (the launcher)."""
+    sets = ["train.epochs=3", "model.autoencoder_epochs=1"]
+    return local_workers("fraud", n, WORK / f"workers_{n}", sets, "network")
 
 
 def measure(name: str, args: dict) -> dict:
@@ -182,38 +182,8 @@ def _train() -> dict:
     return {
         "rows": len(y),
         "steps_per_execution": cfg.steps_per_execution,
-        "input": _input_rate(x, y, cfg.batch_size),
+        "input": input_rate(in_memory_dataset(x, y, cfg.batch_size, True, 0), len(y)),
         **best,
-    }
-
-
-def _input_rate(x, y, batch_size: int) -> int:
-    """Rows/s of the input pipeline alone (one epoch after a warm-up), to spot an input bound."""
-    dataset = in_memory_dataset(x, y, batch_size, True, 0)
-    for _ in dataset:
-        pass
-    start = time.perf_counter()
-    for _ in dataset:
-        pass
-    return round(len(y) / (time.perf_counter() - start))
-
-
-def _workers(n: int) -> dict:
-    """Network training rows/s with `n` local workers (the launcher), and whether weights agree."""
-    root = WORK / f"workers_{n}"
-    shutil.rmtree(root, ignore_errors=True)
-    sets = [f"run.root={root}", "train.epochs=3", "model.autoencoder_epochs=1", "train.verbose=0"]
-    command = [sys.executable, "-m", "shared.cli", "fraud", "train", "--workers", str(n)]
-    command += [arg for s in sets for arg in ("--set", s)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{n}-worker training failed: {done.stderr.strip().splitlines()[-1:]}")
-    history = pd.read_csv(root / "fraud" / "latest" / "history.csv")
-    network = history[(history["network"] == "network") & (history["epoch"] > 0)]
-    digests = set(re.findall(r"weights sha256 (.+)", done.stdout))
-    return {
-        "rows_per_s": round(float(network["examples_per_s"].median())),
-        "identical": len(digests) == 1,
     }
 
 

@@ -15,6 +15,7 @@ from apps.recsys import pipeline
 from apps.recsys.config import Config
 from apps.recsys.model import build_mf
 from shared import training
+from shared.bench import input_rate, local_workers, workers_report
 from shared.config import load_config
 from shared.input_pipeline import in_memory_dataset
 from shared.run import RunDir
@@ -27,14 +28,18 @@ TRIALS = 3  # interleaved trials of the pipeline and the bare fit; the best of e
 def run(measure, rows: int | None = None) -> dict:
     train = measure(__name__, "train", {})
     recommend = measure(__name__, "recommend", {})
+    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     return {
         "training": {
             "examples": train["examples"],
             "pipeline_examples_per_s": train["ours"],
             "bare_fit_examples_per_s": train["bare"],
             "ratio": round(train["ours"] / train["bare"], 3),
+            "input_pipeline_examples_per_s": train["input"],
+            "input_bound": train["input"] < 1.5 * train["ours"],
             "peak_rss_mb": train["peak_rss_mb"],
         },
+        "local_workers": workers_report(workers),
         "recommend_top10_all_users": {
             "users": recommend["users"],
             "items": recommend["items"],
@@ -48,7 +53,13 @@ def run(measure, rows: int | None = None) -> dict:
 
 
 def measure(name: str, args: dict) -> dict:
-    return {"train": _train, "recommend": _recommend}[name](**args)
+    return {"train": _train, "recommend": _recommend, "workers": _workers}[name](**args)
+
+
+def _workers(n: int) -> dict:
+    """MF training with `n` local workers (the launcher); every network's weights compared."""
+    sets = ["train.epochs=3", "model.retrieval_epochs=1"]
+    return local_workers("recsys", n, WORK / f"workers_{n}", sets, "mf")
 
 
 def _config(**sets) -> Config:
@@ -107,7 +118,11 @@ def _train() -> dict:
             timer = training.EpochTimer()
             fit(timer, trial)
             rates[name].append(len(y) / timer.steady_epoch_s())
-    return {"examples": len(y), **{name: round(max(v)) for name, v in rates.items()}}
+    return {
+        "examples": len(y),
+        **{name: round(max(v)) for name, v in rates.items()},
+        "input": input_rate(in_memory_dataset(x, y, cfg.batch_size, True, 0), len(y)),
+    }
 
 
 def _recommend() -> dict:

@@ -252,7 +252,11 @@ def train(config: Config, options=None) -> RunDir:
         write_json(run.meta_path, meta)
         _export(run, run.saved_model_path)
     run.finish()
-    print(f"train: finished; models -> {run.path}", flush=True)
+    digests = " ".join(
+        f"{name} {training.weights_digest(model)}"
+        for name, model in {**models, "two_tower": retrieval}.items()
+    )
+    print(f"train: finished; weights sha256 {digests}; models -> {run.path}", flush=True)
     return run
 
 

@@ -14,6 +14,7 @@ from apps.vision import pipeline
 from apps.vision.config import Config
 from apps.vision.model import build_model
 from shared import training
+from shared.bench import input_rate, local_workers, workers_report
 from shared.cli import StepOptions
 from shared.config import load_config
 from shared.run import RunDir
@@ -30,6 +31,7 @@ def run(measure, rows: int | None = None) -> dict:
     train = measure(__name__, "train", {})
     ours = measure(__name__, "score", {"folder": setup["folder"]})
     bare = measure(__name__, "predict", {"folder": setup["folder"]})
+    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     return {
         "training": {
             "images": train["images"],
@@ -37,8 +39,11 @@ def run(measure, rows: int | None = None) -> dict:
             "bare_fit_images_per_s": train["bare"],
             "ratio": round(train["ours"] / train["bare"], 3),
             "target_ratio": 0.9,
+            "input_pipeline_images_per_s": train["input"],
+            "input_bound": train["input"] < 1.5 * train["ours"],
             "peak_rss_mb": train["peak_rss_mb"],
         },
+        "local_workers": workers_report(workers),
         "scoring": {
             "images": ours["images"],
             "files_to_csv_images_per_s": ours["images_per_s"],
@@ -50,7 +55,19 @@ def run(measure, rows: int | None = None) -> dict:
 
 
 def measure(name: str, args: dict) -> dict:
-    return {"setup": _setup, "train": _train, "score": _score, "predict": _predict}[name](**args)
+    steps = {
+        "setup": _setup,
+        "train": _train,
+        "score": _score,
+        "predict": _predict,
+        "workers": _workers,
+    }
+    return steps[name](**args)
+
+
+def _workers(n: int) -> dict:
+    """CNN training with `n` local workers (the launcher)."""
+    return local_workers("vision", n, WORK / f"workers_{n}", ["train.epochs=3"], "cnn")
 
 
 def _config(**sets) -> Config:
@@ -125,7 +142,13 @@ def _train() -> dict:
         seconds["ours"] += ours.seconds[1:]
         seconds["bare"] += bare.seconds[1:]
     per_s = {name: len(part) / float(np.median(times)) for name, times in seconds.items()}
-    return {"images": len(part), "ours": round(per_s["ours"], 1), "bare": round(per_s["bare"], 1)}
+    dataset = vdata.make_dataset(part, config.data.image_size, 1, cfg.batch_size, True, 0)
+    return {
+        "images": len(part),
+        "ours": round(per_s["ours"], 1),
+        "bare": round(per_s["bare"], 1),
+        "input": input_rate(dataset, len(part)),
+    }
 
 
 def _score(folder: str) -> dict:

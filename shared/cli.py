@@ -20,6 +20,7 @@ APPS = {
         "apps.recsys.pipeline",
         {"recommend": "top-K items for users, popularity fallback for unknown users"},
     ),
+    "speech": ("apps.nlp.speech.pipeline", {}),
 }
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {

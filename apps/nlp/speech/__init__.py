@@ -1,0 +1,1 @@
+"""Spoken-word recognition (keyword spotting) from audio files, with librosa features."""

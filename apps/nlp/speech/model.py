@@ -1,0 +1,84 @@
+"""Speech networks on (frames, bins) feature tensors: a residual 2-D CNN and a CRNN.
+
+librosa features cannot run inside a Keras graph, so the models take the features; their
+first layers are the training-only augmentation and a Normalization layer holding the
+training set's per-bin mean and variance, so the saved model needs nothing else.
+"""
+
+import keras
+import numpy as np
+
+from apps.nlp.speech.augment import augmentation
+from apps.nlp.speech.config import AugmentConfig, ModelConfig
+from shared.layers import ResidualBlock
+
+BN_MOMENTUM = 0.9  # moving statistics settle within the few hundred steps of a small set
+
+
+def build_model(
+    config: ModelConfig,
+    augment: AugmentConfig,
+    n_classes: int,
+    shape: tuple[int, int],
+    mean: np.ndarray,
+    variance: np.ndarray,
+    kind: str = "logmel",
+) -> keras.Model:
+    """The configured network: features (batch, frames, bins) float32 in, probabilities out."""
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes. Received: n_classes={n_classes}")
+    inputs = keras.Input(shape=tuple(shape), dtype="float32", name="features")
+    x = inputs
+    augment_layers = augmentation(augment, kind)
+    if augment_layers is not None:
+        x = augment_layers(x)
+    x = keras.layers.Normalization(
+        axis=-1, mean=mean, variance=variance, dtype="float32", name="normalize"
+    )(x)
+    x = keras.layers.Reshape((*shape, 1), name="channel")(x)
+    body = _cnn_body if config.architecture == "cnn" else _crnn_body
+    x = body(x, config)
+    x = keras.layers.Dropout(config.dropout)(x)
+    outputs = keras.layers.Dense(
+        n_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
+    return keras.Model(inputs, outputs, name=f"speech_{config.architecture}")
+
+
+def _conv_bn_relu(x, filters: int):
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    return keras.layers.ReLU()(x)
+
+
+def _cnn_body(x, config: ModelConfig):
+    """A 3x3 stem and 2x2 pool, then one residual block per stage (each after the first halves
+    time and frequency), then global average pooling."""
+    x = _conv_bn_relu(x, config.filters[0])
+    x = keras.layers.MaxPooling2D(name="stem_pool")(x)
+    for stage, filters in enumerate(config.filters):
+        x = ResidualBlock(filters, strides=2 if stage else 1, momentum=BN_MOMENTUM,
+                          name=f"stage{stage}")(x)  # fmt: skip
+    return keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def _crnn_body(x, config: ModelConfig):
+    """Conv stages that pool frequency (and time once), then a bidirectional GRU over time."""
+    for stage, filters in enumerate(config.filters):
+        x = _conv_bn_relu(x, filters)
+        x = keras.layers.MaxPooling2D((2 if stage == 0 else 1, 2))(x)
+    frames, bins, channels = x.shape[1], x.shape[2], x.shape[3]
+    x = keras.layers.Reshape((frames, bins * channels), name="to_sequence")(x)
+    x = keras.layers.Bidirectional(
+        keras.layers.GRU(config.rnn_units, return_sequences=True), name="bigru"
+    )(x)
+    return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+
+
+def export_saved_model(model: keras.Model, path: str) -> None:
+    """A TensorFlow SavedModel whose `serve` signature takes (batch, frames, bins) float32."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = keras.InputSpec(shape=(None, *model.input.shape[1:]), dtype="float32")
+    archive.add_endpoint("serve", lambda features: model(features, training=False), [spec])
+    archive.write_out(path, verbose=False)

@@ -1,0 +1,79 @@
+"""librosa features and their on-disk cache."""
+
+import numpy as np
+import pytest
+
+from apps.nlp.speech import features as feat
+from apps.nlp.speech.config import FeatureConfig
+from tests.apps.nlp.speech.conftest import word_clip, write
+
+CHECKS = {"min_seconds": 0.1, "silence_db": -50.0}
+
+
+def params(**changes):
+    return FeatureConfig(**changes).params(16000, 1.0)
+
+
+@pytest.fixture
+def clips(tmp_path):
+    paths = [str(write(tmp_path / "audio" / f"{w}.wav", word_clip(w), subtype="PCM_16"))
+             for w in ("up", "down", "left", "right")]  # fmt: skip
+    (tmp_path / "audio" / "bad.wav").write_bytes(b"")
+    return paths + [str(tmp_path / "audio" / "bad.wav")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "bins"),
+    [({}, 40), ({"n_mels": 24}, 24), ({"kind": "mfcc", "n_mfcc": 13}, 39),
+     ({"kind": "mfcc", "n_mfcc": 13, "deltas": False}, 13)],
+)  # fmt: skip
+def test_extract_shapes(changes, bins):
+    p = params(**changes)
+    out = feat.extract(np.asarray(word_clip("x", seconds=1.0)), p)
+    assert out.shape == feat.feature_shape(p) == (51, bins) and out.dtype == np.float32
+    assert np.isfinite(out).all()
+
+
+def test_logmel_follows_loudness():
+    p = params()
+    quiet, loud = (feat.extract(np.asarray(word_clip("x", seconds=1.0)) * g, p) for g in (0.1, 1.0))
+    np.testing.assert_allclose(loud - quiet, 20.0, atol=0.5)  # power dB: 10x amplitude = +20 dB
+
+
+def test_cache_hit_skips_extraction(tmp_path, clips, monkeypatch):
+    cache = tmp_path / "cache"
+    first, rejects, stats = feat.extract_files(clips, params(), CHECKS, cache)
+    assert stats["extracted"] == 5 and stats["cached"] == 0
+    assert rejects == {clips[-1]: "empty file (0 bytes)"} and len(first) == 4
+
+    def fail(*args):
+        raise AssertionError("extract called on a cached file")
+
+    monkeypatch.setattr(feat, "extract", fail)
+    second, rejects, stats = feat.extract_files(clips, params(), CHECKS, cache)
+    assert stats["cached"] == 4 and stats["extracted"] == 1  # only the bad file is read again
+    for path in first:
+        np.testing.assert_array_equal(first[path], second[path])
+
+
+def test_cache_invalidated_by_parameters_and_content(tmp_path, clips):
+    cache = tmp_path / "cache"
+    feat.extract_files(clips[:2], params(), CHECKS, cache)
+    out, _, stats = feat.extract_files(clips[:2], params(n_mels=32), CHECKS, cache)
+    assert stats["extracted"] == 2 and out[clips[0]].shape == (51, 32)
+    write(tmp_path / "audio" / "up.wav", word_clip("other", seed=5), subtype="PCM_16")
+    _, _, stats = feat.extract_files(clips[:2], params(), CHECKS, cache)
+    assert stats == {"files": 2, "cached": 1, "extracted": 1, "workers": 1}
+    assert len(list(cache.iterdir())) == 2  # one folder per parameter set
+
+
+def test_workers_give_the_same_features(tmp_path, clips, monkeypatch):
+    monkeypatch.setattr(feat, "CHUNK", 2)
+    one, _, stats = feat.extract_files(clips, params(), CHECKS, tmp_path / "c1", workers=2)
+    assert stats["workers"] == 1  # five files: not worth starting processes
+    two, rejects, stats = feat.extract_files(
+        clips, params(), CHECKS, tmp_path / "c2", workers=2, min_parallel=4
+    )
+    assert stats["workers"] == 2 and len(rejects) == 1
+    for path in one:
+        np.testing.assert_array_equal(one[path], two[path])

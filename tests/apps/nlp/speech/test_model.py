@@ -1,0 +1,82 @@
+"""Augmentation layers and the two networks: behaviour, validation and save/load round trips."""
+
+import keras
+import numpy as np
+import pytest
+
+from apps.nlp.speech.augment import BackgroundNoise, SpecAugment, TimeShift, augmentation
+from apps.nlp.speech.config import AugmentConfig, ModelConfig
+from apps.nlp.speech.model import build_model
+
+X = np.random.default_rng(0).normal(-40.0, 10.0, size=(4, 20, 8)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "layer", [TimeShift(0.3, seed=1), BackgroundNoise(1.0, (0.0, 5.0), seed=1),
+              SpecAugment(2, 4, 2, 3, seed=1)],
+)  # fmt: skip
+def test_augmentation_only_in_training(layer):
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(X, training=False)), X)
+    out = keras.ops.convert_to_numpy(layer(X, training=True))
+    assert out.shape == X.shape and not np.allclose(out, X)
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_what_each_augmentation_does():
+    shifted = keras.ops.convert_to_numpy(TimeShift(0.3, seed=2)(X, training=True))
+    for row, original in zip(shifted, X, strict=True):  # rows are whole shifted frames or floor
+        assert all(any(np.array_equal(f, g) for g in original) or (f == original.min()).all()
+                   for f in row)  # fmt: skip
+    noisy = keras.ops.convert_to_numpy(BackgroundNoise(1.0, (0.0, 0.0), seed=2)(X, training=True))
+    assert (noisy >= X - 1e-3).all()  # noise adds power
+    masked = keras.ops.convert_to_numpy(SpecAugment(1, 5, 1, 3, seed=3)(X, training=True))
+    changed = masked != X
+    assert changed.any()
+    means = X.mean(axis=(1, 2))
+    for i in range(len(X)):
+        np.testing.assert_allclose(masked[i][changed[i]], means[i], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [(TimeShift, {"max_fraction": 1.0}, "Received: max_fraction=1.0"),
+     (BackgroundNoise, {"probability": 2.0}, "Received: probability=2.0"),
+     (BackgroundNoise, {"snr_db": (10.0, 0.0)}, "Received: snr_db"),
+     (SpecAugment, {"time_width": 0}, "Received: time_width=0")],
+)  # fmt: skip
+def test_augmentation_validation(cls, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize("architecture", ["cnn", "crnn"])
+def test_model_save_load_round_trip(tmp_path, architecture):
+    config = ModelConfig(architecture=architecture, filters=[4, 8], rnn_units=4)
+    model = build_model(config, AugmentConfig(), 3, (20, 8), X.mean((0, 1)), X.var((0, 1)))
+    assert model.input.shape == (None, 20, 8) and model.output.shape == (None, 3)
+    assert model.get_layer("augment") is not None
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    expected = model.predict(X, verbose=0)
+    np.testing.assert_allclose(loaded.predict(X, verbose=0), expected, atol=1e-6)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, atol=1e-5)
+    # The normalisation is inside: the training statistics travel with the model.
+    normalize = loaded.get_layer("normalize")
+    np.testing.assert_allclose(np.ravel(normalize.mean), X.mean((0, 1)), rtol=1e-5)
+
+
+def test_no_augmentation_and_bad_classes():
+    model = build_model(ModelConfig(filters=[4]), AugmentConfig(enabled=False), 2, (20, 8),
+                        np.zeros(8), np.ones(8))  # fmt: skip
+    assert "augment" not in [layer.name for layer in model.layers]
+    with pytest.raises(ValueError, match="Received: n_classes=1"):
+        build_model(ModelConfig(), AugmentConfig(), 1, (20, 8), np.zeros(8), np.ones(8))
+
+
+def test_noise_only_on_logmel():
+    kinds = {k: [type(la).__name__ for la in augmentation(AugmentConfig(), k).layers]
+             for k in ("logmel", "mfcc")}  # fmt: skip
+    assert kinds["logmel"] == ["TimeShift", "BackgroundNoise", "SpecAugment"]
+    assert kinds["mfcc"] == ["TimeShift", "SpecAugment"]

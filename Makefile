@@ -18,9 +18,9 @@ INPUT ?=
 WORKERS ?= 1
 WORKERS_ARG := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys speech
+.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys medical speech
 
-all: setup fraud vision recsys speech
+all: setup fraud vision recsys medical speech
 
 # Create the virtual environment and install the project with its dev tools (once per change
 # of pyproject.toml).
@@ -88,6 +88,9 @@ vision: vision-prepare vision-train vision-evaluate
 recsys: recsys-prepare recsys-train recsys-evaluate
 	$(PY) -m apps.recsys recommend $(CONFIG_ARG) $(SET_ARGS) --users datasets/recsys/users.txt --output runs/recsys/latest/recommendations.csv
 	$(PY) -m apps.recsys score $(CONFIG_ARG) $(SET_ARGS) --input datasets/recsys/pairs.csv --output runs/recsys/latest/pair_scores.csv
+
+medical: medical-prepare medical-train medical-evaluate
+	$(PY) -m shared.cli medical score $(CONFIG_ARG) $(SET_ARGS) --input datasets/medical/samples --output runs/medical/latest/scores.csv
 
 speech: speech-prepare speech-train speech-evaluate
 	$(PY) -m shared.cli speech score $(CONFIG_ARG) $(SET_ARGS) --input datasets/speech/samples --output runs/speech/latest/scores.csv

@@ -24,6 +24,7 @@ BENCHES = {
     "fraud": "apps.fraud.bench",
     "vision": "apps.vision.bench",
     "recsys": "apps.recsys.bench",
+    "medical": "apps.medical.bench",
     "speech": "apps.nlp.speech.bench",
 }
 

@@ -20,6 +20,7 @@ APPS = {
         "apps.recsys.pipeline",
         {"recommend": "top-K items for users, popularity fallback for unknown users"},
     ),
+    "medical": ("apps.medical.pipeline", {}),
     "speech": ("apps.nlp.speech.pipeline", {}),
 }
 STEPS = ("prepare", "train", "evaluate", "score", "export")

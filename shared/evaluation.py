@@ -314,3 +314,109 @@ def plot_history(history_csv: str | Path, path: str | Path, metrics=("loss",)) -
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def bootstrap_interval(
+    statistic, arrays: tuple, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """`statistic(*arrays)` and its percentile bootstrap interval over resampled rows.
+
+    Resamples where the statistic is undefined (NaN, e.g. a ROC-AUC drawn with one class only)
+    are skipped; with `n_boot` 0 or no valid resample the bounds are NaN.
+    """
+    arrays = tuple(np.asarray(a) for a in arrays)
+    point = float(statistic(*arrays))
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        index = rng.integers(0, n, n)
+        value = statistic(*(a[index] for a in arrays))
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def roc_auc(y, score) -> float:
+    """ROC-AUC, NaN when `y` holds a single class (the AUC is undefined there)."""
+    y = np.asarray(y).astype(int)
+    return float(skm.roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def macro_roc_auc(y_onehot, prob) -> float:
+    """Mean one-vs-rest ROC-AUC over the columns where it is defined."""
+    values = [roc_auc(y_onehot[:, k], prob[:, k]) for k in range(prob.shape[1])]
+    defined = [v for v in values if np.isfinite(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def sensitivity_specificity(y, score, threshold: float) -> dict:
+    """Rates and counts when flagging `score >= threshold` as positive."""
+    y = np.asarray(y).astype(bool)
+    flagged = np.asarray(score) >= threshold
+    tp, fn = int(np.sum(flagged & y)), int(np.sum(~flagged & y))
+    tn, fp = int(np.sum(~flagged & ~y)), int(np.sum(flagged & ~y))
+    return {
+        "threshold": float(threshold),
+        "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "ppv": tp / (tp + fp) if tp + fp else float("nan"),
+        "npv": tn / (tn + fn) if tn + fn else float("nan"),
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+def threshold_for_target(y, score, metric: str, target: float) -> float:
+    """The operating point where `metric` (sensitivity or specificity) is at least `target`.
+
+    For sensitivity: the highest threshold that still catches `target` of the positives (the
+    best specificity that allows); for specificity: the lowest threshold that keeps `target` of
+    the negatives below it (the best sensitivity). Thresholds are observed scores, flag >= t.
+    """
+    if metric not in ("sensitivity", "specificity"):
+        raise ValueError(f"metric must be sensitivity or specificity. Received: metric={metric!r}")
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    if metric == "sensitivity":
+        positives = np.sort(score[y])[::-1]
+        if len(positives) == 0:
+            return float(np.nextafter(score.max(initial=1.0), np.inf))
+        need = int(np.ceil(target * len(positives) - 1e-9))
+        return float(positives[max(need, 1) - 1])
+    negatives = np.sort(score[~y])
+    if len(negatives) == 0:
+        return float(score.min(initial=0.0))
+    need = int(np.ceil(target * len(negatives) - 1e-9))
+    if need == 0:
+        return float(negatives[0])
+    # Flag strictly above the need-th lowest negative: the next representable number up.
+    return float(np.nextafter(negatives[need - 1], np.inf))
+
+
+def plot_reliability(
+    curves: dict, path: str | Path, n_bins: int = 10, title: str = "Reliability diagram"
+) -> Path:
+    """Reliability diagram on linear axes with equal-width bins, and how many predictions fall
+    in each bin below it. `curves` maps a name to (y 0/1, predicted probability)."""
+    fig, (ax, bars) = plt.subplots(
+        2, 1, figsize=(5.5, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    edges = np.linspace(0, 1, n_bins + 1)
+    width = (edges[1] - edges[0]) / (len(curves) + 1)
+    for i, (name, (y, prob)) in enumerate(curves.items()):
+        mean_prob, freq, _ = calibration_bins(y, prob, n_bins, strategy="uniform")
+        ece = expected_calibration_error(y, prob, n_bins)
+        ax.plot(mean_prob, freq, marker="o", markersize=4, label=f"{name} (ECE {ece:.4f})")
+        counts, _ = np.histogram(np.asarray(prob, dtype=np.float64), bins=edges)
+        bars.bar(edges[:-1] + (i + 0.5) * width, counts, width=width, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="Observed frequency", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    bars.set(xlabel="Predicted probability", ylabel="Predictions", yscale="log")
+    bars.grid(alpha=0.3)
+    return save_figure(fig, path)

@@ -93,6 +93,21 @@ def record_generated(path: str | os.PathLike, params: dict) -> None:
     write_json(_params_path(Path(path)), params)
 
 
+def source_fingerprint(source: str | os.PathLike) -> list:
+    """Path, file count, total size and newest change of a file or folder tree: what a cache of
+    data read from it is keyed on, so that a changed source is read again."""
+    source = Path(source)
+    if source.is_file():
+        stat = source.stat()
+        return [str(source.resolve()), 1, stat.st_size, stat.st_mtime_ns]
+    count = size = newest = 0
+    for folder, _, files in os.walk(source):
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return [str(source.resolve()), count, size, newest]
+
+
 def write_table(path: str | os.PathLike, df: pd.DataFrame) -> None:
     """Write a DataFrame as CSV or Parquet (by suffix), atomically."""
     with atomic_path(path) as tmp:

@@ -124,17 +124,3 @@ def find_backbone(model: keras.Model) -> keras.Model | None:
         if isinstance(layer, keras_hub.models.Backbone):
             return layer
     return None
-
-
-def export_saved_model(model: keras.Model, path: str) -> None:
-    """A TensorFlow SavedModel whose `serve` signature takes raw uint8 images of any size.
-
-    The endpoint calls the model with training=False explicitly: `model.export` of a model that
-    contains a Resizing layer traced BatchNormalization in training mode (Keras 3.15), so the
-    served predictions used batch statistics and differed from `model.predict`.
-    """
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    spec = keras.InputSpec(shape=(None, None, None, model.input.shape[-1]), dtype="uint8")
-    archive.add_endpoint("serve", lambda images: model(images, training=False), [spec])
-    archive.write_out(path, verbose=False)

@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import os
 import time
 from pathlib import Path
 
@@ -12,14 +11,23 @@ import pandas as pd
 
 from apps.vision import data as vdata
 from apps.vision.config import Config
-from apps.vision.model import FEATURES, build_model, export_saved_model, find_backbone
+from apps.vision.model import FEATURES, build_model, find_backbone
 from apps.vision.plots import plot_image_grid
 from shared import evaluation as ev
 from shared import training
 from shared.config import load_config, to_dict
+from shared.export import export_saved_model, image_spec
 from shared.gradcam import gradcam_heatmaps, plot_gradcam_grid
 from shared.images import ImageError, read_image
-from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
+from shared.io import (
+    DataError,
+    atomic_dir,
+    atomic_path,
+    read_json,
+    source_fingerprint,
+    write_json,
+    write_table,
+)
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import Progress, ScoreCounts, default_output_paths
@@ -41,7 +49,7 @@ def prepare(config: Config, options=None) -> vdata.ImageData:
     if not source.exists():
         raise DataError(f"{source}: no such file or folder (data.path)")
     digest = config_digest(
-        {"data": to_dict(cfg), "seed": config.train.seed, "files": _fingerprint(source)}
+        {"data": to_dict(cfg), "seed": config.train.seed, "files": source_fingerprint(source)}
     )
     folder = Path(config.run.root) / APP / "prepared" / digest[:12]
     start = time.perf_counter()
@@ -73,19 +81,6 @@ def prepare(config: Config, options=None) -> vdata.ImageData:
         )
     data.folder = folder
     return data
-
-
-def _fingerprint(source: Path) -> list:
-    """Path, file count, total size and newest change under `source`: a changed folder re-checks."""
-    if source.is_file():
-        stat = source.stat()
-        return [str(source.resolve()), 1, stat.st_size, stat.st_mtime_ns]
-    count = size = newest = 0
-    for folder, _, files in os.walk(source):
-        for name in files:
-            stat = os.stat(os.path.join(folder, name))
-            count, size, newest = count + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
-    return [str(source.resolve()), count, size, newest]
 
 
 def _manifest(data: vdata.ImageData) -> pd.DataFrame:
@@ -194,7 +189,7 @@ def train(config: Config, options=None) -> RunDir:
         with atomic_path(run.model_path, suffix=".keras") as tmp:
             model.save(tmp)
         with atomic_dir(run.saved_model_path) as tmp:
-            export_saved_model(model, str(tmp))
+            export_saved_model(model, str(tmp), image_spec(model.input.shape[-1]))
         write_json(
             run.meta_path,
             {
@@ -501,6 +496,6 @@ def export(config: Config, options) -> Path:
     target = Path(options.output) if getattr(options, "output", None) else run.saved_model_path
     model = load_model(run)
     with atomic_dir(target) as tmp:
-        export_saved_model(model, str(tmp))
+        export_saved_model(model, str(tmp), image_spec(model.input.shape[-1]))
     print(f"export: SavedModel -> {target} (input: uint8 images, any size)", flush=True)
     return target

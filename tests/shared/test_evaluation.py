@@ -78,3 +78,41 @@ def test_classification_report_counts_and_top_k():
     assert report["top2_accuracy"] == 0.75
     assert report["per_class"]["c"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert report["confusion_matrix"] == [[1, 0, 0], [0, 0, 1], [1, 0, 1]]
+
+
+def test_threshold_for_target_sensitivity_and_specificity():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 0])
+    score = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.5, 0.2, 0.1, 0.95, 0.4])
+    t = ev.threshold_for_target(y, score, "sensitivity", 0.8)  # 4 of the 5 positives
+    assert t == pytest.approx(0.7)
+    rates = ev.sensitivity_specificity(y, score, t)
+    assert rates["sensitivity"] == pytest.approx(0.8) and rates["specificity"] == pytest.approx(1.0)
+    assert ev.threshold_for_target(y, score, "sensitivity", 1.0) == pytest.approx(0.3)
+    t = ev.threshold_for_target(y, score, "specificity", 0.8)  # 4 of 5 negatives below
+    rates = ev.sensitivity_specificity(y, score, t)
+    assert 0.5 < t <= 0.6 and rates["specificity"] == pytest.approx(0.8)
+    assert rates["sensitivity"] == pytest.approx(0.8) and rates["confusion"]["fp"] == 1
+    with pytest.raises(ValueError, match="Received: metric='recall'"):
+        ev.threshold_for_target(y, score, "recall", 0.9)
+
+
+def test_bootstrap_interval_of_roc_auc():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    score = y + rng.normal(0, 1.0, 400)
+    value, low, high = ev.bootstrap_interval(ev.roc_auc, (y, score), n_boot=300, seed=1)
+    assert low < value < high and 0.7 < value < 0.85 and high - low < 0.15
+    assert ev.bootstrap_interval(ev.roc_auc, (y, score), n_boot=300, seed=1) == (value, low, high)
+    assert np.isnan(ev.roc_auc(np.ones(5), np.arange(5)))
+    _, low, high = ev.bootstrap_interval(ev.roc_auc, (y, score), n_boot=0)
+    assert np.isnan(low) and np.isnan(high)
+    onehot = np.eye(3)[rng.integers(0, 3, 300)]
+    assert ev.macro_roc_auc(onehot, onehot + rng.normal(0, 0.1, onehot.shape)) > 0.99
+
+
+def test_plot_reliability(tmp_path):
+    rng = np.random.default_rng(0)
+    prob = rng.random(500)
+    y = (rng.random(500) < prob).astype(int)
+    path = ev.plot_reliability({"model": (y, prob), "sharp": (y, prob**3)}, tmp_path / "r.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -6,6 +6,7 @@ from shared.io import (
     atomic_path,
     iter_table_chunks,
     read_table_header,
+    source_fingerprint,
     write_json,
     write_table,
 )
@@ -76,3 +77,14 @@ def test_generated_file_is_current_only_for_the_same_parameters(tmp_path):
     record_generated(path, {"seed": 0})
     assert generated_is_current(path, {"seed": 0})
     assert not generated_is_current(path, {"seed": 1})
+
+
+def test_source_fingerprint_changes_with_the_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"12")
+    first = source_fingerprint(tmp_path)
+    assert first[1:3] == [1, 2]  # one file of two bytes
+    assert source_fingerprint(tmp_path) == first
+    (tmp_path / "a" / "y.png").write_bytes(b"3")
+    assert source_fingerprint(tmp_path)[1:3] == [2, 3]
+    assert source_fingerprint(tmp_path / "a" / "x.png")[1:3] == [1, 2]

@@ -73,12 +73,3 @@ def _crnn_body(x, config: ModelConfig):
         keras.layers.GRU(config.rnn_units, return_sequences=True), name="bigru"
     )(x)
     return keras.layers.GlobalAveragePooling1D(name="pool")(x)
-
-
-def export_saved_model(model: keras.Model, path: str) -> None:
-    """A TensorFlow SavedModel whose `serve` signature takes (batch, frames, bins) float32."""
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    spec = keras.InputSpec(shape=(None, *model.input.shape[1:]), dtype="float32")
-    archive.add_endpoint("serve", lambda features: model(features, training=False), [spec])
-    archive.write_out(path, verbose=False)

@@ -15,11 +15,12 @@ from apps.nlp.speech.audio import AudioError, check_audio, clip_length, fit_clip
 from apps.nlp.speech.audio import windows as audio_windows
 from apps.nlp.speech.config import Config
 from apps.nlp.speech.features import extract, extract_files, feature_shape, params_digest
-from apps.nlp.speech.model import build_model, export_saved_model
+from apps.nlp.speech.model import build_model
 from apps.nlp.speech.plots import plot_feature_grid, plot_speaker_accuracy
 from shared import evaluation as ev
 from shared import training
 from shared.config import load_config, to_dict
+from shared.export import export_saved_model, model_input_spec
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
 from shared.model_card import metrics_table, write_model_card
@@ -193,7 +194,7 @@ def train(config: Config, options=None) -> RunDir:
         with atomic_path(run.model_path, suffix=".keras") as tmp:
             model.save(tmp)
         with atomic_dir(run.saved_model_path) as tmp:
-            export_saved_model(model, str(tmp))
+            export_saved_model(model, str(tmp), model_input_spec(model))
         write_json(
             run.meta_path,
             {
@@ -504,7 +505,7 @@ def export(config: Config, options) -> Path:
     target = Path(options.output) if getattr(options, "output", None) else run.saved_model_path
     model = load_model(run)
     with atomic_dir(target) as tmp:
-        export_saved_model(model, str(tmp))
+        export_saved_model(model, str(tmp), model_input_spec(model))
     shape = load_meta(run)["feature_shape"]
     print(f"export: SavedModel -> {target} (input: float32 features (batch, {shape[0]}, "
           f"{shape[1]}))", flush=True)  # fmt: skip

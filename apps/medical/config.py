@@ -1,0 +1,118 @@
+"""The medical app's typed config: data, augmentation, model, training, calibration and scoring."""
+
+import dataclasses
+from typing import Literal
+
+from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+from shared.images import DEFAULT_MAX_PIXELS
+
+WINDOW_PRESETS = {  # (centre, width) in the file's rescaled units (Hounsfield units for CT)
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "soft_tissue": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images are, in which format, how DICOM pixels become 8-bit, how to split."""
+
+    source: Literal["generated", "files"] = "generated"  # generated: write the sample to `path`
+    path: str = "datasets/medical/generated/chest.npz"  # .npz, image/DICOM folder or .csv manifest
+    format: Literal["auto", "npz", "folder", "csv"] = "auto"  # auto: from the path
+    image_size: list[int] = bounded([64, 64], low=8)  # [height, width] the model works at
+    channels: int | None = bounded(None, choices=[1, 3])  # 1 gray, 3 RGB; None: from the data
+    window: str = ""  # DICOM window: '' the file's own centre/width (else min-max), or a preset
+    negative_class: str = ""  # binary tasks: the 'no finding' class ('' guesses normal/negative)
+    val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
+    test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
+    allow_patient_overlap: bool = False  # true: a patient in two given splits is only reported
+    max_image_pixels: int = bounded(DEFAULT_MAX_PIXELS, low=1)  # larger files are rejected
+    generated_images: int = bounded(3000, low=60)  # images the sample generator writes
+    generated_seed: int = bounded(7, low=0)  # the generator's seed
+
+    def validate(self) -> None:
+        if len(self.image_size) != 2:
+            raise ConfigError(f"data.image_size: expected [height, width], got {self.image_size!r}")
+        if self.window and self.window not in WINDOW_PRESETS:
+            raise ConfigError(
+                f"data.window: expected '' (from the file) or one of "
+                f"{', '.join(WINDOW_PRESETS)}, got {self.window!r}"
+            )
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "data.val_fraction + data.test_fraction must leave images to train on, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """Radiograph augmentation, active in training only: small rotations, shifts, contrast."""
+
+    enabled: bool = True  # off: no augmentation layers at all
+    flip: bool = False  # mirror left-right (off: anatomy has a side, e.g. the heart)
+    rotation: float = bounded(0.02, low=0.0, high=0.5)  # max rotation, fraction of a full turn
+    translation: float = bounded(0.05, low=0.0, high=0.5)  # max shift, fraction of the size
+    zoom: float = bounded(0.05, low=0.0, high=0.9)  # max zoom in or out, fraction of the size
+    contrast: float = bounded(0.2, low=0.0, high=1.0)  # max contrast change factor (0: off)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network: a small CNN, a residual network or a local KerasHub backbone."""
+
+    architecture: Literal["cnn", "resnet", "transfer"] = "cnn"  # which builder
+    filters: list[int] = bounded([16, 32, 64], low=1)  # channels per stage (cnn and resnet)
+    blocks_per_stage: int = bounded(1, low=1)  # residual blocks per stage (resnet)
+    dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
+    backbone: str = ""  # transfer: local KerasHub preset folder (no downloads)
+    class_weight: Literal["balanced", "sqrt", "none"] = "balanced"  # single-label imbalance
+
+    def validate(self) -> None:
+        if self.architecture == "transfer" and not self.backbone:
+            raise ConfigError(
+                "model.backbone: architecture 'transfer' needs a local KerasHub preset folder"
+            )
+
+
+@dataclasses.dataclass
+class OperatingPointConfig:
+    """How the decision threshold is chosen on the validation split."""
+
+    metric: Literal["sensitivity", "specificity"] = "sensitivity"  # which rate must hold
+    target: float = bounded(0.9, low=0.0, high=1.0, low_open=True)  # its minimum on validation
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """What the evaluation computes and shows."""
+
+    bootstrap: int = bounded(1000, low=0)  # bootstrap resamples for the 95% intervals (0: none)
+    calibration_bins: int = bounded(10, low=2)  # equal-width bins of the ECE and diagram
+    gradcam_per_group: int = bounded(4, low=0)  # Grad-CAM images per group (TP, FP, FN)
+    focus_class: str = ""  # class whose TP/FP/FN are explained ('' positive or most common)
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Batch scoring of NPZ arrays, image files and DICOM files."""
+
+    chunk_files: int = bounded(512, low=1)  # files read, checked and scored at a time
+    batch_size: int = bounded(128, low=1)  # images per model call
+    gradcam: bool = False  # write a Grad-CAM overlay PNG per scored image beside the output
+    max_image_pixels: int = bounded(DEFAULT_MAX_PIXELS, low=1)  # larger files are rejected
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    operating_point: OperatingPointConfig = dataclasses.field(default_factory=OperatingPointConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)

@@ -1,0 +1,164 @@
+"""DICOM files through pydicom: modality rescale, windowing, MONOCHROME1 inversion, 8-bit output.
+
+A file that is not DICOM, is truncated, has no pixel data or holds pixels we cannot decode
+raises `ImageError` with one line saying why, so readers and scorers can reject it by name.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from apps.medical.config import WINDOW_PRESETS
+from shared.images import ImageError
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True for a `.dcm` name or the 'DICM' marker after the 128-byte preamble."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -> np.ndarray:
+    """One single-frame DICOM image as uint8 (height, width, 1), displayed as a reader sees it.
+
+    Stored values go through RescaleSlope/RescaleIntercept, then the window: a named preset
+    (WINDOW_PRESETS), else the file's WindowCenter/WindowWidth, else the image's own range.
+    MONOCHROME1 (bright means low values) is inverted so bone is always bright.
+    """
+    dataset = read_header(path)
+    if "PixelData" not in dataset:
+        raise ImageError(f"{path}: DICOM without pixel data")
+    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+    if max_pixels and rows * columns > max_pixels:
+        raise ImageError(
+            f"{path}: image is {columns} x {rows} = {rows * columns:,} pixels, over the limit "
+            f"of {max_pixels:,}; refused without decoding"
+        )
+    try:
+        pixels = np.asarray(dataset.pixel_array, dtype=np.float64)
+    except Exception as exc:  # pydicom raises many types for missing codecs and short data
+        raise ImageError(
+            f"{path}: DICOM pixel data cannot be decoded ({_first_line(exc)})"
+        ) from exc
+    samples = int(dataset.get("SamplesPerPixel", 1))
+    if samples == 3 and pixels.ndim == 3:
+        pixels = pixels @ np.array([0.299, 0.587, 0.114])
+    if pixels.ndim != 2:
+        raise ImageError(
+            f"{path}: expected one 2-D frame, got pixel array {pixels.shape} "
+            "(multi-frame files: export the frames you need as single files)"
+        )
+    if pixels.size == 0:
+        raise ImageError(f"{path}: DICOM image has no pixels")
+    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
+    values = pixels * slope + intercept
+    centre, width = window_of(dataset, window, values)
+    low, high = centre - width / 2.0, centre + width / 2.0
+    scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
+    if str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        scaled = 255.0 - scaled
+    return np.round(scaled).astype(np.uint8)[..., None]
+
+
+def read_header(path: str | os.PathLike) -> pydicom.Dataset:
+    """The parsed file, or ImageError naming why it is not a usable DICOM file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise ImageError(f"{path}: not a DICOM file ({_first_line(exc)})") from exc
+    except Exception as exc:  # truncated or corrupt data elements
+        raise ImageError(f"{path}: corrupt DICOM file ({_first_line(exc)})") from exc
+
+
+def patient_id(path: str | os.PathLike) -> str:
+    """The file's PatientID ('' when absent), read without the pixel data."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return ""
+    return str(dataset.get("PatientID", "") or "")
+
+
+def window_of(dataset: pydicom.Dataset, preset: str, values: np.ndarray) -> tuple[float, float]:
+    """(centre, width): the preset, else the file's first window, else the values' range."""
+    if preset:
+        return WINDOW_PRESETS[preset]
+    centre, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
+    if centre is not None and width is not None:
+        centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
+        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
+        if width > 0:
+            return centre, width
+    low, high = float(values.min()), float(values.max())
+    return (low + high) / 2.0, max(high - low, 1.0)
+
+
+def write_dicom(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    patient: str,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+    pixel_data: bool = True,
+) -> Path:
+    """A minimal valid single-frame DICOM file (explicit VR little endian) with pydicom.
+
+    `pixels` are the stored uint16 values; `pixel_data=False` leaves the image out (a file a
+    reader must reject).
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    from shared.io import atomic_path
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.PatientID = patient
+    dataset.Modality = "DX"
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    pixels = np.asarray(pixels, dtype=np.uint16)
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    if pixel_data:
+        dataset.PixelData = pixels.tobytes()
+    path = Path(path)
+    with atomic_path(path, suffix=".dcm") as tmp:
+        dataset.save_as(tmp, enforce_file_format=True)
+    return path
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

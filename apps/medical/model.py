@@ -1,0 +1,166 @@
+"""Medical networks: a small CNN, a residual network or a KerasHub backbone, with calibrated outputs.
+
+Every model takes raw uint8 images of any size (rescaling and resizing are layers inside it) and
+ends in logits (the layer named `logits`) followed by `TemperatureScaling`, which divides them by
+the temperature fitted on validation before the softmax (one class per image) or the per-finding
+sigmoid (multi-label). The saved and exported models therefore give calibrated probabilities.
+The last feature map is the layer named `features`, which Grad-CAM explains.
+"""
+
+import keras
+
+from apps.medical.config import AugmentConfig, ModelConfig
+from shared.layers import ResidualBlock
+
+FEATURES = "features"  # the last 4-D feature map (for Grad-CAM)
+LOGITS = "logits"  # uncalibrated scores (for fitting the temperature)
+BN_MOMENTUM = 0.9  # moving statistics must settle within the few hundred steps a small set gives
+
+
+@keras.saving.register_keras_serializable(package="deepfield")
+class TemperatureScaling(keras.layers.Layer):
+    """Probabilities from logits divided by a stored temperature (Guo et al., 2017).
+
+    Args:
+        multilabel: a sigmoid per column (several findings per image) instead of a softmax.
+        temperature: the initial temperature (1.0: the plain softmax/sigmoid); the fitted value
+            is set with `set_temperature` and saved with the weights.
+    """
+
+    def __init__(self, multilabel=False, temperature=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={temperature}")
+        self.multilabel = bool(multilabel)
+        self.initial_temperature = float(temperature)
+        self.temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_temperature),
+            trainable=False,
+            name="temperature",
+        )
+
+    def call(self, logits):
+        scaled = keras.ops.cast(logits, "float32") / keras.ops.cast(self.temperature, "float32")
+        return keras.ops.sigmoid(scaled) if self.multilabel else keras.ops.softmax(scaled, axis=-1)
+
+    def set_temperature(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"`temperature` must be > 0. Received: temperature={value}")
+        self.temperature.assign(float(value))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"multilabel": self.multilabel, "temperature": self.initial_temperature})
+        return config
+
+
+def build_model(
+    config: ModelConfig,
+    augment: AugmentConfig,
+    n_outputs: int,
+    image_size,
+    channels: int,
+    multilabel: bool = False,
+) -> keras.Model:
+    """The configured network: raw uint8 images (batch, height, width, channels) in."""
+    if n_outputs < (1 if multilabel else 2):
+        raise ValueError(
+            f"need at least 2 classes (1 finding for multi-label). Received: n_outputs={n_outputs}"
+        )
+    inputs = keras.Input(shape=(None, None, channels), dtype="uint8", name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = keras.layers.Resizing(*image_size, antialias=True, name="resize")(x)
+    layers = augmentation(augment)
+    if layers is not None:
+        x = layers(x)
+    if config.architecture == "transfer":
+        x = _backbone(x, config.backbone, channels)
+    else:
+        x = _conv_stages(x, config)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    logits = keras.layers.Dense(n_outputs, dtype="float32", name=LOGITS)(x)
+    outputs = TemperatureScaling(multilabel, dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, outputs, name=f"medical_{config.architecture}")
+
+
+def augmentation(config: AugmentConfig) -> keras.Sequential | None:
+    """Small rotations, shifts, zooms and contrast changes (flips only if asked), training only."""
+    if not config.enabled:
+        return None
+    layers = []
+    if config.flip:
+        layers.append(keras.layers.RandomFlip("horizontal"))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="nearest"))
+    if config.translation or config.zoom:
+        layers.append(
+            keras.layers.RandomTranslation(
+                config.translation, config.translation, fill_mode="nearest"
+            )
+        )
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="nearest"))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 1)))
+    return keras.Sequential(layers, name="augment") if layers else None
+
+
+def _conv_stages(x, config: ModelConfig):
+    """cnn: per stage a 3x3 conv-BN-ReLU pair and a max-pool; resnet: a stem, then residual
+    blocks that halve the size at each new stage. Either ends in the `features` map."""
+    if config.architecture == "resnet":
+        x = keras.layers.Conv2D(config.filters[0], 3, padding="same", use_bias=False, name="stem")(
+            x
+        )
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
+    for stage, filters in enumerate(config.filters):
+        if config.architecture == "resnet":
+            for block in range(config.blocks_per_stage):
+                x = ResidualBlock(
+                    filters,
+                    strides=2 if stage and not block else 1,
+                    momentum=BN_MOMENTUM,
+                    name=f"stage{stage}_block{block}",
+                )(x)
+            continue
+        for _ in range(2):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
+        if stage < len(config.filters) - 1:
+            x = keras.layers.MaxPooling2D()(x)
+    return keras.layers.Identity(name=FEATURES)(x)
+
+
+def _backbone(x, preset: str, channels: int):
+    """A frozen KerasHub backbone from a local preset folder (never downloaded)."""
+    import keras_hub
+
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    backbone.trainable = False
+    if channels == 1 and backbone.input_shape and backbone.input_shape[-1] == 3:
+        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    x = backbone(x, training=False)
+    if len(x.shape) != 4:
+        raise ValueError(
+            f"the backbone in {preset} must output a feature map (batch, h, w, c). "
+            f"Received: shape={x.shape}"
+        )
+    return keras.layers.Identity(name=FEATURES)(x)
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same network up to its uncalibrated logits (shares the weights)."""
+    return keras.Model(model.input, model.get_layer(LOGITS).output)
+
+
+def set_temperature(model: keras.Model, value: float) -> None:
+    model.get_layer("probabilities").set_temperature(value)
+
+
+def temperature(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.get_layer("probabilities").temperature))

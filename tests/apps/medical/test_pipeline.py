@@ -1,0 +1,261 @@
+"""The medical app end to end on a tiny config, through the command line a user types."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from apps.medical.generate import generate, write_sample
+from shared.calibration import scaled_probabilities
+from shared.cli import main
+from tests.apps.medical.conftest import write_npz
+
+SMOKE = "apps/medical/configs/smoke.yaml"
+SAMPLES = "datasets/medical/samples"
+
+
+def cli(*args):
+    return main(["medical", *args])
+
+
+def tiny_sets(root, *extra, data=None):
+    sets = {
+        "run.root": root / "runs",
+        "data.path": data or root / "chest.npz",
+        "train.epochs": 2,
+        "evaluate.gradcam_per_group": 2,
+    }
+    if data is not None:
+        sets["data.source"] = "files"
+    args = ["--config", SMOKE]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    for item in extra:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("medical")
+    sets = tiny_sets(root)
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets, root / "runs" / "medical" / "latest"
+
+
+def test_run_folder_has_every_artifact(trained):
+    _, _, run = trained
+    for name in [
+        "config.yaml",
+        "environment.json",
+        "metrics.json",
+        "history.csv",
+        "model.keras",
+        "model_meta.json",
+        "model_card.md",
+        "FINISHED",
+    ]:
+        assert (run / name).is_file(), name
+    assert (run / "saved_model" / "saved_model.pb").is_file()
+    plots = {p.stem for p in (run / "plots").glob("*.png")}
+    assert {"roc", "reliability", "confusion_matrix", "history"} <= plots
+    assert any(p.startswith("gradcam_") for p in plots)
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["task"] == "binary" and meta["class_names"] == ["normal", "abnormal"]
+    assert meta["positive_index"] == 1 and meta["temperature"] > 0
+    assert set(meta["operating_point"]["thresholds"]) == {"abnormal"}
+    card = (run / "model_card.md").read_text()
+    for text in (
+        "not a medical device",
+        "95% CI",
+        "Operating point",
+        "sensitivity >= 0.9",
+        "Temperature T =",
+        "Patient leakage check",
+    ):
+        assert text in card, text
+
+
+def test_metrics_and_operating_point(trained):
+    _, _, run = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    test, val = metrics["test"], metrics["validation"]
+    auc = test["macro_roc_auc"]
+    assert auc["low"] <= auc["value"] <= auc["high"]
+    assert auc == {k: v for k, v in test["roc_auc"]["abnormal"].items() if k != "positives"}
+    matrix = np.array(test["confusion_matrix"])
+    assert matrix.sum() == test["examples"]
+    assert test["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
+    # The threshold was chosen on validation for sensitivity >= 0.9, so it holds there.
+    assert val["operating_point"]["abnormal"]["sensitivity"] >= 0.9
+    assert test["operating_point"]["abnormal"]["confusion"]["tp"] == matrix[1, 1]
+    assert {"ece_before", "ece_after"} <= set(test)
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["val_nll_after"] <= meta["val_nll_before"] + 1e-6  # the fitted T minimises it
+    assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
+    assert metrics["data"]["patient_leakage"]["overlapping_patients"] == 0
+
+
+def test_score_the_committed_sample(trained, tmp_path):
+    _, sets, run = trained
+    out, rej = tmp_path / "scores.csv", tmp_path / "rejects.csv"
+    assert cli("score", *sets, "--input", SAMPLES, "--output", str(out), "--rejects", str(rej)) == 0
+    scores, rejects = pd.read_csv(out), pd.read_csv(rej)
+    assert list(scores.columns) == ["id", "p_normal", "p_abnormal", "decision"]
+    assert len(scores) == 8 and scores.id.str.endswith((".png", ".dcm")).all()
+    np.testing.assert_allclose(scores.p_normal + scores.p_abnormal, 1.0, atol=1e-5)
+    threshold = json.loads((run / "model_meta.json").read_text())["operating_point"]["thresholds"]
+    flagged = scores.p_abnormal >= threshold["abnormal"]
+    assert (scores.decision == np.where(flagged, "abnormal", "normal")).all()
+    reasons = dict(zip(rejects.path.map(lambda p: p.split("/")[-1]), rejects.reason, strict=True))
+    assert reasons["no_pixel_data.dcm"] == "DICOM without pixel data"
+    assert "cannot be decoded" in reasons["truncated.dcm"] and len(reasons) == 2
+
+
+def test_score_npz_bad_files_and_gradcam_overlays(trained, tmp_path):
+    _, sets, _ = trained
+    npz = write_npz(tmp_path / "in.npz", n=8)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 broken")
+    (tmp_path / "empty.png").write_bytes(b"")
+    out = tmp_path / "out" / "s.csv"
+    files = [
+        str(npz),
+        str(tmp_path / "notes.txt"),
+        str(tmp_path / "broken.npz"),
+        str(tmp_path / "empty.png"),
+    ]
+    assert (
+        cli("score", *sets, "--set", "score.gradcam=true", "--input", *files, "--output", str(out))
+        == 0
+    )
+    scores, rejects = pd.read_csv(out), pd.read_csv(tmp_path / "out" / "s.rejects.csv")
+    assert len(scores) == 12 and scores.id.iloc[0].endswith("in.npz:test_images:0")
+    reasons = dict(zip(rejects.path.map(lambda p: p.split("/")[-1]), rejects.reason, strict=True))
+    assert set(reasons) == {"notes.txt", "broken.npz", "empty.png"}
+    assert "not a PNG" in reasons["notes.txt"] and "unreadable NPZ" in reasons["broken.npz"]
+    overlays = sorted((tmp_path / "out" / "s_gradcam").glob("*.png"))
+    assert len(overlays) == 12 and overlays[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_saved_model_serves_calibrated_probabilities(trained, tmp_path):
+    _, sets, run = trained
+    assert cli("export", *sets, "--output", str(tmp_path / "export")) == 0
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    temperature = json.loads((run / "model_meta.json").read_text())["temperature"]
+    images = np.stack(generate(6, 40, seed=3)["train_images"])[..., None]  # any size in
+    loaded = tf.saved_model.load(str(tmp_path / "export"))  # held: its variables must live
+    served = loaded.serve(tf.constant(images)).numpy()
+    logits = keras.Model(model.input, model.get_layer("logits").output).predict(images, verbose=0)
+    np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(served, scaled_probabilities(logits, temperature), atol=1e-5)
+
+
+def test_bad_input_is_one_line(trained, tmp_path, capsys):
+    root, sets, _ = trained
+    assert cli("score", *sets, "--input", str(tmp_path / "nowhere")) == 2
+    assert cli("train", *tiny_sets(root, data=tmp_path / "missing.npz")) == 2
+    assert cli("train", *sets, "--set", "model.architecture=transfer") == 2
+    assert cli("train", *sets, "--set", "data.window=liver") == 2
+    assert cli("evaluate", *sets, "--run", str(tmp_path / "no-run")) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 5 and "Traceback" not in err
+    assert "no such file or folder" in lines[0] and "model.backbone" in lines[2]
+    assert "data.window" in lines[3] and "lung" in lines[3]
+
+
+def test_multilabel_npz_end_to_end(tmp_path):
+    npz = write_npz(tmp_path / "ml.npz", n=64, multilabel=True)
+    sets = tiny_sets(tmp_path, "train.epochs=1", data=npz)
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "medical" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "multilabel" and set(metrics["test"]["roc_auc"]) == {
+        "finding_0",
+        "finding_1",
+    }
+    assert set(metrics["operating_point"]["thresholds"]) == {"finding_0", "finding_1"}
+    assert cli("score", *sets, "--input", str(npz), "--output", str(tmp_path / "s.csv")) == 0
+    scores = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert list(scores.columns) == ["id", "p_finding_0", "p_finding_1", "decision"]
+    assert set(scores.decision) <= {"none", "finding_0", "finding_1", "finding_0|finding_1"}
+
+
+def test_generated_sample_is_written_once(tmp_path):
+    path = tmp_path / "chest.npz"
+    assert write_sample(path, 90, 32, seed=1)
+    stamp = path.stat().st_mtime_ns
+    assert not write_sample(path, 90, 32, seed=1) and path.stat().st_mtime_ns == stamp
+    with np.load(path, allow_pickle=False) as archive:
+        patients = [set(archive[f"{s}_patient_ids"]) for s in ("train", "val", "test")]
+        assert (
+            archive["train_images"].shape[1:] == (32, 32)
+            and archive["train_images"].dtype == np.uint8
+        )
+        assert list(archive["class_names"]) == ["normal", "abnormal"]
+    assert not (patients[0] & patients[1]) and not (patients[0] & patients[2])
+    assert len(list((tmp_path / "dicom").rglob("*.dcm"))) == 8
+    assert write_sample(path, 90, 32, seed=2)  # new parameters: written again
+
+
+def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):
+    sets = tiny_sets(tmp_path, "train.mixed_precision=true", "train.xla=true")
+    try:
+        assert cli("train", *sets) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = tmp_path / "runs" / "medical" / "latest"
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla_compiled"]
+    assert np.isfinite(pd.read_csv(run / "history.csv")["loss"]).all()
+    # Mixed-precision probabilities agree with float32 math on the same weights within 0.05
+    # (bfloat16 keeps about 3 significant digits; the temperature can sharpen differences).
+    out = {}
+    for name in ("mixed", "float32"):
+        out[name] = tmp_path / f"{name}.csv"
+        assert cli("score", *sets, "--input", SAMPLES, "--output", str(out[name])) == 0
+        if name == "mixed":
+            swap_in_float32_twin(run / "model.keras")
+    mixed, exact = (pd.read_csv(out[n]) for n in ("mixed", "float32"))
+    assert len(mixed) == 8 and (mixed.id == exact.id).all()
+    np.testing.assert_allclose(
+        mixed[["p_normal", "p_abnormal"]], exact[["p_normal", "p_abnormal"]], atol=0.05
+    )
+
+
+def test_transfer_learning_from_a_local_preset(tmp_path):
+    import keras_hub
+
+    preset = tmp_path / "preset"
+    keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[5],
+        stackwise_num_filters=[64],
+        stackwise_num_blocks=[1],
+        stackwise_num_strides=[1],
+        block_type="basic_block",
+        image_shape=(None, None, 3),
+    ).save_to_preset(str(preset))
+    sets = tiny_sets(
+        tmp_path, "model.architecture=transfer", f"model.backbone={preset}", "train.epochs=1"
+    )
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "medical" / "latest"
+    assert json.loads((run / "model_meta.json").read_text())["backbone"] == str(preset)
+    assert any(p.name.startswith("gradcam_") for p in (run / "plots").glob("*.png"))
+
+
+@pytest.mark.slow
+def test_default_config_quality(tmp_path):
+    """The issue's target: test ROC-AUC >= 0.95 on the generated sample with the defaults."""
+    sets = ["--set", f"run.root={tmp_path / 'runs'}", "--set", "train.verbose=0"]
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    metrics = json.loads((tmp_path / "runs" / "medical" / "latest" / "metrics.json").read_text())
+    assert metrics["test"]["macro_roc_auc"]["value"] >= 0.95
+    assert metrics["test"]["ece_after"] < 0.05

@@ -18,9 +18,9 @@ INPUT ?=
 WORKERS ?= 1
 WORKERS_ARG := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys medical speech
+.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys medical nlp speech
 
-all: setup fraud vision recsys medical speech
+all: setup fraud vision recsys medical nlp speech
 
 # Create the virtual environment and install the project with its dev tools (once per change
 # of pyproject.toml).
@@ -91,6 +91,9 @@ recsys: recsys-prepare recsys-train recsys-evaluate
 
 medical: medical-prepare medical-train medical-evaluate
 	$(PY) -m shared.cli medical score $(CONFIG_ARG) $(SET_ARGS) --input datasets/medical/samples --output runs/medical/latest/scores.csv
+
+nlp: nlp-prepare nlp-train nlp-evaluate
+	$(PY) -m shared.cli nlp score $(CONFIG_ARG) $(SET_ARGS) --input datasets/nlp/score_sample.csv --output runs/nlp/latest/scores.csv
 
 speech: speech-prepare speech-train speech-evaluate
 	$(PY) -m shared.cli speech score $(CONFIG_ARG) $(SET_ARGS) --input datasets/speech/samples --output runs/speech/latest/scores.csv

@@ -25,6 +25,7 @@ BENCHES = {
     "vision": "apps.vision.bench",
     "recsys": "apps.recsys.bench",
     "medical": "apps.medical.bench",
+    "nlp": "apps.nlp.text.bench",
     "speech": "apps.nlp.speech.bench",
 }
 

@@ -21,6 +21,7 @@ APPS = {
         {"recommend": "top-K items for users, popularity fallback for unknown users"},
     ),
     "medical": ("apps.medical.pipeline", {}),
+    "nlp": ("apps.nlp.text.pipeline", {}),
     "speech": ("apps.nlp.speech.pipeline", {}),
 }
 STEPS = ("prepare", "train", "evaluate", "score", "export")

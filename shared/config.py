@@ -198,10 +198,13 @@ def _describe(hint) -> str:
 
 def _parse_scalar(raw: str):
     # YAML scalar rules give `3` -> int, `1e-3` -> float, `true` -> bool, `[a, b]` -> list.
+    # A value YAML reads as nothing (`|`, `>`, a comment) but that is not blank stays the text
+    # typed: `--set data.label_delimiter=|` means the bar.
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         return raw
+    return raw if value in (None, "") and raw.strip() not in ("", "null", "~") else value
 
 
 def _assign(data: dict, keys: list[str], value) -> None:

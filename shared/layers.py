@@ -1,4 +1,4 @@
-"""Reusable Keras layers: the residual block that the vision and medical networks are built from."""
+"""Reusable Keras layers: the residual block and the Transformer encoder pieces."""
 
 import keras
 
@@ -93,6 +93,156 @@ class ResidualBlock(keras.layers.Layer):
                 "kernel_size": self.kernel_size,
                 "l2": self.l2,
                 "momentum": self.momentum,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deepfield")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Token embedding plus a learned position embedding, for sequences of integer token ids.
+
+    Token id 0 is padding: with `mask_zero` the layer emits a mask so that attention and pooling
+    downstream ignore the padded positions.
+
+    Args:
+        vocabulary_size: number of token ids (ids must be < this).
+        sequence_length: longest sequence the position table covers.
+        embedding_dim: width of both embeddings.
+        mask_zero: treat id 0 as padding and propagate a mask.
+    """
+
+    def __init__(self, vocabulary_size, sequence_length, embedding_dim, mask_zero=True, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("vocabulary_size", vocabulary_size),
+            ("sequence_length", sequence_length),
+            ("embedding_dim", embedding_dim),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+        self.vocabulary_size = vocabulary_size
+        self.sequence_length = sequence_length
+        self.embedding_dim = embedding_dim
+        self.mask_zero = mask_zero
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size, embedding_dim, dtype=self.dtype_policy, name="token"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            sequence_length, embedding_dim, dtype=self.dtype_policy, name="position"
+        )
+        self.supports_masking = mask_zero
+
+    def build(self, input_shape):
+        self.token_embedding.build(input_shape)
+        self.position_embedding.build(input_shape)
+        self.built = True
+
+    def call(self, inputs):
+        length = keras.ops.shape(inputs)[-1]
+        positions = keras.ops.arange(0, length, dtype="int32")
+        return self.token_embedding(inputs) + self.position_embedding(positions)
+
+    def compute_mask(self, inputs, mask=None):
+        return keras.ops.not_equal(inputs, 0) if self.mask_zero else None
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, self.embedding_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocabulary_size": self.vocabulary_size,
+                "sequence_length": self.sequence_length,
+                "embedding_dim": self.embedding_dim,
+                "mask_zero": self.mask_zero,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="deepfield")
+class TransformerBlock(keras.layers.Layer):
+    """A post-norm Transformer encoder block (Vaswani et al., 2017).
+
+    Multi-head self-attention, dropout, residual and layer norm; then a two-layer feed-forward
+    network, dropout, residual and layer norm. A padding mask arriving with the input (from
+    TokenAndPositionEmbedding) keeps attention off the padded positions.
+
+    Args:
+        embedding_dim: width of the input and output (the model width).
+        num_heads: attention heads; `embedding_dim` must divide by it.
+        feed_forward_dim: hidden width of the feed-forward network.
+        dropout: dropout rate after attention and after the feed-forward network.
+    """
+
+    def __init__(self, embedding_dim, num_heads, feed_forward_dim, dropout=0.1, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("embedding_dim", embedding_dim),
+            ("num_heads", num_heads),
+            ("feed_forward_dim", feed_forward_dim),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+        if embedding_dim % num_heads:
+            raise ValueError(
+                "`embedding_dim` must be divisible by `num_heads`. "
+                f"Received: embedding_dim={embedding_dim}, num_heads={num_heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout}")
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.feed_forward_dim = feed_forward_dim
+        self.dropout = dropout
+        policy = self.dtype_policy
+        self.attention = keras.layers.MultiHeadAttention(
+            num_heads, embedding_dim // num_heads, dtype=policy, name="attention"
+        )
+        self.feed_forward_in = keras.layers.Dense(
+            feed_forward_dim, activation="relu", dtype=policy, name="ffn_in"
+        )
+        self.feed_forward_out = keras.layers.Dense(embedding_dim, dtype=policy, name="ffn_out")
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy, name="norm1")
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy, name="norm2")
+        self.dropout1 = keras.layers.Dropout(dropout, dtype=policy)
+        self.dropout2 = keras.layers.Dropout(dropout, dtype=policy)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        self.attention.build(input_shape, input_shape)
+        self.norm1.build(input_shape)
+        self.feed_forward_in.build(input_shape)
+        self.feed_forward_out.build((*input_shape[:-1], self.feed_forward_dim))
+        self.norm2.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, mask=None, training=None):
+        attention_mask = None
+        if mask is not None:
+            # (batch, 1, length): every query may attend to every non-padded key.
+            attention_mask = keras.ops.expand_dims(keras.ops.cast(mask, "bool"), axis=1)
+        attended = self.attention(inputs, inputs, attention_mask=attention_mask, training=training)
+        x = self.norm1(inputs + self.dropout1(attended, training=training))
+        hidden = self.feed_forward_out(self.feed_forward_in(x))
+        return self.norm2(x + self.dropout2(hidden, training=training))
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "embedding_dim": self.embedding_dim,
+                "num_heads": self.num_heads,
+                "feed_forward_dim": self.feed_forward_dim,
+                "dropout": self.dropout,
             }
         )
         return config

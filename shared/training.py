@@ -335,6 +335,10 @@ def float32_twin(model: keras.Model) -> keras.Model:
 
     twin = model.__class__.from_config(to_float32(model.get_config()))
     twin.set_weights(model.get_weights())
+    # Lookup tables are not weights: an adapted vocabulary is copied across on its own.
+    for ours, theirs in zip(_all_layers(twin), _all_layers(model), strict=True):
+        if hasattr(theirs, "get_vocabulary") and hasattr(ours, "set_vocabulary"):
+            ours.set_vocabulary(theirs.get_vocabulary())
     return twin
 
 

@@ -66,3 +66,11 @@ def test_missing_and_invalid_files(tmp_path):
     listed.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(Root, listed)
+
+
+@pytest.mark.parametrize(("raw", "value"), [("|", "|"), (">", ">"), ("a|b", "a|b"), ('"|"', "|")])
+def test_a_value_yaml_reads_as_nothing_stays_as_typed(raw, value):
+    from shared.config import _parse_scalar
+
+    assert _parse_scalar(raw) == value
+    assert _parse_scalar("null") is None and _parse_scalar("") == ""

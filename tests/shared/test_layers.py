@@ -61,3 +61,74 @@ def test_config_and_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(data, verbose=0), model.predict(data, verbose=0), atol=1e-6
     )
+
+
+# --- Transformer pieces: TokenAndPositionEmbedding, TransformerBlock -----------------------------
+
+from shared.layers import TokenAndPositionEmbedding, TransformerBlock  # noqa: E402
+
+
+def _encoder(vocabulary=20, length=6, width=8):
+    ids = keras.Input(shape=(length,), dtype="int32")
+    x = TokenAndPositionEmbedding(vocabulary, length, width, name="embed")(ids)
+    x = TransformerBlock(width, 2, 16, dropout=0.0, name="block")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(ids, keras.layers.Dense(2, activation="softmax")(x))
+
+
+def test_embedding_mask_and_positions():
+    layer = TokenAndPositionEmbedding(10, 5, 4)
+    ids = np.array([[3, 4, 0, 0, 0], [3, 4, 5, 6, 7]])
+    out = layer(ids)
+    assert out.shape == (2, 5, 4)
+    np.testing.assert_array_equal(layer.compute_mask(ids), ids != 0)
+    # The same token at two positions gets two different vectors (position embedding added).
+    same = layer(np.array([[3, 3, 0, 0, 0]]))
+    assert not np.allclose(same[0, 0], same[0, 1])
+
+
+def test_transformer_block_ignores_padded_positions():
+    model = _encoder()
+    embed, block = model.get_layer("embed"), model.get_layer("block")
+    ids = np.array([[5, 6, 7, 0, 0, 0]])
+    x = embed(ids)
+    mask = embed.compute_mask(ids)
+    # Changing what sits in the padded positions must not change the real ones: the mask hides
+    # them from attention. Without the mask it does change them.
+    noise = x + np.concatenate([np.zeros((1, 3, 8)), np.ones((1, 3, 8))], axis=1).astype("float32")
+    np.testing.assert_allclose(block(x, mask=mask)[0, :3], block(noise, mask=mask)[0, :3],
+                               atol=1e-5)  # fmt: skip
+    assert not np.allclose(block(x)[0, :3], block(noise)[0, :3], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "factory,message",
+    [
+        (lambda: TokenAndPositionEmbedding(0, 4, 4), "Received: vocabulary_size=0"),
+        (lambda: TokenAndPositionEmbedding(5, 4, -1), "Received: embedding_dim=-1"),
+        (lambda: TransformerBlock(8, 3, 16), "Received: embedding_dim=8, num_heads=3"),
+        (lambda: TransformerBlock(8, 2, 0), "Received: feed_forward_dim=0"),
+        (lambda: TransformerBlock(8, 2, 16, dropout=1.0), "Received: dropout=1.0"),
+    ],
+)
+def test_transformer_validation(factory, message):
+    with pytest.raises(ValueError, match=message):
+        factory()
+
+
+def test_transformer_layers_save_load_round_trip(tmp_path):
+    model = _encoder()
+    embed, block = model.get_layer("embed"), model.get_layer("block")
+    assert {k: embed.get_config()[k] for k in ("vocabulary_size", "sequence_length",
+            "embedding_dim", "mask_zero")} == {"vocabulary_size": 20, "sequence_length": 6,
+            "embedding_dim": 8, "mask_zero": True}  # fmt: skip
+    assert {k: block.get_config()[k] for k in ("embedding_dim", "num_heads", "feed_forward_dim",
+            "dropout")} == {"embedding_dim": 8, "num_heads": 2, "feed_forward_dim": 16,
+            "dropout": 0.0}  # fmt: skip
+    ids = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9]])
+    path = tmp_path / "encoder.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.get_layer("block"), TransformerBlock)
+    np.testing.assert_allclose(loaded.predict(ids, verbose=0), model.predict(ids, verbose=0),
+                               atol=1e-6)  # fmt: skip

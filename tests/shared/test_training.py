@@ -124,3 +124,14 @@ def test_xla_split_moves_string_lookups_into_the_input_pipeline():
     np.testing.assert_allclose(
         core.predict(inputs, verbose=0), model.predict(rows, verbose=0), rtol=1e-5
     )
+
+
+def test_float32_twin_keeps_an_adapted_vocabulary():
+    vectorize = keras.layers.TextVectorization(max_tokens=10, output_sequence_length=3)
+    vectorize.adapt(["good film", "bad film"])
+    inputs = keras.Input((1,), dtype="string")
+    model = keras.Model(inputs, vectorize(inputs))
+    twin = training.float32_twin(model)
+    assert twin.layers[1].get_vocabulary() == vectorize.get_vocabulary()
+    texts = tf.constant([["good film"], ["unknown words"]])
+    np.testing.assert_array_equal(twin.predict(texts, verbose=0), model.predict(texts, verbose=0))

@@ -1,0 +1,1 @@
+"""Deepfield text classification: sentiment and topics from raw text (apps.nlp.text)."""

@@ -1,0 +1,165 @@
+"""Text benchmarks: training texts/s of the app's pipeline (raw strings -> tf.data -> the model
+with its TextVectorization, fit with the run callbacks) against a bare `model.fit` of the same
+network on pre-vectorized token-id tensors, and scoring texts/s from a CSV file (read, check,
+predict, write) against a bare `model.predict` on pre-vectorized tensors. Driven by `shared.bench`.
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from apps.nlp.text import pipeline
+from apps.nlp.text.config import Config
+from apps.nlp.text.model import VECTORIZE, build_bilstm, make_vectorizer
+from shared import training
+from shared.bench import input_rate, local_workers, workers_report
+from shared.cli import StepOptions
+from shared.config import load_config
+from shared.run import RunDir
+
+WORK = Path("runs/bench/nlp")
+TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
+TRIALS = 2  # interleaved trials of the pipeline and the bare fit
+NETWORK = "bilstm"
+
+
+def run(measure, rows: int | None = None) -> dict:
+    texts = rows or 20000
+    setup = measure(__name__, "setup", {"rows": texts})
+    train = measure(__name__, "train", {})
+    ours = measure(__name__, "score", {"path": setup["path"]})
+    bare = measure(__name__, "predict", {"path": setup["path"]})
+    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    return {
+        "training": {
+            "network": NETWORK,
+            "texts": train["texts"],
+            "pipeline_texts_per_s": train["ours"],
+            "bare_fit_pre_vectorized_texts_per_s": train["bare"],
+            "ratio": round(train["ours"] / train["bare"], 3),
+            "input_pipeline_texts_per_s": train["input"],
+            "input_bound": train["input"] < 1.5 * train["ours"],
+            "peak_rss_mb": train["peak_rss_mb"],
+        },
+        "local_workers": workers_report(workers),
+        "scoring": {
+            "texts": ours["texts"],
+            "csv_to_csv_texts_per_s": ours["texts_per_s"],
+            "bare_predict_pre_vectorized_texts_per_s": bare["texts_per_s"],
+            "ratio": round(ours["texts_per_s"] / bare["texts_per_s"], 3),
+            "peak_rss_mb": ours["peak_rss_mb"],
+        },
+    }
+
+
+def measure(name: str, args: dict) -> dict:
+    steps = {
+        "setup": _setup,
+        "train": _train,
+        "score": _score,
+        "predict": _predict,
+        "workers": _workers,
+    }
+    return steps[name](**args)
+
+
+def _workers(n: int) -> dict:
+    """BiLSTM training with `n` local workers (the launcher), on the smoke config made larger."""
+    sets = ["train.epochs=3", f"model.networks=[{NETWORK}]", "data.generated_rows=3000",
+            "train.batch_size=64"]  # fmt: skip
+    return local_workers("nlp", n, WORK / f"workers_{n}", sets, NETWORK,
+                         config=str(pipeline.DEFAULT_CONFIG.with_name("smoke.yaml")))  # fmt: skip
+
+
+def _config(**sets) -> Config:
+    overrides = [f"run.root={WORK / 'runs'}", "run.run_id=bench", "train.epochs=2",
+                 "train.verbose=0", f"model.networks=[{NETWORK}]"]  # fmt: skip
+    return load_config(
+        Config, pipeline.DEFAULT_CONFIG, overrides + [f"{k}={v}" for k, v in sets.items()]
+    )
+
+
+def _setup(rows: int) -> dict:
+    """Train a scoring model (2 epochs) and write a CSV of `rows` texts to score."""
+    config = _config()
+    if not (WORK / "runs" / "nlp" / "bench" / "model.keras").exists():
+        pipeline.train(config)
+    path = WORK / f"score_{rows}.csv"
+    if not path.exists():
+        texts = pd.read_csv(config.data.path)
+        frame = texts.sample(rows, replace=True, random_state=0)[["text"]]
+        frame.insert(0, "id", [f"b{i}" for i in range(rows)])
+        frame.to_csv(path, index=False)
+    return {"path": str(path)}
+
+
+def _train() -> dict:
+    """Texts/s of the app's training loop and of a bare fit on token ids, same network and batch."""
+    config = _config()
+    data = pipeline.prepare(config)
+    part = data.splits["train"]
+    cfg = config.train
+    vectorizer = make_vectorizer(config.model, part.texts)
+    ids = keras.ops.convert_to_numpy(vectorizer(np.array(part.texts)[:, None]))
+
+    def model():
+        keras.utils.set_random_seed(0)
+        built = build_bilstm(config.model, vectorizer, len(data.class_names))
+        training.compile_model(built, cfg, len(part), "sparse_categorical_crossentropy")
+        return built
+
+    seconds = {"ours": [], "bare": []}
+    for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
+        run = RunDir(WORK / f"train-{trial}")
+        shutil.rmtree(run.path, ignore_errors=True)
+        ours, bare = training.EpochTimer(), training.EpochTimer()
+        dataset = pipeline.make_dataset(part, cfg.batch_size, True, trial, hub=False)
+        callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
+        model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=[*callbacks, ours], shuffle=False,
+                    verbose=0)  # fmt: skip
+        full = model()
+        # The embedding's input, not the vectorizer's output: the vectorizer is shared by every
+        # model built here, so its output names the first model's graph.
+        core = keras.Model(full.get_layer("embedding").input, full.output)
+        training.compile_model(core, cfg, len(part), "sparse_categorical_crossentropy")
+        core.fit(ids, part.labels, batch_size=cfg.batch_size, epochs=TRAIN_EPOCHS,
+                 callbacks=[bare], verbose=0)  # fmt: skip
+        seconds["ours"].append(ours.steady_epoch_s())  # epoch 1 (tracing) left out
+        seconds["bare"].append(bare.steady_epoch_s())
+    per_s = {name: len(part) / float(np.median(times)) for name, times in seconds.items()}
+    dataset = pipeline.make_dataset(part, cfg.batch_size, True, 0, hub=False)
+    return {
+        "texts": len(part),
+        "ours": round(per_s["ours"], 1),
+        "bare": round(per_s["bare"], 1),
+        "input": input_rate(dataset, len(part)),
+    }
+
+
+def _score(path: str) -> dict:
+    config = _config()
+    output = WORK / "scores.csv"
+    start = time.perf_counter()
+    counts = pipeline.score(config, StepOptions(inputs=[path], output=str(output)))
+    seconds = time.perf_counter() - start
+    return {"texts": counts["rows"], "texts_per_s": round(counts["rows"] / seconds, 1)}
+
+
+def _predict(path: str) -> dict:
+    """model.predict of the network on the same texts already vectorized (the scoring ceiling)."""
+    config = _config()
+    model = pipeline.load_model(WORK / "runs" / "nlp" / "bench" / "model.keras")
+    texts = pd.read_csv(path).text.tolist()
+    ids = keras.ops.convert_to_numpy(model.get_layer(VECTORIZE)(np.array(texts)[:, None]))
+    core = keras.Model(model.get_layer("embedding").input, model.output)
+    core.predict(ids[: config.score.batch_size], verbose=0)  # trace once
+    start = time.perf_counter()
+    core.predict(ids, batch_size=config.score.batch_size, verbose=0)
+    return {
+        "texts": len(texts),
+        "texts_per_s": round(len(texts) / (time.perf_counter() - start), 1),
+    }

@@ -1,0 +1,88 @@
+"""The text app's typed config: data, models, training, evaluation and scoring."""
+
+import dataclasses
+from typing import Literal
+
+from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+
+NETWORKS = ("bilstm", "transformer", "bert")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the texts are, in which layout, and how they are split."""
+
+    source: Literal["generated", "files"] = "generated"  # generated: write the review sample
+    path: str = "datasets/nlp/generated/reviews.csv"  # CSV/TSV/JSONL/.txt file or aclImdb folder
+    format: Literal["auto", "csv", "tsv", "jsonl", "lines", "folder"] = "auto"  # auto: by suffix
+    text_column: str = "text"  # column (or JSON key) holding the text
+    label_column: str = "label"  # column (or JSON key) holding the label
+    split_column: str = "split"  # optional column naming each row's split (train/val/test)
+    label_delimiter: str = ""  # non-empty: multi-label, labels separated by this string
+    generated_rows: int = bounded(6000, low=50)  # size of the generated review sample
+    val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
+    test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
+
+    def validate(self) -> None:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(
+                "data.val_fraction + data.test_fraction must leave texts to train on, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The networks trained side by side; the best on validation becomes the run's model."""
+
+    networks: list[str] = bounded(["bilstm", "transformer"], choices=list(NETWORKS))  # to train
+    max_tokens: int = bounded(20000, low=10)  # vocabulary size of TextVectorization (with OOV)
+    sequence_length: int = bounded(64, low=4)  # tokens per text; longer texts are truncated
+    ngrams: int = bounded(1, low=1, high=3)  # TextVectorization n-grams (1: single words)
+    embedding_dim: int = bounded(64, low=4)  # token embedding width
+    lstm_units: int = bounded(32, low=1)  # units per direction of the bidirectional LSTM
+    num_heads: int = bounded(2, low=1)  # transformer attention heads
+    feed_forward_dim: int = bounded(64, low=1)  # transformer feed-forward width
+    transformer_layers: int = bounded(1, low=1)  # stacked Transformer blocks
+    dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
+    preset: str = ""  # local KerasHub preset folder: adds the `bert` network (no downloads)
+    preset_sequence_length: int = bounded(128, low=4)  # BERT tokens per text incl. [CLS]/[SEP]
+    preset_learning_rate: float = bounded(5e-5, low=0.0, low_open=True)  # BERT fine-tuning rate
+
+    def validate(self) -> None:
+        if "bert" in self.networks and not self.preset:
+            raise ConfigError("model.networks: 'bert' needs model.preset (a local preset folder)")
+        if self.embedding_dim % self.num_heads:
+            raise ConfigError(
+                f"model.embedding_dim ({self.embedding_dim}) must divide by model.num_heads "
+                f"({self.num_heads})"
+            )
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """What the evaluation shows."""
+
+    wrong_examples: int = bounded(25, low=0)  # most-confidently-wrong test texts in the CSV
+    baseline: bool = True  # fit the TF-IDF + logistic regression baseline on the same split
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Batch scoring of texts."""
+
+    text_column: str = "text"  # column (or JSON key) with the text to score
+    id_column: str = "id"  # id column copied to the output when present (else the line number)
+    chunk_rows: int = bounded(10000, low=1)  # rows read and scored at a time
+    batch_size: int = bounded(256, low=1)  # texts per model call
+    threshold: float = bounded(0.5, low=0.0, high=1.0)  # multi-label: a label is on at >= this
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)

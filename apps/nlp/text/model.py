@@ -1,0 +1,121 @@
+"""Text classifiers that take raw strings: TextVectorization + BiLSTM, a Transformer encoder built
+from shared layers, and a KerasHub BERT-family classifier from a local preset folder.
+
+The vocabulary (TextVectorization adapted on the training texts) or the preset's tokenizer is
+part of every model, so a saved or exported model maps raw strings to probabilities.
+"""
+
+import keras
+import tensorflow as tf
+
+from apps.nlp.text.config import ModelConfig
+from shared.export import export_saved_model as export_endpoint
+from shared.layers import TokenAndPositionEmbedding, TransformerBlock
+
+VECTORIZE = "vectorize"  # the layer name the XLA split cuts after (string ops do not compile)
+
+
+def make_vectorizer(config: ModelConfig, texts: list[str]) -> keras.layers.TextVectorization:
+    """TextVectorization adapted on the training texts (lower-cased, punctuation stripped)."""
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=config.max_tokens,
+        output_sequence_length=config.sequence_length,
+        ngrams=config.ngrams if config.ngrams > 1 else None,
+        name=VECTORIZE,
+    )
+    vectorizer.adapt(tf.constant(texts, dtype=tf.string), batch_size=1024)
+    return vectorizer
+
+
+def _head(x, config: ModelConfig, n_classes: int, multi_label: bool):
+    x = keras.layers.Dropout(config.dropout)(x)
+    # float32 outputs under a mixed policy: probabilities must sum to 1 to the last digit shown.
+    activation = "sigmoid" if multi_label else "softmax"
+    return keras.layers.Dense(n_classes, activation=activation, dtype="float32", name="probs")(x)
+
+
+def build_bilstm(
+    config: ModelConfig, vectorizer: keras.layers.TextVectorization, n_classes: int,
+    multi_label: bool = False,
+) -> keras.Model:  # fmt: skip
+    """Raw strings -> token ids -> embedding -> bidirectional LSTM -> class probabilities."""
+    texts = keras.Input(shape=(1,), dtype="string", name="text")
+    ids = vectorizer(texts)
+    x = keras.layers.Embedding(
+        vectorizer.vocabulary_size(), config.embedding_dim, mask_zero=True, name="embedding"
+    )(ids)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(config.lstm_units), name="bilstm")(x)
+    return keras.Model(texts, _head(x, config, n_classes, multi_label), name="bilstm")
+
+
+def build_transformer(
+    config: ModelConfig, vectorizer: keras.layers.TextVectorization, n_classes: int,
+    multi_label: bool = False,
+) -> keras.Model:  # fmt: skip
+    """Raw strings -> token ids -> token+position embedding -> Transformer blocks -> mean pool."""
+    texts = keras.Input(shape=(1,), dtype="string", name="text")
+    ids = vectorizer(texts)
+    x = TokenAndPositionEmbedding(
+        vectorizer.vocabulary_size(), config.sequence_length, config.embedding_dim,
+        name="embedding",
+    )(ids)  # fmt: skip
+    for index in range(config.transformer_layers):
+        x = TransformerBlock(
+            config.embedding_dim, config.num_heads, config.feed_forward_dim, config.dropout,
+            name=f"transformer_{index}",
+        )(x)  # fmt: skip
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)  # the mask keeps padding out
+    return keras.Model(texts, _head(x, config, n_classes, multi_label), name="transformer")
+
+
+def build_bert(config: ModelConfig, n_classes: int, multi_label: bool = False) -> keras.Model:
+    """A KerasHub TextClassifier from the local preset folder, its preprocessor attached.
+
+    `predict` and `fit` take raw strings: the task runs its tokenizer in the input pipeline.
+    """
+    import keras_hub
+
+    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
+        config.preset, sequence_length=config.preset_sequence_length
+    )
+    return keras_hub.models.TextClassifier.from_preset(
+        config.preset,
+        num_classes=n_classes,
+        preprocessor=preprocessor,
+        activation="sigmoid" if multi_label else "softmax",
+        dropout=config.dropout,
+        load_weights=True,
+    )
+
+
+def is_hub_task(model: keras.Model) -> bool:
+    return getattr(model, "preprocessor", None) is not None
+
+
+def predict_texts(model: keras.Model, texts: list[str], batch_size: int):
+    """Probabilities (float32 NumPy) for raw strings, for both kinds of model."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    if is_hub_task(model):
+        prob = model.predict(tf.constant(texts), batch_size=batch_size, verbose=0)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(tf.constant(texts)[:, None]).batch(batch_size)
+        prob = model.predict(dataset, verbose=0)
+    return np.asarray(prob, dtype=np.float32)
+
+
+def export_saved_model(model: keras.Model, path: str) -> None:
+    """A TensorFlow SavedModel whose `serve` signature takes a batch of raw strings (shape [n])."""
+    spec = keras.InputSpec(shape=(None,), dtype="string")
+    if is_hub_task(model):
+
+        def serve(texts):  # the KerasHub preprocessor tokenizes inside the endpoint
+            return keras.ops.cast(model(model.preprocessor(texts), training=False), "float32")
+
+        export_endpoint(model, path, spec, serve, track=[model.preprocessor])
+    else:
+        export_endpoint(
+            model, path, spec, lambda texts: model(keras.ops.expand_dims(texts, -1), training=False)
+        )

@@ -1,0 +1,202 @@
+"""The text app end to end on a tiny config, through the command line a user types."""
+
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from apps.nlp.text.model import VECTORIZE, predict_texts
+from apps.nlp.text.pipeline import load_model
+from shared.cli import main
+from shared.training import float32_twin
+from tests.apps.nlp.text.conftest import tiny_frame
+from tests.apps.nlp.text.test_model import make_tiny_bert_preset
+
+SMOKE = "apps/nlp/text/configs/smoke.yaml"
+
+
+def cli(*args):
+    return main(["nlp", *args])
+
+
+def tiny_sets(root, data, *extra):
+    sets = [f"run.root={root / 'runs'}", "data.source=files", f"data.path={data}",
+            "train.epochs=2", "train.batch_size=16", *extra]  # fmt: skip
+    args = ["--config", SMOKE]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def score_input(folder):
+    """A scoring file with an empty, a whitespace-only, a missing and a very long text."""
+    frame = tiny_frame(10, seed=5)[["id", "text"]]
+    extra = pd.DataFrame({"id": ["empty", "blank", "long"],
+                          "text": ["", "  \t ", "the film was great " * 40]})  # fmt: skip
+    path = folder / "to_score.csv"
+    pd.concat([frame, extra]).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nlp")
+    data = root / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    sets = tiny_sets(root, data)
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets
+
+
+def test_run_folder_metrics_and_baseline(trained):
+    root, _ = trained
+    run = root / "runs" / "nlp" / "latest"
+    for name in ["config.yaml", "metrics.json", "history.csv", "model.keras", "model_meta.json",
+                 "model_card.md", "most_confidently_wrong.csv", "plots/confusion_matrix.png",
+                 "models/bilstm.keras", "models/transformer.keras", "FINISHED"]:  # fmt: skip
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["networks"]) == {"bilstm", "transformer"}
+    for entry in [*metrics["networks"].values(), metrics["baseline"]]:
+        test = entry["test"]
+        assert 0 <= test["accuracy"] <= 1 and set(test["per_class"]) == {"neg", "pos"}
+    assert metrics["baseline"]["test"]["accuracy"] > 0.9  # the words give these labels away
+    history = pd.read_csv(run / "history.csv")
+    assert {"network", "epoch", "examples_per_s"} <= set(history.columns)
+    assert "TF-IDF" in (run / "model_card.md").read_text()
+
+
+def test_score_rejects_flags_and_matches_saved_model(trained, tmp_path):
+    root, sets = trained
+    path, out = score_input(tmp_path), tmp_path / "scores.csv"
+    assert cli("score", *sets, "--input", str(path), "--output", str(out)) == 0
+    scores = pd.read_csv(out)
+    rejects = pd.read_csv(tmp_path / "scores.rejects.csv")
+    assert len(scores) + len(rejects) == 13
+    assert dict(zip(rejects.id, rejects.reason, strict=True)) == {
+        "empty": "empty text", "blank": "whitespace-only text"}  # fmt: skip
+    assert scores.set_index("id").loc["long", "truncated"]
+    assert not scores.set_index("id").loc["t0", "truncated"]
+    assert np.allclose(scores[["prob_neg", "prob_pos"]].sum(axis=1), 1, atol=1e-4)
+    # Exported-model parity: the SavedModel serves raw strings with the scores' probabilities.
+    assert cli("export", *sets, "--output", str(tmp_path / "saved")) == 0
+    saved = tf.saved_model.load(str(tmp_path / "saved"))
+    texts = pd.read_csv(path, keep_default_na=False).set_index("id").loc[scores.id, "text"]
+    served = saved.serve(tf.constant(texts.tolist())).numpy()
+    np.testing.assert_allclose(served, scores[["prob_neg", "prob_pos"]], atol=1e-5)
+
+
+def test_score_text_lines_and_jsonl(trained, tmp_path):
+    _, sets = trained
+    lines = tmp_path / "texts.txt"
+    lines.write_bytes(b"the film was great\n\n   \nthe cast was awful \xff\n")
+    assert cli("score", *sets, "--input", str(lines), "--output", str(tmp_path / "a.csv")) == 0
+    scores, rejects = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "a.rejects.csv")
+    assert scores.id.tolist() == [1, 4] and rejects.row.tolist() == [2, 3]
+    jsonl = tmp_path / "texts.jsonl"
+    jsonl.write_text('{"id": "a", "text": "lovely film"}\n{"id": "b"}\nnot json\n'
+                     '{"id": "c", "text": 5}\n')  # fmt: skip
+    assert cli("score", *sets, "--input", str(jsonl), "--output", str(tmp_path / "b.csv")) == 0
+    rejects = pd.read_csv(tmp_path / "b.rejects.csv")
+    assert pd.read_csv(tmp_path / "b.csv").id.tolist() == ["a"]
+    assert rejects.reason.tolist()[0] == "missing text"
+    assert rejects.reason.tolist()[1].startswith("not valid JSON")
+    assert rejects.reason.tolist()[2].startswith("text is not a string")
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("in.csv", "body\nhello\n", "no text column 'text'"),
+        ("in.xml", "<a/>", "unsupported file type"),
+        ("missing.csv", None, "no such file"),
+    ],
+)
+def test_bad_score_input_is_one_error_line(trained, tmp_path, capsys, name, content, message):
+    _, sets = trained
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert cli("score", *sets, "--input", str(path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_bad_config_is_one_error_line(tmp_path, capsys):
+    assert cli("train", "--config", SMOKE, "--set", "model.networks=[bert]") == 2
+    assert "needs model.preset" in capsys.readouterr().err
+
+
+def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
+    data = tmp_path / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    sets = tiny_sets(tmp_path, data, "train.mixed_precision=true", "train.xla=true",
+                     "model.networks=[transformer]", "train.epochs=1")  # fmt: skip
+    try:
+        assert cli("train", *sets) == 0
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = tmp_path / "runs" / "nlp" / "latest"
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla"]
+    texts = tiny_frame(16, seed=9).text.tolist()
+    model = load_model(run / "model.keras")
+    assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in model.layers}
+    mixed = predict_texts(model, texts, 8)
+    assert mixed.dtype == np.float32 and np.allclose(mixed.sum(axis=1), 1, atol=1e-5)
+    # The float32 twin (same weights, float32 math). Its vocabulary is a lookup table, not a
+    # weight, so set_weights inside float32_twin does not carry it: it is copied over here.
+    twin = float32_twin(model)
+    twin.get_layer(VECTORIZE).set_vocabulary(model.get_layer(VECTORIZE).get_vocabulary())
+    full = predict_texts(twin, texts, 8)
+    # bfloat16 keeps 8 bits of mantissa: probabilities agree to a few hundredths.
+    np.testing.assert_allclose(mixed, full, atol=0.05)
+
+
+def test_tiny_bert_preset_through_the_pipeline(tmp_path):
+    preset = make_tiny_bert_preset(tmp_path / "tiny_bert")
+    data = tmp_path / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    sets = tiny_sets(tmp_path, data, f"model.preset={preset}", "model.networks=[bert]",
+                     "model.preset_sequence_length=16", "train.epochs=1")  # fmt: skip
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "nlp" / "latest"
+    assert json.loads((run / "model_meta.json").read_text())["best"] == "bert"
+    assert "bert" in json.loads((run / "metrics.json").read_text())["networks"]
+    path, out = score_input(tmp_path), tmp_path / "scores.csv"
+    assert cli("score", *sets, "--input", str(path), "--output", str(out)) == 0
+    scores = pd.read_csv(out)
+    assert len(scores) == 11 and scores.set_index("id").loc["long", "truncated"]
+    saved = tf.saved_model.load(str(run / "saved_model"))
+    texts = pd.read_csv(path, keep_default_na=False).set_index("id").loc[scores.id, "text"]
+    served = saved.serve(tf.constant(texts.tolist())).numpy()
+    np.testing.assert_allclose(served, scores[["prob_neg", "prob_pos"]], atol=1e-5)
+
+
+def test_multi_label_train_evaluate_score(tmp_path):
+    topics = ["sports", "politics", "tech"]
+    rows = [(f"story on {topics[i % 3]} and {topics[i // 3 % 3]}",
+             ";".join(dict.fromkeys([topics[i % 3], topics[i // 3 % 3]]))) for i in range(64)]  # fmt: skip
+    data = tmp_path / "topics.csv"
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(data, index=False)
+    sets = tiny_sets(tmp_path, data, "data.label_delimiter=;", "model.networks=[bilstm]",
+                     "train.epochs=1")  # fmt: skip
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "nlp" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["multi_label"] and "micro_f1" in metrics["test"]
+    assert set(metrics["test"]["per_class"]) == set(topics)
+    out = tmp_path / "scores.csv"
+    assert cli("score", *sets, "--input", str(data), "--output", str(out)) == 0
+    scores = pd.read_csv(out, keep_default_na=False)
+    assert [c for c in scores.columns if c.startswith("prob_")] == [
+        "prob_politics", "prob_sports", "prob_tech"]  # fmt: skip
+    predicted = scores[["prob_politics", "prob_sports", "prob_tech"]].to_numpy() >= 0.5
+    assert [
+        ";".join(np.array(sorted(topics))[row]) for row in predicted
+    ] == scores.predicted_label.tolist()

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from shared.config import TrainConfig
+from shared.config import TrainConfig, to_dict
 from shared.io import write_table
 from shared.run import RunDir
 
@@ -23,6 +23,26 @@ from shared.run import RunDir
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and TensorFlow so a run can be repeated."""
     keras.utils.set_random_seed(seed)
+
+
+def start_run(app: str, config) -> tuple[RunDir, tf.distribute.Strategy, str]:
+    """Seed, pick the distribution strategy and precision policy, and open the run folder (a new
+    one, or the unfinished run of the same config to resume); returns (run, strategy, policy).
+
+    The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF ops run.
+    """
+    seed_everything(config.train.seed)
+    strategy = select_strategy()
+    policy = set_precision(config.train.mixed_precision)
+    run = RunDir.create(
+        app, to_dict(config), config.run.root, config.run.run_id, is_chief=is_chief()
+    )
+    print(
+        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
+        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
+        flush=True,
+    )
+    return run, strategy, policy
 
 
 REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # all-reducible

@@ -137,17 +137,7 @@ def _load_prepared(folder: Path) -> mdata.MedicalData:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the network, fit the temperature and the operating point on validation, save both."""
-    training.seed_everything(config.train.seed)
-    strategy = training.select_strategy()
-    policy = training.set_precision(config.train.mixed_precision)
-    run = RunDir.create(
-        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
-    )
-    print(
-        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
-        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
-        flush=True,
-    )
+    run, strategy, policy = training.start_run(APP, config)
     data = prepare(config)
     cfg, multilabel = config.train, data.task == "multilabel"
     trainset, valset = data.splits["train"], data.splits["val"]

@@ -137,17 +137,7 @@ def write_digits(folder: Path) -> None:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the configured network; for transfer learning, the head first, then everything."""
-    training.seed_everything(config.train.seed)
-    strategy = training.select_strategy()
-    policy = training.set_precision(config.train.mixed_precision)
-    run = RunDir.create(
-        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
-    )
-    print(
-        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
-        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
-        flush=True,
-    )
+    run, strategy, policy = training.start_run(APP, config)
     data = prepare(config)
     cfg, size = config.train, config.data.image_size
     n_classes = len(data.class_names)

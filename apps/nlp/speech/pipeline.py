@@ -19,7 +19,7 @@ from apps.nlp.speech.model import build_model
 from apps.nlp.speech.plots import plot_feature_grid, plot_speaker_accuracy
 from shared import evaluation as ev
 from shared import training
-from shared.config import load_config, to_dict
+from shared.config import load_config
 from shared.export import export_saved_model, model_input_spec
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
@@ -148,17 +148,7 @@ def _onehot(y: np.ndarray, n: int) -> np.ndarray:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the configured network on the training split's features."""
-    training.seed_everything(config.train.seed)
-    strategy = training.select_strategy()
-    policy = training.set_precision(config.train.mixed_precision)
-    run = RunDir.create(
-        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
-    )
-    print(
-        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
-        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
-        flush=True,
-    )
+    run, strategy, policy = training.start_run(APP, config)
     data = prepare(config)
     cfg, n_classes = config.train, len(data.class_names)
     train_split, val_split = data.splits["train"], data.splits["val"]

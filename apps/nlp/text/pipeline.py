@@ -142,17 +142,7 @@ def _compile(model, cfg, n_train: int, multi_label: bool) -> None:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit every configured network on the same split; the lowest validation loss wins."""
-    training.seed_everything(config.train.seed)
-    strategy = training.select_strategy()
-    policy = training.set_precision(config.train.mixed_precision)
-    run = RunDir.create(
-        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
-    )
-    print(
-        f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
-        f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
-        flush=True,
-    )
+    run, strategy, policy = training.start_run(APP, config)
     data = prepare(config)
     n_classes, multi = len(data.class_names), data.multi_label
     train_split, val_split = data.splits["train"], data.splits["val"]

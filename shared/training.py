@@ -160,20 +160,39 @@ def xla_split(
     Keras compiles a model with XLA only when every layer supports it, and string lookups,
     text vectorisation and random augmentation do not, so one such layer silently turned XLA
     off for the whole network. The head (inputs up to the outputs of the `boundary` layers,
-    which may name inputs the core takes as they are) then runs in the tf.data pipeline and the core, which shares the model's layers and
-    weights, trains compiled. Without `xla`, or when every layer compiles, the head is None.
+    which may name inputs the core takes as they are) then runs in the tf.data pipeline and
+    the core, which shares the model's layers and weights, trains compiled. Without `xla`, or when every layer compiles, the head is None.
     """
     if not config.xla or _supports_jit(model):
         return None, model
-    cut = [model.get_layer(name).output for name in boundary]
+    found = _outputs_in_graph(model, boundary)
+    missing = [name for name in boundary if name not in found]
+    if missing:
+        raise ValueError(f"no layer named {missing} in {model.name}'s graph")
+    cut = [found[name] for name in boundary]
     cut = cut[0] if len(cut) == 1 else cut
-    head, core = keras.Model(model.input, cut), keras.Model(cut, model.output)
-    if not _supports_jit(core):
-        raise ValueError(
-            f"layers after {boundary} do not support XLA; move them into the head or set "
-            "train.xla=false"
-        )
-    return head, core
+    # A core layer may still refuse XLA (an LSTM on cuDNN): Keras then warns and trains it
+    # uncompiled, and the app records `jit_compile` as it ended up.
+    return keras.Model(model.input, cut), keras.Model(cut, model.output)
+
+
+def _outputs_in_graph(model: keras.Model, names: list[str]) -> dict:
+    """The output tensor, in this model's own graph, of each layer named in `names`.
+
+    `layer.output` will not do for a layer shared by several models (one vectorizer for two
+    text networks): it is the output of the layer's first call, in another model's graph.
+    """
+    found, seen, stack = {}, set(), list(keras.tree.flatten(model.output))
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        operation, node_index, _ = tensor._keras_history
+        if operation.name in names:
+            found.setdefault(operation.name, tensor)
+        stack.extend(operation._inbound_nodes[node_index].input_tensors)
+    return found
 
 
 def _supports_jit(model: keras.Model) -> bool:

@@ -154,7 +154,7 @@ def train(config: Config, options=None) -> RunDir:
         vectorizer = make_vectorizer(config.model, train_split.texts)
     print(f"train: vocabulary of {vectorizer.vocabulary_size():,} tokens from "
           f"{len(train_split):,} training texts", flush=True)  # fmt: skip
-    scores, seconds = {}, {}
+    scores, seconds, compiled = {}, {}, {}
     for name in networks:
         began = time.perf_counter()
         hub = name == "bert"
@@ -176,6 +176,7 @@ def train(config: Config, options=None) -> RunDir:
         training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min",
                      examples=len(train_split))  # fmt: skip
         seconds[name] = round(time.perf_counter() - began, 1)
+        compiled[name] = bool(core.jit_compile)
         # From fit's own validation, which every worker computes on the whole split alike.
         history = pd.read_csv(run.path / f"history-{name}.csv")
         scores[name] = round(float(history["val_loss"].min()), 5)
@@ -206,7 +207,7 @@ def train(config: Config, options=None) -> RunDir:
             "prepared": str(data.folder),
             "train_seconds": round(total, 1),
             "precision_policy": policy,
-            "xla": config.train.xla,
+            "xla_compiled": compiled,  # per network: whether its train step ran under XLA
         })  # fmt: skip
     run.finish()
     print(f"train: finished in {total:.0f}s; best on validation: {best_name}; weights sha256 "

@@ -135,14 +135,16 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
     data = tmp_path / "train.csv"
     tiny_frame(64).to_csv(data, index=False)
     sets = tiny_sets(tmp_path, data, "train.mixed_precision=true", "train.xla=true",
-                     "model.networks=[transformer]", "train.epochs=1")  # fmt: skip
+                     "model.networks=[bilstm, transformer]", "train.epochs=1")  # fmt: skip
     try:
         assert cli("train", *sets) == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run = tmp_path / "runs" / "nlp" / "latest"
     meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla"]
+    assert meta["precision_policy"] == "mixed_bfloat16"
+    # Both networks share one vectorizer, and each ran compiled with it in tf.data.
+    assert meta["xla_compiled"] == {"bilstm": True, "transformer": True}
     texts = tiny_frame(16, seed=9).text.tolist()
     model = load_model(run / "model.keras")
     assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in model.layers}

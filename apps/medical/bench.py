@@ -42,6 +42,7 @@ def run(measure, rows: int | None = None) -> dict:
             "bare_fit_images_per_s": train["bare"],
             "ratio": round(train["ours"] / train["bare"], 3),
             "input_pipeline_images_per_s": train["input_pipeline"],
+            "input_bound": train["input_pipeline"] < 1.5 * train["ours"],
             "peak_rss_mb": train["peak_rss_mb"],
         },
         "scoring": {

@@ -25,15 +25,18 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def start_run(app: str, config) -> tuple[RunDir, tf.distribute.Strategy, str]:
-    """Seed, pick the distribution strategy and precision policy, and open the run folder (a new
-    one, or the unfinished run of the same config to resume); returns (run, strategy, policy).
+def start_run(app: str, config, prepare) -> tuple[RunDir, tf.distribute.Strategy, str, object]:
+    """Seed, pick the distribution strategy and precision policy, `prepare(config)` the data,
+    then open the run folder (a new one, or the unfinished run of the same config to resume).
+    Returns (run, strategy, policy, data).
 
     The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF ops run.
+    The data comes before the run folder, so bad data stops with no empty run left behind.
     """
     seed_everything(config.train.seed)
     strategy = select_strategy()
     policy = set_precision(config.train.mixed_precision)
+    data = prepare(config)
     run = RunDir.create(
         app, to_dict(config), config.run.root, config.run.run_id, is_chief=is_chief()
     )
@@ -42,7 +45,7 @@ def start_run(app: str, config) -> tuple[RunDir, tf.distribute.Strategy, str]:
         f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
         flush=True,
     )
-    return run, strategy, policy
+    return run, strategy, policy, data
 
 
 REDUCIBLE = (tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int32, tf.int64)  # all-reducible

@@ -137,8 +137,7 @@ def _load_prepared(folder: Path) -> mdata.MedicalData:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the network, fit the temperature and the operating point on validation, save both."""
-    run, strategy, policy = training.start_run(APP, config)
-    data = prepare(config)
+    run, strategy, policy, data = training.start_run(APP, config, prepare)
     cfg, multilabel = config.train, data.task == "multilabel"
     trainset, valset = data.splits["train"], data.splits["val"]
     train_ds = in_memory_dataset(trainset.images, trainset.labels, cfg.batch_size, True, cfg.seed)

@@ -137,8 +137,7 @@ def write_digits(folder: Path) -> None:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the configured network; for transfer learning, the head first, then everything."""
-    run, strategy, policy = training.start_run(APP, config)
-    data = prepare(config)
+    run, strategy, policy, data = training.start_run(APP, config, prepare)
     cfg, size = config.train, config.data.image_size
     n_classes = len(data.class_names)
     train_ds = _dataset(config, data, "train", shuffle=True)

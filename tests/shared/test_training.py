@@ -135,3 +135,24 @@ def test_float32_twin_keeps_an_adapted_vocabulary():
     assert twin.layers[1].get_vocabulary() == vectorize.get_vocabulary()
     texts = tf.constant([["good film"], ["unknown words"]])
     np.testing.assert_array_equal(twin.predict(texts, verbose=0), model.predict(texts, verbose=0))
+
+
+def test_start_run_prepares_before_the_run_folder_exists(tmp_path):
+    import dataclasses
+
+    from shared.config import RunConfig
+    from shared.io import DataError
+
+    @dataclasses.dataclass
+    class Config:
+        train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+        run: RunConfig = dataclasses.field(default_factory=lambda: RunConfig(root=str(tmp_path)))
+
+    def bad_data(config):
+        raise DataError("no such file")
+
+    with pytest.raises(DataError):
+        training.start_run("demo", Config(), bad_data)
+    assert not (tmp_path / "demo").exists()  # bad data leaves no empty run behind
+    run, _, policy, data = training.start_run("demo", Config(), lambda config: "data")
+    assert (data, policy) == ("data", "float32") and run.path.parent == tmp_path / "demo"

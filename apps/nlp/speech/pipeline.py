@@ -148,8 +148,7 @@ def _onehot(y: np.ndarray, n: int) -> np.ndarray:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the configured network on the training split's features."""
-    run, strategy, policy = training.start_run(APP, config)
-    data = prepare(config)
+    run, strategy, policy, data = training.start_run(APP, config, prepare)
     cfg, n_classes = config.train, len(data.class_names)
     train_split, val_split = data.splits["train"], data.splits["val"]
     params = feature_params(config)

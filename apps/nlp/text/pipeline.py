@@ -142,8 +142,7 @@ def _compile(model, cfg, n_train: int, multi_label: bool) -> None:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit every configured network on the same split; the lowest validation loss wins."""
-    run, strategy, policy = training.start_run(APP, config)
-    data = prepare(config)
+    run, strategy, policy, data = training.start_run(APP, config, prepare)
     n_classes, multi = len(data.class_names), data.multi_label
     train_split, val_split = data.splits["train"], data.splits["val"]
     networks = list(

@@ -4,6 +4,7 @@ Every input row lands in exactly one of two files: the outputs, or the rejects w
 The schema that rows are checked against is saved with the model at training time.
 """
 
+import csv
 import dataclasses
 import os
 import sys
@@ -288,3 +289,66 @@ def predict_in_batches(model, arrays: dict, batch_size: int):
         tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     )
     return model.predict(dataset, verbose=0)
+
+
+def expand_inputs(inputs: list[str], kinds: str) -> list[str]:
+    """Every file named, and every non-hidden file under every folder named, in order.
+
+    Every file is returned whatever its type: the scorer rejects what it cannot read, with the
+    reason, so nothing under a folder is skipped silently. `kinds` names what the app scores.
+    """
+    if not inputs:
+        raise DataError(f"score needs --input: {kinds}, or a folder")
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += [
+                str(p)
+                for p in sorted(item.rglob("*"))
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(item).parts)
+            ]
+        elif item.exists():
+            files.append(str(item))
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    if not files:
+        raise DataError(f"no files to score under {', '.join(inputs)}")
+    return files
+
+
+def score_files(files: list[str], scorer, output, rejects, chunk_files: int, label: str) -> dict:
+    """Score files in chunks: `scorer.predict(paths)` -> (output rows, [path, reason] rows).
+
+    The outputs (`scorer.columns`) and the rejects are written atomically; every file lands in
+    exactly one of them, and the counts are printed at the end.
+    """
+    counts, meter = ScoreCounts(), Progress(label)
+    with (
+        atomic_path(output) as out_tmp,
+        atomic_path(rejects) as rej_tmp,
+        open(out_tmp, "w", encoding="utf-8", newline="") as out,
+        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
+    ):
+        scored, rejected = csv.writer(out), csv.writer(rej)
+        scored.writerow(scorer.columns)
+        rejected.writerow(["path", "reason"])
+        for begin in range(0, len(files), chunk_files):
+            chunk = files[begin : begin + chunk_files]
+            rows, bad = scorer.predict(chunk)
+            scored.writerows(rows)
+            rejected.writerows(bad)
+            counts.rows, counts.scored = counts.rows + len(chunk), counts.scored + len(rows)
+            counts.rejected += len(bad)
+            meter.update(counts.rows)
+    print(
+        f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "
+        f"{counts.rejected:,} rejected -> {rejects}",
+        flush=True,
+    )
+    return {
+        "files": counts.rows,
+        "scored": counts.scored,
+        "rejected": counts.rejected,
+        "output": str(output),
+        "rejects": str(rejects),
+    }

@@ -39,7 +39,12 @@ from shared.io import (
 )
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
-from shared.scoring import Progress, ScoreCounts, default_output_paths
+from shared.scoring import (
+    Progress,
+    ScoreCounts,
+    default_output_paths,
+    expand_inputs,
+)
 
 APP = "medical"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -641,28 +646,6 @@ class MedicalScorer:
         ]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Every file named, and every (non-hidden) file under every folder named, in order."""
-    if not inputs:
-        raise DataError("score needs --input: NPZ, image or DICOM file(s), or a folder")
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += [
-                str(p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-            ]
-        elif path.exists():
-            files.append(str(path))
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    if not files:
-        raise DataError(f"no files to score under {', '.join(inputs)}")
-    return files
-
-
 def npz_images(path: str) -> list[tuple[str, np.ndarray]]:
     """(id, uint8 image) for every image of an NPZ: `images`, or every `<split>_images` array."""
     try:
@@ -691,7 +674,7 @@ def npz_images(path: str) -> list[tuple[str, np.ndarray]]:
 def score(config: Config, options) -> dict:
     """NPZ, image and DICOM files or folders in -> scores CSV and rejects CSV, atomically."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
-    files = expand_inputs(list(options.inputs))
+    files = expand_inputs(list(options.inputs), "NPZ, image or DICOM file(s)")
     output, rejects = default_output_paths(Path(options.inputs[0]), options.output, options.rejects)
     scorer = MedicalScorer(run, config.score.batch_size, config.score.max_image_pixels)
     overlays = output.with_name(f"{output.stem}_gradcam") if config.score.gradcam else None

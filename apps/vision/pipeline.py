@@ -1,6 +1,5 @@
 """The vision app's five steps: prepare, train, evaluate, score, export."""
 
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -30,7 +29,11 @@ from shared.io import (
 )
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
-from shared.scoring import Progress, ScoreCounts, default_output_paths
+from shared.scoring import (
+    default_output_paths,
+    expand_inputs,
+    score_files,
+)
 
 APP = "vision"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -419,64 +422,18 @@ class ImageScorer:
         return rows, rejects
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Every file named, and every (non-hidden) file under every folder named, in order."""
-    if not inputs:
-        raise DataError("score needs --input: image file(s) or a folder")
-    files = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += [
-                str(p)
-                for p in sorted(path.rglob("*"))
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-            ]
-        elif path.exists():
-            files.append(str(path))
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    if not files:
-        raise DataError(f"no files to score under {', '.join(inputs)}")
-    return files
-
-
 def score(config: Config, options) -> dict:
     """Image files or folders in -> predictions CSV and rejects CSV (path, reason), atomically."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
-    files = expand_inputs(list(options.inputs))
+    files = expand_inputs(list(options.inputs), "image file(s)")
     first = Path(options.inputs[0])
     output, rejects = default_output_paths(first, options.output, options.rejects)
     scorer = ImageScorer(
         run, config.score.top_k, config.score.batch_size, config.score.max_image_pixels
     )
-    counts = ScoreCounts()
-    meter = Progress("scoring image files")
-    with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
-    ):
-        out_writer, rej_writer = csv.writer(out), csv.writer(rej)
-        out_writer.writerow(scorer.columns)
-        rej_writer.writerow(["path", "reason"])
-        for begin in range(0, len(files), config.score.chunk_files):
-            chunk = files[begin : begin + config.score.chunk_files]
-            rows, bad = scorer.predict(chunk)
-            out_writer.writerows(rows)
-            rej_writer.writerows(bad)
-            counts.rows += len(chunk)
-            counts.scored += len(rows)
-            counts.rejected += len(bad)
-            meter.update(counts.rows)
-    print(
-        f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "
-        f"{counts.rejected:,} rejected -> {rejects}",
-        flush=True,
+    return score_files(
+        files, scorer, output, rejects, config.score.chunk_files, "scoring image files"
     )
-    return {"files": counts.rows, "scored": counts.scored, "rejected": counts.rejected,
-            "output": str(output), "rejects": str(rejects)}  # fmt: skip
 
 
 def export(config: Config, options) -> Path:

@@ -1,8 +1,10 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from shared.io import DataError
-from shared.scoring import Column, InputSchema, score_file
+from shared.scoring import Column, InputSchema, expand_inputs, score_file, score_files
 
 SCHEMA = InputSchema(
     columns=[
@@ -107,3 +109,32 @@ def test_parquet_input_with_typed_nan(tmp_path):
     )
     assert (counts.scored, counts.rejected) == (1, 1)
     assert pd.read_csv(tmp_path / "r.csv")["reason"].tolist() == ["x: missing value"]
+
+
+def test_expand_inputs_lists_every_visible_file_and_names_what_is_missing(tmp_path):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    for name in ("b.png", "sub/a.wav", ".hidden", "notes.txt"):
+        (tmp_path / "in" / name).write_bytes(b"x")
+    files = expand_inputs([str(tmp_path / "in")], "images")
+    assert [Path(f).name for f in files] == ["b.png", "notes.txt", "a.wav"]  # sorted paths
+    with pytest.raises(DataError, match="no such file or folder"):
+        expand_inputs([str(tmp_path / "nope")], "images")
+    with pytest.raises(DataError, match="score needs --input: images"):
+        expand_inputs([], "images")
+
+
+def test_score_files_puts_every_file_in_outputs_or_rejects(tmp_path, capsys):
+    class Scorer:
+        columns = ["path", "size"]
+
+        def predict(self, paths):
+            good = [p for p in paths if not p.endswith("bad")]
+            return [[p, len(p)] for p in good], [[p, "unreadable"] for p in paths if p not in good]
+
+    files = ["a", "bad", "c", "d", "bad"]
+    out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
+    counts = score_files(files, Scorer(), out, rej, chunk_files=2, label="test")
+    assert (counts["files"], counts["scored"], counts["rejected"]) == (5, 3, 2)
+    assert pd.read_csv(out)["path"].tolist() == ["a", "c", "d"]
+    assert pd.read_csv(rej)["reason"].tolist() == ["unreadable"] * 2
+    assert "5 files read: 3 scored" in capsys.readouterr().out

@@ -1,6 +1,5 @@
 """The speech app's five steps: prepare, train, evaluate, score, export."""
 
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -25,7 +24,11 @@ from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
-from shared.scoring import Progress, ScoreCounts, default_output_paths
+from shared.scoring import (
+    default_output_paths,
+    expand_inputs,
+    score_files,
+)
 
 APP = "speech"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -430,62 +433,16 @@ def _check_features(current: dict, saved: dict, run: RunDir) -> None:
         )
 
 
-def audio_inputs(inputs: list[str]) -> list[str]:
-    """The files named and the files under the folders named (hidden ones skipped), in order.
-
-    Every file is returned, audio or not: the scorer rejects the others with the reason.
-    """
-    if not inputs:
-        raise DataError("score needs --input: audio file(s) or a folder")
-    files: list[str] = []
-    for item in map(Path, inputs):
-        if not item.exists():
-            raise DataError(f"{item}: no such file or folder")
-        if item.is_file():
-            files.append(str(item))
-            continue
-        for found in sorted(item.rglob("*")):
-            hidden = any(part.startswith(".") for part in found.relative_to(item).parts)
-            if found.is_file() and not hidden:
-                files.append(str(found))
-    if not files:
-        raise DataError(f"no files to score under {', '.join(inputs)}")
-    return files
-
-
 def score(config: Config, options) -> dict:
     """Audio files or folders in -> predictions CSV and rejects CSV (path, reason), atomically."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
-    files = audio_inputs(list(options.inputs))
+    files = expand_inputs(list(options.inputs), "audio file(s)")
     first = Path(options.inputs[0])
     output, rejects = default_output_paths(first, options.output, options.rejects)
     scorer = SpeechScorer(run, config)
-    counts = ScoreCounts()
-    meter = Progress("scoring audio files")
-    with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
-    ):
-        scored, rejected = csv.writer(out), csv.writer(rej)
-        scored.writerow(scorer.columns)
-        rejected.writerow(["path", "reason"])
-        step = config.score.chunk_files
-        for chunk in (files[i : i + step] for i in range(0, len(files), step)):
-            rows, bad = scorer.predict(chunk)
-            scored.writerows(rows)
-            rejected.writerows(bad)
-            counts.rows, counts.scored = counts.rows + len(chunk), counts.scored + len(rows)
-            counts.rejected += len(bad)
-            meter.update(counts.rows)
-    print(
-        f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "
-        f"{counts.rejected:,} rejected -> {rejects}",
-        flush=True,
+    return score_files(
+        files, scorer, output, rejects, config.score.chunk_files, "scoring audio files"
     )
-    return {"files": counts.rows, "scored": counts.scored, "rejected": counts.rejected,
-            "output": str(output), "rejects": str(rejects)}  # fmt: skip
 
 
 def export(config: Config, options) -> Path:

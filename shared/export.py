@@ -1,6 +1,24 @@
-"""Export a trained model as a TensorFlow SavedModel with one `serve` signature."""
+"""Load a run's Keras model safely, and export one as a TensorFlow SavedModel with one `serve`
+signature."""
+
+from pathlib import Path
 
 import keras
+
+from shared.io import DataError
+
+
+def load_saved_model(path: str | Path) -> keras.Model:
+    """A saved `.keras` model, loaded with safe mode on; a missing file is one clear error.
+
+    The shared layers are registered here; an app imports its own custom layers (and KerasHub,
+    for transfer models) before calling this.
+    """
+    import shared.layers  # noqa: F401  registers ResidualBlock and the Transformer layers
+
+    if not Path(path).exists():
+        raise DataError(f"{path}: no saved model; is this a finished training run?")
+    return keras.saving.load_model(path, safe_mode=True)
 
 
 def export_saved_model(model: keras.Model, path: str, input_spec, serve=None, track=()) -> None:

@@ -104,17 +104,6 @@ def _setup(images: int) -> dict:
     return {"folder": str(folder)}
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-
 def _train() -> dict:
     """Images/s of the app's training loop and of a bare fit on tensors, same model and batch."""
     config = _config()
@@ -139,7 +128,7 @@ def _train() -> dict:
     for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
         run = RunDir(WORK / f"train-{trial}")
         shutil.rmtree(run.path, ignore_errors=True)
-        ours, bare = _EpochTimer(), _EpochTimer()
+        ours, bare = training.EpochTimer(), training.EpochTimer()
         dataset = in_memory_dataset(train.images, train.labels, cfg.batch_size, True, trial)
         callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
         model().fit(
@@ -159,8 +148,8 @@ def _train() -> dict:
             class_weight=weights,
             verbose=0,
         )
-        seconds["ours"] += ours.seconds[1:]
-        seconds["bare"] += bare.seconds[1:]
+        seconds["ours"].append(ours.steady_epoch_s())  # epoch 1 (tracing) left out
+        seconds["bare"].append(bare.steady_epoch_s())
     per_s = {name: n / float(np.median(times)) for name, times in seconds.items()}
     dataset = in_memory_dataset(train.images, train.labels, cfg.batch_size, True, 0)
     pipeline_per_s = input_rate(dataset, n)

@@ -24,7 +24,7 @@ from shared import evaluation as ev
 from shared import training
 from shared.calibration import fit_temperature, negative_log_likelihood, scaled_probabilities
 from shared.config import load_config, to_dict
-from shared.export import export_saved_model, image_spec
+from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.gradcam import gradcam_heatmaps, overlay, plot_gradcam_grid
 from shared.images import ImageError, read_image
 from shared.input_pipeline import in_memory_dataset
@@ -317,11 +317,8 @@ def load_model(run: RunDir) -> keras.Model:
     import keras_hub  # noqa: F401  registers the backbone classes a transfer model contains
 
     import apps.medical.model  # noqa: F401  registers TemperatureScaling
-    import shared.layers  # noqa: F401  registers ResidualBlock
 
-    if not run.model_path.exists():
-        raise DataError(f"{run.path}: no model.keras; is this a finished training run?")
-    return keras.saving.load_model(run.model_path, safe_mode=True)
+    return load_saved_model(run.model_path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,17 +99,6 @@ def _setup(images: int) -> dict:
     return {"folder": str(folder)}
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
-
-
 def _train() -> dict:
     """Images/s of the app's training loop and of a bare fit on tensors, same model and batch."""
     config = _config()
@@ -132,15 +121,15 @@ def _train() -> dict:
     for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
         run = RunDir(WORK / f"train-{trial}")
         shutil.rmtree(run.path, ignore_errors=True)
-        ours, bare = _EpochTimer(), _EpochTimer()
+        ours, bare = training.EpochTimer(), training.EpochTimer()
         dataset = vdata.make_dataset(part, config.data.image_size, 1, cfg.batch_size, True, trial)
         callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
         model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=[*callbacks, ours], shuffle=False,
                     verbose=0)  # fmt: skip
         model().fit(images, part.labels, batch_size=cfg.batch_size, epochs=TRAIN_EPOCHS,
                     callbacks=[bare], verbose=0)  # fmt: skip
-        seconds["ours"] += ours.seconds[1:]
-        seconds["bare"] += bare.seconds[1:]
+        seconds["ours"].append(ours.steady_epoch_s())  # epoch 1 (tracing) left out
+        seconds["bare"].append(bare.steady_epoch_s())
     per_s = {name: len(part) / float(np.median(times)) for name, times in seconds.items()}
     dataset = vdata.make_dataset(part, config.data.image_size, 1, cfg.batch_size, True, 0)
     return {

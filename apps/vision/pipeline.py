@@ -15,7 +15,7 @@ from apps.vision.plots import plot_image_grid
 from shared import evaluation as ev
 from shared import training
 from shared.config import load_config, to_dict
-from shared.export import export_saved_model, image_spec
+from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.gradcam import gradcam_heatmaps, plot_gradcam_grid
 from shared.images import ImageError, read_image
 from shared.io import (
@@ -234,11 +234,7 @@ def load_model(run: RunDir) -> keras.Model:
     """The run's saved model, loaded safely (custom layers and KerasHub classes registered)."""
     import keras_hub  # noqa: F401  registers the backbone classes a transfer model contains
 
-    import shared.layers  # noqa: F401  registers ResidualBlock
-
-    if not run.model_path.exists():
-        raise DataError(f"{run.path}: no model.keras; is this a finished training run?")
-    return keras.saving.load_model(run.model_path, safe_mode=True)
+    return load_saved_model(run.model_path)
 
 
 # ---------------------------------------------------------------------------------------------

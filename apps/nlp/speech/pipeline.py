@@ -19,7 +19,7 @@ from apps.nlp.speech.plots import plot_feature_grid, plot_speaker_accuracy
 from shared import evaluation as ev
 from shared import training
 from shared.config import load_config
-from shared.export import export_saved_model, model_input_spec
+from shared.export import export_saved_model, load_saved_model, model_input_spec
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, atomic_dir, atomic_path, read_json, write_json, write_table
 from shared.model_card import metrics_table, write_model_card
@@ -226,11 +226,8 @@ def _compile(model, cfg, n_train: int, n_classes: int, config: Config) -> None:
 def load_model(run: RunDir) -> keras.Model:
     """The run's saved model, loaded safely (the custom layers registered)."""
     import apps.nlp.speech.augment  # noqa: F401  registers the augmentation layers
-    import shared.layers  # noqa: F401  registers ResidualBlock
 
-    if not run.model_path.exists():
-        raise DataError(f"{run.path}: no model.keras; is this a finished training run?")
-    return keras.saving.load_model(run.model_path, safe_mode=True)
+    return load_saved_model(run.model_path)
 
 
 def predict_features(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:

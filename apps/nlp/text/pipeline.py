@@ -28,6 +28,7 @@ from apps.nlp.text.model import (
 from shared import evaluation as ev
 from shared import training
 from shared.config import load_config, to_dict
+from shared.export import load_saved_model
 from shared.io import (
     DataError,
     atomic_dir,
@@ -218,11 +219,7 @@ def load_model(path: Path) -> keras.Model:
     """A saved text model, loaded safely (shared layers and KerasHub classes registered)."""
     import keras_hub  # noqa: F401  registers the KerasHub task, backbone and tokenizer classes
 
-    import shared.layers  # noqa: F401  registers TokenAndPositionEmbedding, TransformerBlock
-
-    if not Path(path).exists():
-        raise DataError(f"{path}: no saved model; is this a finished training run?")
-    return keras.saving.load_model(path, safe_mode=True)
+    return load_saved_model(path)
 
 
 # ---------------------------------------------------------------------------------------------

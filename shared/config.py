@@ -5,6 +5,7 @@ a bad value fails with one line naming the key and what is allowed.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -47,6 +48,8 @@ class TrainConfig:
     steps_per_execution: int = bounded(
         8, low=1
     )  # train steps per compiled call (fewer Python round trips)
+    max_minutes: float = bounded(0.0, low=0.0)  # per network: stop after the epoch that passes
+    # this many minutes of training (0: no limit); the best weights so far are kept
     seed: int = bounded(42, low=0)  # seeds Python, NumPy and TensorFlow
     verbose: int = bounded(
         2, choices=[0, 1, 2]
@@ -153,8 +156,12 @@ def _check(hint, value, key: str):
             value = _float_or_none(value)  # PyYAML reads `1e-3` as a string
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # NaN passes every range check: a NaN rate trains to NaN
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `--set data.positive_label=2` means the label written `2`
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value

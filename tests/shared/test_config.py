@@ -47,6 +47,9 @@ def test_defaults_then_yaml_then_overrides(tmp_path):
             "train.mixed_precision: expected true or false, got 'maybe'",
         ),
         ("train.learning_rate=0", "train.learning_rate: must be > 0.0, got 0.0"),
+        ("train.learning_rate=nan", "train.learning_rate: expected a finite number, got nan"),
+        ("train.learning_rate=.inf", "train.learning_rate: expected a finite number, got inf"),
+        ("train.weight_decay=-.inf", "train.weight_decay: expected a finite number, got -inf"),
         ("noequals", "--set expects key=value"),
     ],
 )
@@ -74,3 +77,10 @@ def test_a_value_yaml_reads_as_nothing_stays_as_typed(raw, value):
 
     assert _parse_scalar(raw) == value
     assert _parse_scalar("null") is None and _parse_scalar("") == ""
+
+
+def test_every_float_key_rejects_nan_from_a_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("section:\n  rate: .nan\n")
+    with pytest.raises(ConfigError, match="^section.rate: expected a finite number, got nan$"):
+        load_config(Root, path)

@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     from shared.io import DataError
 
     quiet_tensorflow_import()
+    from shared.training import Diverged, TrainingFailed
+
     try:
         pipeline = importlib.import_module(APPS[args.app][0])
         config = load_config(
@@ -158,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (Diverged, TrainingFailed) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from shared.config import TrainConfig, to_dict
-from shared.io import write_table
+from shared.io import read_json, write_json, write_table
 from shared.run import RunDir
 
 
@@ -273,6 +273,104 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
     return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
+class Diverged(RuntimeError):
+    """A network's loss or weights became NaN or infinite: its training stopped, it never ships."""
+
+    def __init__(self, network: str, epoch: int, learning_rate: float, what: str):
+        self.network, self.epoch, self.learning_rate, self.what = (
+            network,
+            epoch,
+            learning_rate,
+            what,
+        )
+        super().__init__(
+            f"{network} diverged: {what} at epoch {epoch} (learning rate {learning_rate:.3g}); "
+            "its training stopped and it is marked failed"
+        )
+
+
+class TrainingFailed(RuntimeError):
+    """Every network of a run failed: the run exits non-zero and never becomes `latest`."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch whose loss or weights are not finite, or
+    whose training loss has exploded past EXPLODED times the loss before training.
+
+    An optimiser driven far too hard (AdamW at a learning rate of 1e3) often keeps its loss
+    finite but astronomically high: that network has diverged as surely as a NaN one. Checked
+    per epoch, not per batch: a batch hook would make Keras fetch every step's logs (see
+    `_epoch_only`). The epoch's mean loss is NaN as soon as one batch's was.
+    """
+
+    EXPLODED = 1000.0
+
+    def __init__(self, initial_loss: float | None = None):
+        super().__init__()
+        self.initial_loss = initial_loss
+        self.failure: dict | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        bad = [k for k in ("loss", "val_loss") if k in logs and not math.isfinite(logs[k])]
+        initial, loss = self.initial_loss, logs.get("loss")
+        if bad:
+            what = f"non-finite {bad[0]} ({logs[bad[0]]})"
+        elif not all(np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.weights):
+            what = "non-finite weights"
+        elif initial and loss is not None and abs(loss) > self.EXPLODED * abs(initial):
+            what = f"loss {loss:.3g}, over {self.EXPLODED:g}x its {initial:.3g} before training"
+        else:
+            return
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.failure = {"epoch": epoch + 1, "learning_rate": rate, "what": what}
+        self.model.stop_training = True
+
+
+def initial_loss(model: keras.Model, train: tf.data.Dataset) -> float | None:
+    """The loss on one training batch before training: what an exploded loss is measured by.
+
+    Skipped under several workers, where one batch cannot be shared out to every worker.
+    """
+    if isinstance(tf.distribute.get_strategy(), MultiWorkerStrategy):
+        return None
+    loss = model.evaluate(train.take(1), verbose=0, return_dict=True).get("loss")
+    return float(loss) if loss is not None and math.isfinite(loss) and loss > 0 else None
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends past `minutes` (`train.max_minutes`)."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.minutes, self.stopped_epoch = minutes, None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.minutes and time.perf_counter() - self.start >= 60 * self.minutes:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+
+
+class EpochScore(keras.callbacks.Callback):
+    """Adds `val_<name>` = `score(model)` to each epoch's logs (and so to the history).
+
+    For metrics Keras has no exact equivalent of (average precision, macro ROC-AUC,
+    Recall@K): the history then holds the same number `evaluate` reports, so the time a network
+    takes to reach its baseline is read off it in the baseline's own units.
+    """
+
+    def __init__(self, name: str, score):
+        super().__init__()
+        self.name, self.score = name, score
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[f"val_{self.name}"] = float(self.score(self.model))
+
+
 def fit(
     model: keras.Model,
     train: tf.data.Dataset,
@@ -284,31 +382,104 @@ def fit(
     mode: str = "min",
     class_weight: dict | None = None,
     examples: int | None = None,
+    scores: list[EpochScore] = (),
 ) -> keras.Model:
     """Fit with the shared callbacks, resuming after a kill; skip if this network already finished.
 
-    With `examples` (rows per epoch), history gains each epoch's training seconds and examples/s.
+    With `examples` (rows per epoch), history gains each epoch's training seconds and examples/s;
+    each of `scores` adds its `val_<name>` column (before the callbacks that read the logs).
+    A non-finite loss or weight stops training and raises `Diverged`; `train.max_minutes`
+    stops it at the end of the epoch that passes the budget. What happened is recorded in
+    checkpoints/<name>.json (`fit_summary`).
 
     The finished network's weights are kept in checkpoints/<name>.final.weights.h5 so a run that
     was killed while training a later network does not train this one again.
     """
     final = run.subdir("checkpoints") / f"{name}.final.weights.h5"
+    summary = fit_summary(run, name)
+    if summary and summary["status"] == "failed":  # a resumed run does not retry a diverged one
+        raise Diverged(name, summary["epoch"], summary["learning_rate"], summary["what"])
     if final.exists():
         model.load_weights(str(final))
         print(f"[{name}] already trained in this run; loaded {final.name}", flush=True)
         return model
+    guard = DivergenceGuard(initial_loss(model, train))
+    budget = TimeBudget(config.max_minutes)
+    start = time.perf_counter()
+    callbacks = [EpochThroughput(examples), *scores, guard, budget]
     model.fit(
         train,
         validation_data=validation,
         epochs=config.epochs,
-        callbacks=[EpochThroughput(examples)] + make_callbacks(run, config, name, monitor, mode),
+        callbacks=callbacks + make_callbacks(run, config, name, monitor, mode),
         class_weight=class_weight,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=config.verbose,
     )
-    model.save_weights(str(final))
     _collect_history(run)
+    record = {"seconds": round(time.perf_counter() - start, 2), "monitor": monitor}
+    if guard.failure:
+        _write_summary(run, name, {"status": "failed", **guard.failure, **record})
+        error = Diverged(name, **guard.failure)
+        print(f"train: {error}", flush=True)
+        raise error
+    if budget.stopped_epoch:
+        record["stopped_by_time_budget_at_epoch"] = budget.stopped_epoch
+        print(
+            f"[{name}] stopped by train.max_minutes={config.max_minutes:g} after epoch "
+            f"{budget.stopped_epoch}; best weights kept",
+            flush=True,
+        )
+    model.save_weights(str(final))
+    _write_summary(run, name, {"status": "ok", **record})
     return model
+
+
+def fit_summary(run: RunDir, name: str) -> dict | None:
+    """How network `name`'s training ended: status ok or failed, seconds, and why it stopped."""
+    path = run.path / "checkpoints" / f"{name}.json"
+    return read_json(path) if path.exists() else None
+
+
+def _write_summary(run: RunDir, name: str, summary: dict) -> None:
+    if run.is_chief:
+        write_json(run.subdir("checkpoints") / f"{name}.json", summary)
+
+
+def best_network(scores: dict[str, float], mode: str = "min") -> str | None:
+    """The name with the best finite score (`mode` min or max); None when none is finite.
+
+    A NaN compares false with everything, so `min` over NaNs depends on the order of the keys:
+    non-finite scores are left out first.
+    """
+    finite = {n: s for n, s in scores.items() if s is not None and math.isfinite(s)}
+    if not finite:
+        return None
+    pick = min if mode == "min" else max
+    return pick(finite, key=finite.get)
+
+
+def fail_run(run: RunDir, title: str, failures: dict[str, str]) -> None:
+    """Record that every network failed (metrics.json, model card) and raise TrainingFailed.
+
+    The run is not marked finished, so it never becomes `latest` and nothing scores with it.
+    """
+    from shared.model_card import write_model_card
+
+    if run.is_chief:
+        write_json(run.metrics_path, {"status": "failed", "failed_networks": failures})
+        lines = "\n".join(f"- `{name}`: {reason}" for name, reason in failures.items())
+        write_model_card(
+            run.card_path,
+            title,
+            {
+                "Status: failed": "Every network of this run failed to train; there is no "
+                f"model to use.\n\n{lines}\n\nLower `train.learning_rate` (or the network's "
+                "own rate) and train again."
+            },
+        )
+    names = ", ".join(failures)
+    raise TrainingFailed(f"every network failed ({names}); the run at {run.path} does not ship")
 
 
 class EpochThroughput(keras.callbacks.Callback):

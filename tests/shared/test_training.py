@@ -156,3 +156,99 @@ def test_start_run_prepares_before_the_run_folder_exists(tmp_path):
     assert not (tmp_path / "demo").exists()  # bad data leaves no empty run behind
     run, _, policy, data = training.start_run("demo", Config(), lambda config: "data")
     assert (data, policy) == ("data", "float32") and run.path.parent == tmp_path / "demo"
+
+
+def regression_data(scale: float = 1.0):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5]) * scale).astype("float32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+
+def regression_model():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(8)(hidden)))
+    return model
+
+
+def test_a_learning_rate_of_1e3_diverges_and_is_recorded_as_failed(run_root, capsys):
+    config = TrainConfig(epochs=5, patience=0, verbose=0, learning_rate=1e3, warmup_epochs=0)
+    run = RunDir.create("demo", {"x": 3}, str(run_root))
+    model = regression_model()
+    training.compile_model(model, config, 64, "mean_squared_error")
+    with pytest.raises(training.Diverged) as caught:
+        training.fit(model, regression_data(), regression_data(), run, config, name="net")
+    assert caught.value.network == "net" and caught.value.epoch >= 1
+    assert "net diverged:" in capsys.readouterr().out
+    summary = training.fit_summary(run, "net")
+    assert summary["status"] == "failed" and summary["epoch"] == caught.value.epoch
+    assert not (run.path / "checkpoints" / "net.final.weights.h5").exists()
+    with pytest.raises(training.Diverged):  # a resumed run does not train it again
+        training.fit(regression_model(), regression_data(), None, run, config, name="net")
+
+
+def test_a_nan_loss_stops_training_after_that_epoch(run_root):
+    config = TrainConfig(epochs=6, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 4}, str(run_root))
+    x = np.ones((32, 3), "float32")
+    y = np.full(32, np.nan, "float32")
+    model = regression_model()
+    training.compile_model(model, config, 32, "mean_squared_error")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(training.Diverged, match="non-finite loss"):
+        training.fit(model, dataset, None, run, config, name="net", monitor="loss")
+    assert len(pd.read_csv(run.path / "history-net.csv")) == 1
+
+
+def test_a_healthy_fit_is_recorded_ok_with_its_seconds(run_root):
+    config = TrainConfig(epochs=2, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 5}, str(run_root))
+    training.fit(tiny_model(), data(), data(), run, config, name="net")
+    summary = training.fit_summary(run, "net")
+    assert summary["status"] == "ok" and summary["seconds"] > 0
+
+
+def test_time_budget_stops_after_the_epoch_that_passes_it(run_root, monkeypatch):
+    clock = iter(range(0, 10_000, 50))  # every reading is 50 s after the previous one
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    config = TrainConfig(epochs=20, patience=0, verbose=0, max_minutes=2.0)
+    run = RunDir.create("demo", {"x": 6}, str(run_root))
+    training.fit(tiny_model(), data(), data(), run, config, name="net")
+    epochs = len(pd.read_csv(run.path / "history-net.csv"))
+    assert 1 <= epochs < 20
+    assert training.fit_summary(run, "net")["stopped_by_time_budget_at_epoch"] == epochs
+
+
+def test_epoch_score_adds_its_column_to_the_history(run_root):
+    config = TrainConfig(epochs=2, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 7}, str(run_root))
+    calls = []
+    score = training.EpochScore("custom", lambda model: calls.append(model) or 0.25)
+    training.fit(tiny_model(), data(), data(), run, config, name="net", scores=[score])
+    history = pd.read_csv(run.path / "history-net.csv")
+    assert history["val_custom"].tolist() == [0.25, 0.25] and len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("scores", "mode", "best"),
+    [
+        ({"a": float("nan"), "b": 0.5, "c": 0.7}, "min", "b"),
+        ({"c": 0.7, "b": 0.5, "a": float("nan")}, "min", "b"),
+        ({"a": float("inf"), "b": 0.5}, "min", "b"),
+        ({"a": 0.9, "b": float("nan")}, "max", "a"),
+        ({"a": float("nan"), "b": None}, "min", None),
+    ],
+)
+def test_best_network_ignores_non_finite_scores_in_any_order(scores, mode, best):
+    assert training.best_network(scores, mode) == best
+
+
+def test_fail_run_records_the_failure_and_never_finishes(run_root):
+    run = RunDir.create("demo", {"x": 8}, str(run_root))
+    with pytest.raises(training.TrainingFailed, match="every network failed"):
+        training.fail_run(run, "Demo", {"net": "diverged at epoch 1"})
+    metrics = __import__("json").loads(run.metrics_path.read_text())
+    assert metrics == {"status": "failed", "failed_networks": {"net": "diverged at epoch 1"}}
+    assert "diverged at epoch 1" in run.card_path.read_text()
+    assert not (run.path / "FINISHED").exists() and not (run_root / "demo" / "latest").exists()

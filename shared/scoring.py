@@ -227,6 +227,13 @@ def score_file(
                     raise RuntimeError(
                         "predict returned a different number of rows than it was given"
                     )
+                finite, why = finite_outputs(result)
+                if not finite.all():  # a model output that is not a number never ships
+                    broken = typed.index[good.to_numpy()][~finite]
+                    reasons = reasons.copy()
+                    reasons.loc[broken] = why[~finite]
+                    good = reasons == ""
+                    result = result[finite]
                 result.to_csv(out, index=False, header=out_header)
                 out_header = False
                 counts.scored += len(result)
@@ -261,6 +268,33 @@ def _mark_duplicates(ids: pd.Series, reasons: pd.Series, seen: dict[str, int]) -
     return reasons
 
 
+def finite_outputs(result: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Which output rows have only finite numbers, and for the others the reason.
+
+    A diverged or broken model can still produce rows; a NaN probability or rating must be a
+    reject with its reason, never a score someone acts on.
+    """
+    finite = np.ones(len(result), bool)
+    why = np.full(len(result), "", dtype=object)
+    for name in result.columns:
+        column = result[name]
+        if not pd.api.types.is_float_dtype(column):
+            continue
+        values = column.to_numpy(np.float64)
+        bad = ~np.isfinite(values) & finite
+        why[bad] = [f"model output not finite ({name}={v})" for v in values[bad]]
+        finite &= np.isfinite(values)
+    return finite, why
+
+
+def non_finite_reason(row: list, columns: list[str]) -> str:
+    """'' when every number in an output row is finite, else the reject reason."""
+    for name, value in zip(columns, row, strict=True):
+        if isinstance(value, float | np.floating) and not np.isfinite(value):
+            return f"model output not finite ({name}={value})"
+    return ""
+
+
 def print_counts(counts: ScoreCounts, output_path, rejects_path) -> None:
     print(
         f"{counts.rows:,} rows read: {counts.scored:,} scored -> {output_path}, "
@@ -292,15 +326,21 @@ def predict_in_batches(model, arrays: dict, batch_size: int):
 
 
 def expand_inputs(inputs: list[str], kinds: str) -> list[str]:
-    """Every file named, and every non-hidden file under every folder named, in order.
+    """Every file named, every non-hidden file under every folder named, and every path listed
+    in an `@list` file (one path per line, relative to the list's folder), in order.
 
     Every file is returned whatever its type: the scorer rejects what it cannot read, with the
-    reason, so nothing under a folder is skipped silently. `kinds` names what the app scores.
+    reason, so nothing under a folder or in a list is skipped silently. `kinds` names what the
+    app scores.
     """
     if not inputs:
-        raise DataError(f"score needs --input: {kinds}, or a folder")
+        raise DataError(f"score needs --input: {kinds}, a folder, or an @list of paths")
     files = []
-    for item in map(Path, inputs):
+    for item in inputs:
+        if item.startswith("@"):
+            files += _listed_paths(Path(item[1:]))
+            continue
+        item = Path(item)
         if item.is_dir():
             files += [
                 str(p)
@@ -316,11 +356,22 @@ def expand_inputs(inputs: list[str], kinds: str) -> list[str]:
     return files
 
 
-def score_files(files: list[str], scorer, output, rejects, chunk_files: int, label: str) -> dict:
-    """Score files in chunks: `scorer.predict(paths)` -> (output rows, [path, reason] rows).
+def _listed_paths(listing: Path) -> list[str]:
+    if not listing.is_file():
+        raise DataError(f"@{listing}: no such list file")
+    lines = listing.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    paths = [line.rstrip("\r") for line in lines if line.strip()]
+    return [str(p if Path(p).is_absolute() else listing.parent / p) for p in paths]
 
-    The outputs (`scorer.columns`) and the rejects are written atomically; every file lands in
-    exactly one of them, and the counts are printed at the end.
+
+def score_files(files: list[str], scorer, output, rejects, chunk_files: int, label: str) -> dict:
+    """Score files in chunks: `scorer.predict(paths)` returns one entry per path, in order:
+    the output row (values for `scorer.columns`) or the reason (a str) the file is rejected.
+
+    The outputs and the rejects are written atomically, each line with the file's 1-based
+    `row` (its position in `files`, so a file named twice is two rows); every file lands in
+    exactly one of them, and the counts are printed at the end. A row with a non-finite number
+    is a reject with the reason.
     """
     counts, meter = ScoreCounts(), Progress(label)
     with (
@@ -330,15 +381,24 @@ def score_files(files: list[str], scorer, output, rejects, chunk_files: int, lab
         open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
     ):
         scored, rejected = csv.writer(out), csv.writer(rej)
-        scored.writerow(scorer.columns)
-        rejected.writerow(["path", "reason"])
+        scored.writerow(["row", *scorer.columns])
+        rejected.writerow(["row", "path", "reason"])
         for begin in range(0, len(files), chunk_files):
             chunk = files[begin : begin + chunk_files]
-            rows, bad = scorer.predict(chunk)
-            scored.writerows(rows)
-            rejected.writerows(bad)
-            counts.rows, counts.scored = counts.rows + len(chunk), counts.scored + len(rows)
-            counts.rejected += len(bad)
+            results = scorer.predict(chunk)
+            if len(results) != len(chunk):
+                raise RuntimeError("predict returned a different number of entries than paths")
+            for row, (path, result) in enumerate(zip(chunk, results, strict=True), begin + 1):
+                reason = (
+                    result if isinstance(result, str) else non_finite_reason(result, scorer.columns)
+                )
+                if reason:
+                    rejected.writerow([row, path, reason])
+                    counts.rejected += 1
+                else:
+                    scored.writerow([row, *result])
+                    counts.scored += 1
+            counts.rows += len(chunk)
             meter.update(counts.rows)
     print(
         f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "

@@ -44,6 +44,7 @@ from shared.scoring import (
     ScoreCounts,
     default_output_paths,
     expand_inputs,
+    non_finite_reason,
 )
 
 APP = "medical"
@@ -685,26 +686,39 @@ def score(config: Config, options) -> dict:
         ThreadPoolExecutor(max_workers=4) as pool,  # decoding overlaps reading the next files
     ):
         out_writer, rej_writer = csv.writer(out), csv.writer(rej)
-        out_writer.writerow(scorer.columns)
-        rej_writer.writerow(["path", "reason"])
+        out_writer.writerow(["row", *scorer.columns])
+        rej_writer.writerow(["row", "path", "reason"])
         for begin in range(0, len(files), config.score.chunk_files):
-            ids, images = [], []
+            numbers, ids, images = [], [], []
             chunk = files[begin : begin + config.score.chunk_files]
             for path, read in zip(chunk, pool.map(scorer.load, chunk), strict=True):
-                counts.rows += 1
                 if isinstance(read, str):
-                    rej_writer.writerow([path, read])
+                    counts.rows += 1
+                    rej_writer.writerow([counts.rows, path, read])
                     counts.rejected += 1
                     continue
-                counts.rows += len(read) - 1  # an NPZ holds many images, each a row
+                # An NPZ holds many images, each a row of its own.
+                numbers += range(counts.rows + 1, counts.rows + 1 + len(read))
+                counts.rows += len(read)
                 ids += [name for name, _ in read]
                 images += [image for _, image in read]
             if images:
                 prob = scorer.predict(images)
-                out_writer.writerows(scorer.rows(ids, prob))
-                counts.scored += len(ids)
+                rows = scorer.rows(ids, prob)
+                keep = []
+                for number, row in zip(numbers, rows, strict=True):
+                    reason = non_finite_reason(row, scorer.columns)
+                    if reason:
+                        rej_writer.writerow([number, row[0], reason])
+                        counts.rejected += 1
+                    else:
+                        out_writer.writerow([number, *row])
+                        counts.scored += 1
+                    keep.append(not reason)
                 if overlays is not None:
-                    _write_overlays(overlays, ids, scorer.explain(images, prob))
+                    kept = [i for i, k in enumerate(keep) if k]
+                    explained = scorer.explain([images[i] for i in kept], prob[kept])
+                    _write_overlays(overlays, [ids[i] for i in kept], explained)
             meter.update(counts.rows)
     print(
         f"{counts.rows:,} images read: {counts.scored:,} scored -> {output}, "

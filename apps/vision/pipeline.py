@@ -382,22 +382,17 @@ class ImageScorer:
         except ImageError as exc:
             return str(exc).removeprefix(f"{path}: ")
 
-    def predict(self, paths: list[str]) -> tuple[list[list], list[list]]:
-        """Rows for the images that decode, and (path, reason) for the files that do not."""
-        images, rejects = {}, []
-        for path in paths:
-            result = self._read(path)
-            if isinstance(result, str):
-                rejects.append([path, result])
-            else:
-                images[path] = result
+    def predict(self, paths: list[str]) -> list[list | str]:
+        """Per path, in order: its output row, or the reason the file cannot be used."""
+        found = [self._read(path) for path in paths]
         # Raw images of one size go to the model together; it resizes them itself.
-        by_shape: dict[tuple, list[str]] = {}
-        for path, image in images.items():
-            by_shape.setdefault(image.shape, []).append(path)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, image in enumerate(found):
+            if not isinstance(image, str):
+                by_shape.setdefault(image.shape, []).append(i)
         probabilities = {}
         for group in by_shape.values():
-            batch = np.stack([images[p] for p in group])
+            batch = np.stack([found[i] for i in group])
             prob = np.concatenate(
                 [
                     self.model.predict_on_batch(batch[i : i + self.batch_size])
@@ -405,17 +400,18 @@ class ImageScorer:
                 ]
             )
             probabilities.update(zip(group, prob, strict=True))
-        rows = []
-        for path in paths:
-            if path not in probabilities:
+        out = []
+        for i, path in enumerate(paths):
+            if i not in probabilities:
+                out.append(found[i])
                 continue
-            prob = probabilities[path]
+            prob = probabilities[i]
             order = np.argsort(-prob)[: self.top_k]
             row = [path, self.class_names[order[0]], round(float(prob[order[0]]), 6)]
             for k in order:
                 row += [self.class_names[k], round(float(prob[k]), 6)]
-            rows.append(row)
-        return rows, rejects
+            out.append(row)
+        return out
 
 
 def score(config: Config, options) -> dict:

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,18 +124,59 @@ def test_expand_inputs_lists_every_visible_file_and_names_what_is_missing(tmp_pa
         expand_inputs([], "images")
 
 
-def test_score_files_puts_every_file_in_outputs_or_rejects(tmp_path, capsys):
+def test_score_files_puts_every_file_in_outputs_or_rejects_by_position(tmp_path, capsys):
     class Scorer:
         columns = ["path", "size"]
 
         def predict(self, paths):
-            good = [p for p in paths if not p.endswith("bad")]
-            return [[p, len(p)] for p in good], [[p, "unreadable"] for p in paths if p not in good]
+            return ["unreadable" if p.endswith("bad") else [p, len(p)] for p in paths]
 
-    files = ["a", "bad", "c", "d", "bad"]
+    files = ["a", "bad", "c", "a", "bad"]  # a path named twice is two rows
     out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
     counts = score_files(files, Scorer(), out, rej, chunk_files=2, label="test")
     assert (counts["files"], counts["scored"], counts["rejected"]) == (5, 3, 2)
-    assert pd.read_csv(out)["path"].tolist() == ["a", "c", "d"]
-    assert pd.read_csv(rej)["reason"].tolist() == ["unreadable"] * 2
+    scored, rejected = pd.read_csv(out), pd.read_csv(rej)
+    assert scored["row"].tolist() == [1, 3, 4] and scored["path"].tolist() == ["a", "c", "a"]
+    assert rejected["row"].tolist() == [2, 5] and rejected["reason"].tolist() == ["unreadable"] * 2
     assert "5 files read: 3 scored" in capsys.readouterr().out
+
+
+def test_score_files_rejects_a_row_with_a_non_finite_output(tmp_path):
+    class Scorer:
+        columns = ["path", "probability"]
+
+        def predict(self, paths):
+            return [[p, float("nan") if p == "b" else 0.5] for p in paths]
+
+    out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
+    counts = score_files(["a", "b"], Scorer(), out, rej, chunk_files=8, label="test")
+    assert (counts["scored"], counts["rejected"]) == (1, 1)
+    reason = pd.read_csv(rej)["reason"].item()
+    assert reason == "model output not finite (probability=nan)"
+
+
+def test_score_file_rejects_rows_whose_model_output_is_not_finite(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("x\n1\n2\n3\n")
+    schema = InputSchema([Column("x", "numeric")])
+
+    def predict(typed, raw):
+        score = typed["x"].to_numpy()
+        score = np.where(score == 2, np.inf, score / 10)
+        return pd.DataFrame({"row": typed.index, "score": score})
+
+    out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
+    counts = score_file(path, out, rej, schema, predict, ["row", "score"], progress=False)
+    assert (counts.rows, counts.scored, counts.rejected) == (3, 2, 1)
+    assert pd.read_csv(out)["row"].tolist() == [1, 3]
+    rejected = pd.read_csv(rej)
+    assert rejected["row"].tolist() == [2]
+    assert rejected["reason"].tolist() == ["model output not finite (score=inf)"]
+
+
+def test_expand_inputs_reads_an_at_list_relative_to_its_folder(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png\r\n\nmissing.png\n")
+    files = expand_inputs([f"@{listing}"], "images")
+    assert files == [str(tmp_path / "a.png"), str(tmp_path / "missing.png")]

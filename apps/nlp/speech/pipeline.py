@@ -389,22 +389,21 @@ class SpeechScorer:
         features = np.stack([extract(piece, self.params) for piece in pieces[keep]])
         return features, starts[keep] / rate
 
-    def predict(self, paths: list[str]) -> tuple[list[list], list[list]]:
-        """Rows for the files that can be scored, and (path, reason) for the others."""
-        found, rejects = {}, []
-        for path in paths:
-            result = self.windows(path)
-            if isinstance(result, str):
-                rejects.append([path, result])
-            else:
-                found[path] = result
-        if not found:
-            return [], rejects
+    def predict(self, paths: list[str]) -> list[list | str]:
+        """Per path, in order: its output row, or the reason it cannot be scored."""
+        found = [self.windows(path) for path in paths]
+        ready = [f for f in found if not isinstance(f, str)]
+        if not ready:
+            return found
         prob = predict_features(
-            self.model, np.concatenate([f for f, _ in found.values()]), self.batch_size
+            self.model, np.concatenate([features for features, _ in ready]), self.batch_size
         )
-        rows, begin = [], 0
-        for path, (features, offsets) in found.items():
+        out, begin = [], 0
+        for path, result in zip(paths, found, strict=True):
+            if isinstance(result, str):
+                out.append(result)
+                continue
+            features, offsets = result
             windows = prob[begin : begin + len(features)]
             begin += len(features)
             best = int(np.argmax(windows.max(axis=1)))
@@ -413,8 +412,8 @@ class SpeechScorer:
             row = [path, self.class_names[order[0]], round(float(row_prob[order[0]]), 6)]
             for k in order:
                 row += [self.class_names[k], round(float(row_prob[k]), 6)]
-            rows.append(row + [round(float(offsets[best]), 3), len(features)])
-        return rows, rejects
+            out.append(row + [round(float(offsets[best]), 3), len(features)])
+        return out
 
 
 def _check_features(current: dict, saved: dict, run: RunDir) -> None:

@@ -42,7 +42,13 @@ from shared.io import (
 )
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir, config_digest, load_meta
-from shared.scoring import Progress, ScoreCounts, default_output_paths, print_counts
+from shared.scoring import (
+    Progress,
+    ScoreCounts,
+    default_output_paths,
+    finite_outputs,
+    print_counts,
+)
 
 APP = "nlp"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -536,18 +542,26 @@ def score(config: Config, options) -> dict:
             rows = range(counts.rows + 1, counts.rows + 1 + len(values))
             ids = [str(i) if i not in (None, "") else str(r) for i, r in
                    zip(ids or [None] * len(values), rows, strict=True)]  # fmt: skip
-            good_ids, good_texts = [], []
+            good_rows, good_ids, good_texts = [], [], []
             for row, key, value in zip(rows, ids, values, strict=True):
                 reason = value.reason if isinstance(value, _JsonProblem) else _check_text(value)
                 if reason:
                     rej_writer.writerow([row, key, reason])
                     counts.rejected += 1
                 else:
+                    good_rows.append(row)
                     good_ids.append(key)
                     good_texts.append(value)
                     replaced += value.count("\ufffd")
             if good_texts:
                 frame = scorer.predict(good_ids, good_texts)
+                frame.insert(0, "row", good_rows)
+                finite, why = finite_outputs(frame)
+                for row, key, reason in zip(frame["row"][~finite], frame["id"][~finite],
+                                            why[~finite], strict=True):  # fmt: skip
+                    rej_writer.writerow([row, key, reason])
+                counts.rejected += int((~finite).sum())
+                frame = frame[finite]
                 frame.to_csv(out, index=False, header=header)
                 header = False
                 counts.scored += len(frame)
@@ -555,7 +569,7 @@ def score(config: Config, options) -> dict:
             counts.rows += len(values)
             meter.update(counts.rows)
         if header:
-            pd.DataFrame(columns=scorer.columns).to_csv(out, index=False)
+            pd.DataFrame(columns=["row", *scorer.columns]).to_csv(out, index=False)
     print_counts(counts, output, rejects)
     if truncated:
         print(f"note: {truncated:,} text(s) longer than {scorer.length} tokens were truncated "

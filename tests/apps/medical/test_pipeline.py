@@ -106,7 +106,7 @@ def test_score_the_committed_sample(trained, tmp_path):
     out, rej = tmp_path / "scores.csv", tmp_path / "rejects.csv"
     assert cli("score", *sets, "--input", SAMPLES, "--output", str(out), "--rejects", str(rej)) == 0
     scores, rejects = pd.read_csv(out), pd.read_csv(rej)
-    assert list(scores.columns) == ["id", "p_normal", "p_abnormal", "decision"]
+    assert list(scores.columns) == ["row", "id", "p_normal", "p_abnormal", "decision"]
     assert len(scores) == 8 and scores.id.str.endswith((".png", ".dcm")).all()
     np.testing.assert_allclose(scores.p_normal + scores.p_abnormal, 1.0, atol=1e-5)
     threshold = json.loads((run / "model_meta.json").read_text())["operating_point"]["thresholds"]
@@ -183,7 +183,7 @@ def test_multilabel_npz_end_to_end(tmp_path):
     assert set(metrics["operating_point"]["thresholds"]) == {"finding_0", "finding_1"}
     assert cli("score", *sets, "--input", str(npz), "--output", str(tmp_path / "s.csv")) == 0
     scores = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
-    assert list(scores.columns) == ["id", "p_finding_0", "p_finding_1", "decision"]
+    assert list(scores.columns) == ["row", "id", "p_finding_0", "p_finding_1", "decision"]
     assert set(scores.decision) <= {"none", "finding_0", "finding_1", "finding_0|finding_1"}
 
 

@@ -108,7 +108,7 @@ def test_score_puts_every_file_in_outputs_or_rejects(trained, tmp_path):
     assert code == 0
     scores, rejects = pd.read_csv(out), pd.read_csv(rej)
     assert sorted(scores.path.map(lambda p: p.split("/")[-1])) == ["a.png", "b.jpg", "c.bmp"]
-    assert list(scores.columns[:3]) == ["path", "predicted_label", "probability"]
+    assert list(scores.columns[:4]) == ["row", "path", "predicted_label", "probability"]
     assert set(scores.predicted_label) <= set(CLASSES)
     assert (scores.predicted_label == scores.top1_label).all()
     probs = scores[["top1_probability", "top2_probability", "top3_probability"]].to_numpy()

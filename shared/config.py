@@ -5,6 +5,7 @@ a bad value fails with one line naming the key and what is allowed.
 """
 
 import dataclasses
+import datetime
 import math
 import types
 import typing
@@ -162,6 +163,8 @@ def _check(hint, value, key: str):
     if hint is str:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)  # `--set data.positive_label=2` means the label written `2`
+        elif isinstance(value, datetime.date):
+            value = value.isoformat()  # YAML reads `2019-06-15` as a date: it meant the text
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value

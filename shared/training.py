@@ -274,17 +274,20 @@ def class_weights(y: np.ndarray, mode: str) -> dict[int, float] | None:
 
 
 class Diverged(RuntimeError):
-    """A network's loss or weights became NaN or infinite: its training stopped, it never ships."""
+    """A network's loss or weights became NaN, infinite or exploded: its training stopped, and it
+    never ships. `learning_rate` is the schedule's rate when it happened, `peak` the configured one.
+    """
 
-    def __init__(self, network: str, epoch: int, learning_rate: float, what: str):
-        self.network, self.epoch, self.learning_rate, self.what = (
-            network,
-            epoch,
-            learning_rate,
-            what,
-        )
+    def __init__(
+        self, network: str, epoch: int, learning_rate: float, what: str, peak: float | None = None
+    ):
+        self.network, self.epoch, self.what = network, epoch, what
+        self.learning_rate, self.peak = learning_rate, peak
+        rate = f"learning rate {learning_rate:.3g}"
+        if peak is not None and not math.isclose(peak, learning_rate, rel_tol=1e-3):
+            rate += f" on its schedule to a peak of {peak:.3g}"
         super().__init__(
-            f"{network} diverged: {what} at epoch {epoch} (learning rate {learning_rate:.3g}); "
+            f"{network} diverged: {what} at epoch {epoch} ({rate}); "
             "its training stopped and it is marked failed"
         )
 
@@ -305,9 +308,9 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     EXPLODED = 1000.0
 
-    def __init__(self, initial_loss: float | None = None):
+    def __init__(self, initial_loss: float | None = None, peak: float | None = None):
         super().__init__()
-        self.initial_loss = initial_loss
+        self.initial_loss, self.peak = initial_loss, peak
         self.failure: dict | None = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -323,7 +326,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         else:
             return
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.failure = {"epoch": epoch + 1, "learning_rate": rate, "what": what}
+        self.failure = {"epoch": epoch + 1, "learning_rate": rate, "what": what, "peak": self.peak}
         self.model.stop_training = True
 
 
@@ -398,12 +401,14 @@ def fit(
     final = run.subdir("checkpoints") / f"{name}.final.weights.h5"
     summary = fit_summary(run, name)
     if summary and summary["status"] == "failed":  # a resumed run does not retry a diverged one
-        raise Diverged(name, summary["epoch"], summary["learning_rate"], summary["what"])
+        raise Diverged(
+            name, summary["epoch"], summary["learning_rate"], summary["what"], summary.get("peak")
+        )
     if final.exists():
         model.load_weights(str(final))
         print(f"[{name}] already trained in this run; loaded {final.name}", flush=True)
         return model
-    guard = DivergenceGuard(initial_loss(model, train))
+    guard = DivergenceGuard(initial_loss(model, train), config.learning_rate)
     budget = TimeBudget(config.max_minutes)
     start = time.perf_counter()
     callbacks = [EpochThroughput(examples), *scores, guard, budget]

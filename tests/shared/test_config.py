@@ -84,3 +84,13 @@ def test_every_float_key_rejects_nan_from_a_yaml_file(tmp_path):
     path.write_text("section:\n  rate: .nan\n")
     with pytest.raises(ConfigError, match="^section.rate: expected a finite number, got nan$"):
         load_config(Root, path)
+
+
+def test_a_str_key_takes_a_yaml_date_or_integer_as_the_text_typed():
+    @dataclasses.dataclass
+    class Period:
+        start: str = ""
+        label: str = ""
+
+    period = load_config(Period, None, ["start=2019-06-15", "label=2"])
+    assert (period.start, period.label) == ("2019-06-15", "2")

@@ -18,7 +18,7 @@ INPUT ?=
 WORKERS ?= 1
 WORKERS_ARG := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: all setup test test-all lint format bench gpu-check tensorboard clean fraud vision recsys medical nlp speech
+.PHONY: all setup test test-all lint format bench quality gpu-check tensorboard clean fraud vision recsys medical nlp speech
 
 all: setup fraud vision recsys medical nlp speech
 
@@ -48,6 +48,15 @@ format: setup
 
 bench: setup
 	$(PY) -m shared.bench --output runs/bench/bench.json
+
+# Every app through its own steps on the real public datasets (../shared/realdata, or DATA=path
+# or DEEPFIELD_REALDATA): each model beside its baselines, measured in the same run; report in
+# runs/quality/quality.{json,md}. APPS=nlp,fraud runs a subset; QUICK=1 caps each training.
+DATA ?=
+APPS ?=
+QUICK ?=
+quality: setup
+	$(PY) -m shared.quality $(if $(DATA),--data $(DATA),) $(if $(APPS),--apps $(APPS),) $(if $(filter 1 true yes,$(QUICK)),--quick,)
 
 # Each app's smoke config on the GPU with and without mixed precision and XLA (JSON report);
 # says so and exits 0 on a machine without a GPU.

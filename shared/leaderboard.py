@@ -116,10 +116,10 @@ def to_markdown(block: dict) -> str:
             continue
         row = {f"test {m}": entry["test"].get(m) for m in names}
         row[f"val {metric}"] = entry["validation"].get(metric)
-        row["train s"] = entry.get("train_seconds")
+        row["train s"] = _seconds(entry.get("train_seconds"))
         if entry["kind"] == NETWORK and block["best_baseline"]:
             reached = entry.get("time_to_baseline_s")
-            row["time to baseline s"] = "never" if reached is None else reached
+            row["time to baseline s"] = "never" if reached is None else _seconds(reached)
         rows[label] = row
     columns = [f"test {m}" for m in names] + [f"val {metric}", "train s"]
     if any("time to baseline s" in r for r in rows.values()):
@@ -132,6 +132,10 @@ def to_markdown(block: dict) -> str:
                 f"on test {metric}."
             )
     return text + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _seconds(value) -> str | None:
+    return None if value is None else f"{value:.1f}"
 
 
 def _metric_order(primary: str):

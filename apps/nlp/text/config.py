@@ -1,9 +1,10 @@
 """The text app's typed config: data, models, training, evaluation and scoring."""
 
+import codecs
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
 
 NETWORKS = ("bilstm", "transformer", "bert")
 
@@ -13,11 +14,20 @@ class DataConfig:
     """Where the texts are, in which layout, and how they are split."""
 
     source: Literal["generated", "files"] = "generated"  # generated: write the review sample
-    path: str = "datasets/nlp/generated/reviews.csv"  # CSV/TSV/JSONL/.txt file or aclImdb folder
-    format: Literal["auto", "csv", "tsv", "jsonl", "lines", "folder"] = "auto"  # auto: by suffix
+    # A file or folder, a glob (`/data/rt-polarity.*`) or a list of them: several files are one
+    # dataset, read in the order given (a glob's matches sorted by name).
+    path: str | list[str] = "datasets/nlp/generated/reviews.csv"
+    # auto: by suffix (.csv, .tsv, .jsonl, .txt = lines, a folder = folder); lines: headerless
+    # `text<TAB>label`; file_label: one text per line, the label from the file name
+    format: Literal["auto", "csv", "tsv", "jsonl", "lines", "file_label", "folder"] = "auto"
+    encoding: str = "utf-8"  # of every file read (rt-polarity is cp1252); bad bytes -> U+FFFD
+    # Names of the columns of a CSV/TSV without a header, in file order (SMS Spam Collection:
+    # [label, text]); empty: the first line is the header.
+    columns: list[str] = listed([])
     text_column: str = "text"  # column (or JSON key) holding the text
     label_column: str = "label"  # column (or JSON key) holding the label
-    split_column: str = "split"  # optional column naming each row's split (train/val/test)
+    split_column: str | None = None  # column naming each row's split; null: carved out, seeded
+    dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid split values are
     label_delimiter: str = ""  # non-empty: multi-label, labels separated by this string
     generated_rows: int = bounded(6000, low=50)  # size of the generated review sample
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
@@ -29,6 +39,22 @@ class DataConfig:
                 "data.val_fraction + data.test_fraction must leave texts to train on, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        if self.source == "generated" and not isinstance(self.path, str):
+            raise ConfigError("data.path: the generated sample is one file; name one path")
+        if isinstance(self.path, list) and not self.path:
+            raise ConfigError("data.path: the list is empty; name at least one file")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError as exc:
+            raise ConfigError(f"data.encoding: unknown encoding {self.encoding!r}") from exc
+        if self.columns:
+            missing = [c for c in (self.text_column, self.label_column) if c not in self.columns]
+            if missing or len(set(self.columns)) < len(self.columns):
+                raise ConfigError(
+                    f"data.columns {self.columns} must name each column once and include "
+                    f"data.text_column ({self.text_column!r}) and data.label_column "
+                    f"({self.label_column!r})"
+                )
 
 
 @dataclasses.dataclass
@@ -48,15 +74,31 @@ class ModelConfig:
     preset: str = ""  # local KerasHub preset folder: adds the `bert` network (no downloads)
     preset_sequence_length: int = bounded(128, low=4)  # BERT tokens per text incl. [CLS]/[SEP]
     preset_learning_rate: float = bounded(5e-5, low=0.0, low_open=True)  # BERT fine-tuning rate
+    # Peak learning rate per network, over train.learning_rate (and, for bert, over
+    # model.preset_learning_rate): the networks learn best at different rates.
+    learning_rates: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         if "bert" in self.networks and not self.preset:
             raise ConfigError("model.networks: 'bert' needs model.preset (a local preset folder)")
+        for name, rate in self.learning_rates.items():
+            if name not in NETWORKS:
+                raise ConfigError(
+                    f"model.learning_rates.{name}: no such network; expected one of "
+                    f"{', '.join(NETWORKS)}"
+                )
+            if rate <= 0:
+                raise ConfigError(f"model.learning_rates.{name}: must be > 0, got {rate!r}")
         if self.embedding_dim % self.num_heads:
             raise ConfigError(
                 f"model.embedding_dim ({self.embedding_dim}) must divide by model.num_heads "
                 f"({self.num_heads})"
             )
+
+    def rate(self, network: str, default: float) -> float:
+        """The peak learning rate of `network`: its own, else BERT's or the training default."""
+        fallback = self.preset_learning_rate if network == "bert" else default
+        return self.learning_rates.get(network, fallback)
 
 
 @dataclasses.dataclass

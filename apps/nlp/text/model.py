@@ -27,6 +27,32 @@ def make_vectorizer(config: ModelConfig, texts: list[str]) -> keras.layers.TextV
     return vectorizer
 
 
+@keras.saving.register_keras_serializable(package="deepfield_text")
+class MaskedMeanPooling(keras.layers.Layer):
+    """The mean over a text's tokens (the mask's true steps); zeros for a text with none.
+
+    GlobalAveragePooling1D divides by the number of tokens, so a text that has none once
+    punctuation is stripped (the SMS ":)") came out NaN and turned the whole batch's loss NaN.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            return keras.ops.mean(inputs, axis=1)
+        weights = keras.ops.expand_dims(keras.ops.cast(mask, inputs.dtype), axis=-1)
+        total = keras.ops.sum(inputs * weights, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(weights, axis=1), 1.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
 def _head(x, config: ModelConfig, n_classes: int, multi_label: bool):
     x = keras.layers.Dropout(config.dropout)(x)
     # float32 outputs under a mixed policy: probabilities must sum to 1 to the last digit shown.
@@ -64,7 +90,7 @@ def build_transformer(
             config.embedding_dim, config.num_heads, config.feed_forward_dim, config.dropout,
             name=f"transformer_{index}",
         )(x)  # fmt: skip
-    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)  # the mask keeps padding out
+    x = MaskedMeanPooling(name="pool")(x)  # the mask keeps padding out
     return keras.Model(texts, _head(x, config, n_classes, multi_label), name="transformer")
 
 

@@ -26,7 +26,7 @@ from apps.nlp.text.model import (
     predict_texts,
 )
 from shared import evaluation as ev
-from shared import training
+from shared import leaderboard, training
 from shared.config import load_config, to_dict
 from shared.export import load_saved_model
 from shared.io import (
@@ -52,6 +52,9 @@ from shared.scoring import (
 
 APP = "nlp"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+EXACT_MATCH = "exact_match"  # multi-label: the history column val_exact_match
+BASELINE = "tfidf_logreg"  # the baseline's name in the leaderboard
+TEST_INPUT = "test_split.csv"  # evaluate writes the test split here, as a scoring input
 # TextVectorization's default standardisation: lower case, these characters removed.
 PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~']")
 
@@ -66,10 +69,7 @@ def prepare(config: Config, options=None) -> tdata.TextData:
     if cfg.source == "generated":
         write_reviews(Path(cfg.path), cfg.generated_rows, config.train.seed)
     start = time.perf_counter()
-    data = tdata.read(
-        cfg.path, cfg.format, cfg.text_column, cfg.label_column, cfg.split_column,
-        cfg.label_delimiter, cfg.val_fraction, cfg.test_fraction, config.train.seed,
-    )  # fmt: skip
+    data = tdata.read(cfg, config.train.seed)
     digest = config_digest({"data": to_dict(cfg), "seed": config.train.seed,
                             "sizes": {s: len(p) for s, p in data.splits.items()}})  # fmt: skip
     data.folder = Path(config.run.root) / APP / "prepared" / digest[:12]
@@ -78,10 +78,11 @@ def prepare(config: Config, options=None) -> tdata.TextData:
         write_table(data.folder / "rejects.csv", rejects)
         write_json(data.folder / "prepare.json", summary(data) | {"source": cfg.path})
     counts = ", ".join(f"{s} {len(p):,}" for s, p in data.splits.items())
+    files = data.files[0] if len(data.files) == 1 else f"{len(data.files)} files"
     print(
         f"prepare: {sum(len(p) for p in data.splits.values()):,} texts, {len(data.class_names)} "
-        f"classes{' (multi-label)' if data.multi_label else ''} from {cfg.path} ({data.format}) "
-        f"in {time.perf_counter() - start:.1f}s; {counts}",
+        f"classes{' (multi-label)' if data.multi_label else ''} from {files} ({data.format}, "
+        f"{cfg.encoding}) in {time.perf_counter() - start:.1f}s; {counts}",
         flush=True,
     )
     if data.replaced_bytes:
@@ -101,6 +102,7 @@ def summary(data: tdata.TextData) -> dict:
         "classes": data.class_names,
         "multi_label": data.multi_label,
         "format": data.format,
+        "files": data.files,
         "own_splits": data.own_splits,
         "splits": {s: {"texts": len(p)} for s, p in data.splits.items()},
         "rejected_rows": len(data.rejects),
@@ -148,10 +150,13 @@ def _compile(model, cfg, n_train: int, multi_label: bool) -> None:
 
 
 def train(config: Config, options=None) -> RunDir:
-    """Fit every configured network on the same split; the lowest validation loss wins."""
+    """Fit every configured network on the same split; the lowest finite validation loss wins.
+
+    A network that diverges is marked failed and never selected; when every network failed,
+    the run fails (exit 1) and never becomes `latest`.
+    """
     run, strategy, policy, data = training.start_run(APP, config, prepare)
-    n_classes, multi = len(data.class_names), data.multi_label
-    train_split, val_split = data.splits["train"], data.splits["val"]
+    train_split = data.splits["train"]
     networks = list(
         dict.fromkeys(config.model.networks + (["bert"] if config.model.preset else []))
     )
@@ -160,65 +165,107 @@ def train(config: Config, options=None) -> RunDir:
         vectorizer = make_vectorizer(config.model, train_split.texts)
     print(f"train: vocabulary of {vectorizer.vocabulary_size():,} tokens from "
           f"{len(train_split):,} training texts", flush=True)  # fmt: skip
-    scores, seconds, compiled = {}, {}, {}
+    scores, seconds, compiled, failed, best = {}, {}, {}, {}, None
     for name in networks:
         began = time.perf_counter()
-        hub = name == "bert"
-        cfg = config.train
-        if hub:
-            cfg = dataclasses.replace(cfg, learning_rate=config.model.preset_learning_rate)
-        seed = config.train.seed
-        train_ds = make_dataset(train_split, cfg.batch_size, True, seed, hub)
-        val_ds = make_dataset(val_split, config.score.batch_size, False, seed, hub)
-        with strategy.scope():
-            model = _build(name, config, vectorizer, n_classes, multi)
-            # String ops do not compile with XLA: under `xla` the vectorizer runs in tf.data.
-            head, core = (None, model) if hub else training.xla_split(model, cfg, [VECTORIZE])
-            _compile(core, cfg, len(train_split), multi)
-        train_ds = training.through_head(head, train_ds, training=True)
-        val_ds = training.through_head(head, val_ds, training=False)
-        print(f"train: {name} ({model.count_params():,} parameters) on {len(train_split):,} "
-              f"texts, {n_classes} classes", flush=True)  # fmt: skip
-        training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min",
-                     examples=len(train_split))  # fmt: skip
-        seconds[name] = round(time.perf_counter() - began, 1)
-        compiled[name] = bool(core.jit_compile)
+        try:
+            model, compiled[name] = _fit_network(name, config, run, strategy, vectorizer, data)
+        except training.Diverged as exc:
+            failed[name] = (
+                f"diverged: {exc.what} at epoch {exc.epoch} (learning rate {exc.learning_rate:.3g})"
+            )
+            continue
+        finally:
+            seconds[name] = round(time.perf_counter() - began, 1)
         # From fit's own validation, which every worker computes on the whole split alike.
         history = pd.read_csv(run.path / f"history-{name}.csv")
         scores[name] = round(float(history["val_loss"].min()), 5)
+        if not np.isfinite(scores[name]):
+            failed[name] = "no finite validation loss"
+            print(f"train: {name} failed: {failed[name]}", flush=True)
+            continue
         if run.is_chief:
             with atomic_path(run.subdir("models") / f"{name}.keras", suffix=".keras") as tmp:
                 model.save(tmp)
         print(f"train: {name} validation loss {scores[name]:.4f} ({seconds[name]}s)", flush=True)
-        if name == min(scores, key=scores.get):
+        if training.best_network(scores, "min") == name:
             best = model
-    best_name = min(scores, key=scores.get)
+    best_name = training.best_network(scores, "min")
+    if best_name is None:
+        training.fail_run(run, "Text classifier: model card", failed)
     total = time.perf_counter() - start
     if run.is_chief:
-        with atomic_path(run.model_path, suffix=".keras") as tmp:
-            best.save(tmp)
-        with atomic_dir(run.saved_model_path) as tmp:
-            export_saved_model(best, str(tmp))
-        write_json(run.meta_path, {
-            "app": APP,
-            "class_names": data.class_names,
-            "multi_label": multi,
-            "networks": networks,
-            "best": best_name,
-            "validation_loss": scores,
+        meta = _meta(config, data, networks, best_name, scores, failed)
+        meta |= {
             "network_seconds": seconds,
-            "sequence_length": config.model.preset_sequence_length
-            if best_name == "bert" else config.model.sequence_length,
-            "input": "raw strings (batch,); tokenization inside the model",
-            "prepared": str(data.folder),
             "train_seconds": round(total, 1),
             "precision_policy": policy,
             "xla_compiled": compiled,  # per network: whether its train step ran under XLA
-        })  # fmt: skip
+        }
+        _save_run_model(run, best, meta)
     run.finish()
-    print(f"train: finished in {total:.0f}s; best on validation: {best_name}; weights sha256 "
-          f"{training.weights_digest(best)}; model -> {run.model_path}", flush=True)  # fmt: skip
+    note = f"; failed: {', '.join(failed)}" if failed else ""
+    print(f"train: finished in {total:.0f}s; best on validation: {best_name}{note}; weights "
+          f"sha256 {training.weights_digest(best)}; model -> {run.model_path}", flush=True)  # fmt: skip
     return run
+
+
+def _fit_network(name: str, config: Config, run: RunDir, strategy, vectorizer, data):
+    """Build, compile and fit one network (raises training.Diverged); (model, ran under XLA)."""
+    hub = name == "bert"
+    n_classes, multi = len(data.class_names), data.multi_label
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    cfg = dataclasses.replace(
+        config.train, learning_rate=config.model.rate(name, config.train.learning_rate)
+    )
+    seed = config.train.seed
+    train_ds = make_dataset(train_split, cfg.batch_size, True, seed, hub)
+    val_ds = make_dataset(val_split, config.score.batch_size, False, seed, hub)
+    with strategy.scope():
+        model = _build(name, config, vectorizer, n_classes, multi)
+        # String ops do not compile with XLA: under `xla` the vectorizer runs in tf.data.
+        head, core = (None, model) if hub else training.xla_split(model, cfg, [VECTORIZE])
+        _compile(core, cfg, len(train_split), multi)
+    train_ds = training.through_head(head, train_ds, training=True)
+    val_ds = training.through_head(head, val_ds, training=False)
+    print(f"train: {name} ({model.count_params():,} parameters) on {len(train_split):,} texts, "
+          f"{n_classes} classes, learning rate {cfg.learning_rate:g}", flush=True)  # fmt: skip
+    # Multi-label accuracy is the exact match of the label set, which Keras does not log.
+    batch = config.score.batch_size
+    scores = [training.EpochScore(EXACT_MATCH, lambda _: _exact_match(model, val_split, batch))]
+    training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min",
+                 examples=len(train_split), scores=scores if multi else ())  # fmt: skip
+    return model, bool(core.jit_compile)
+
+
+def _exact_match(model: keras.Model, split: tdata.Split, batch: int) -> float:
+    predicted = predict_texts(model, split.texts, batch) >= 0.5
+    return float((predicted == split.labels.astype(bool)).all(axis=1).mean())
+
+
+def _meta(config: Config, data, networks, best: str, scores: dict, failed: dict) -> dict:
+    return {
+        "app": APP,
+        "class_names": data.class_names,
+        "multi_label": data.multi_label,
+        "networks": networks,
+        "best": best,
+        "failed_networks": failed,  # name -> why it failed; never selected, no models/<name>
+        "validation_loss": scores,
+        "learning_rates": {n: config.model.rate(n, config.train.learning_rate) for n in networks},
+        "sequence_length": config.model.preset_sequence_length
+        if best == "bert" else config.model.sequence_length,
+        "input": "raw strings (batch,); tokenization inside the model",
+        "prepared": str(data.folder),
+    }  # fmt: skip
+
+
+def _save_run_model(run: RunDir, best: keras.Model, meta: dict) -> None:
+    with atomic_path(run.model_path, suffix=".keras") as tmp:
+        best.save(tmp)
+    with atomic_dir(run.saved_model_path) as tmp:
+        export_saved_model(best, str(tmp))
+    write_json(run.meta_path, meta)
 
 
 def load_model(path: Path) -> keras.Model:
@@ -258,12 +305,14 @@ def _report(y, prob: np.ndarray, names: list[str], multi_label: bool) -> dict:
     }
 
 
-def baseline(data: tdata.TextData) -> dict[str, np.ndarray]:
-    """TF-IDF (words and word pairs) + logistic regression on the same split: val/test probs."""
+def baseline(data: tdata.TextData) -> tuple[dict[str, np.ndarray], float]:
+    """TF-IDF (words and word pairs) + logistic regression on the same split: val/test probs,
+    and the seconds its fit took."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
+    start = time.perf_counter()
     vectorizer = TfidfVectorizer(
         ngram_range=(1, 2), sublinear_tf=True, min_df=2, max_features=200_000
     )
@@ -272,6 +321,7 @@ def baseline(data: tdata.TextData) -> dict[str, np.ndarray]:
     if data.multi_label:
         classifier = OneVsRestClassifier(classifier)
     classifier.fit(features, data.splits["train"].labels)
+    seconds = time.perf_counter() - start
     out = {}
     for split in ("val", "test"):
         prob = classifier.predict_proba(vectorizer.transform(data.splits[split].texts))
@@ -280,20 +330,23 @@ def baseline(data: tdata.TextData) -> dict[str, np.ndarray]:
             full[:, classifier.classes_] = prob
             prob = full
         out[split] = prob
-    return out
+    return out, seconds
 
 
 def evaluate(config: Config, options=None) -> dict:
-    """Each network and the TF-IDF baseline on test and validation; plots, wrong CSV, card."""
+    """Each network and the TF-IDF baseline on test and validation: metrics.json with the
+    leaderboard, the test split as a scoring input, plots, wrong-examples CSV, model card."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
     meta = load_meta(run)
     run_config = load_config(Config, run.path / "config.yaml")
     data = prepare(run_config)
     names, multi = meta["class_names"], meta["multi_label"]
+    failed = meta.get("failed_networks", {})
+    trained = [n for n in meta["networks"] if n not in failed]
     batch = config.score.batch_size
     report = {"primary_metric": "macro_f1", "best": meta["best"], "networks": {}}
     probs = {}
-    for name in meta["networks"]:
+    for name in trained:
         model = load_model(run.path / "models" / f"{name}.keras")
         entry = {}
         for split, key in (("test", "test"), ("val", "validation")):
@@ -301,14 +354,14 @@ def evaluate(config: Config, options=None) -> dict:
             entry[key] = _report(data.splits[split].labels, prob, names, multi)
             probs[(name, split)] = prob
         report["networks"][name] = entry
+    report["failed_networks"] = failed
     if config.evaluate.baseline:
-        start = time.perf_counter()
-        base = baseline(data)
+        base, seconds = baseline(data)
         report["baseline"] = {
             "model": "TF-IDF (1-2 grams) + logistic regression",
             "test": _report(data.splits["test"].labels, base["test"], names, multi),
             "validation": _report(data.splits["val"].labels, base["val"], names, multi),
-            "fit_seconds": round(time.perf_counter() - start, 1),
+            "fit_seconds": round(seconds, 2),
         }
     report["test"] = report["networks"][meta["best"]]["test"]
     report["validation"] = report["networks"][meta["best"]]["validation"]
@@ -319,12 +372,16 @@ def evaluate(config: Config, options=None) -> dict:
         base_f1 = report["baseline"]["test"]["macro_f1"]
         report["beats_baseline"] = {n: e["test"]["macro_f1"] > base_f1
                                     for n, e in report["networks"].items()}  # fmt: skip
+    report["leaderboard"] = {"classification": _leaderboard(run, meta, report)}
+    report["test_input"] = write_test_input(
+        run, data, config.score, run_config.data.label_delimiter
+    )
     write_json(run.metrics_path, report)
 
     plots = run.subdir("plots")
     best_test = report["test"]
     if not multi:
-        for name in meta["networks"]:
+        for name in trained:
             test = report["networks"][name]["test"]
             ev.plot_confusion_matrix(
                 np.array(test["confusion_matrix"]), names,
@@ -339,12 +396,61 @@ def evaluate(config: Config, options=None) -> dict:
     ev.plot_history(run.history_path, plots / "history.png", metrics=("loss", "accuracy"))
     _write_card(run, meta, report)
     line = ", ".join(f"{n} {e['test']['accuracy']:.4f}" for n, e in report["networks"].items())
+    line += "".join(f", {n} failed" for n in failed)
     if "baseline" in report:
         line += f", TF-IDF baseline {report['baseline']['test']['accuracy']:.4f}"
     print(f"evaluate: test accuracy {line}; best ({meta['best']}) macro F1 "
           f"{best_test['macro_f1']:.4f} on {best_test['examples']:,} texts; plots -> {plots}",
           flush=True)  # fmt: skip
     return report
+
+
+def _leaderboard(run: RunDir, meta: dict, report: dict) -> dict:
+    """Every network (failed ones with the reason) beside the TF-IDF baseline, on accuracy."""
+    failed = report["failed_networks"]
+    models = {}
+    for name in meta["networks"]:
+        seconds = (training.fit_summary(run, name) or {}).get("seconds")
+        if name in failed:
+            models[name] = leaderboard.model_entry(
+                leaderboard.NETWORK, train_seconds=seconds, status="failed", reason=failed[name]
+            )
+            continue
+        entry = report["networks"][name]
+        models[name] = leaderboard.model_entry(
+            leaderboard.NETWORK, _headline(entry["test"]), _headline(entry["validation"]),
+            seconds, history=run.path / f"history-{name}.csv",
+        )  # fmt: skip
+    if "baseline" in report:
+        base = report["baseline"]
+        models[BASELINE] = leaderboard.model_entry(
+            leaderboard.BASELINE, _headline(base["test"]), _headline(base["validation"]),
+            base["fit_seconds"],
+        )  # fmt: skip
+    # Multi-label accuracy (exact match) has its own history column; Keras's is per label.
+    column = f"val_{EXACT_MATCH}" if meta["multi_label"] else "val_accuracy"
+    return leaderboard.build("accuracy", True, models, meta["best"], history_column=column)
+
+
+def _headline(metrics: dict) -> dict:
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def write_test_input(run: RunDir, data: tdata.TextData, cfg, delimiter: str) -> str:
+    """The test texts as a scoring input (`score.id_column`, `score.text_column`, and the true
+    label beside them) in the run folder; its name, relative to the run folder."""
+    split = data.splits["test"]
+    if data.multi_label:
+        labels = [delimiter.join(np.array(data.class_names)[row.astype(bool)])
+                  for row in split.labels]  # fmt: skip
+    else:
+        labels = [data.class_names[k] for k in split.labels]
+    frame = pd.DataFrame({cfg.id_column: np.arange(1, len(split) + 1), cfg.text_column: split.texts,
+                          "true_label": labels})  # fmt: skip
+    with atomic_path(run.path / TEST_INPUT) as tmp:
+        # Every text quoted: a lone \r in a text would otherwise end the row for CSV readers.
+        frame.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
+    return TEST_INPUT
 
 
 def most_confidently_wrong(split, prob, names, multi: bool, count: int) -> pd.DataFrame:
@@ -381,6 +487,9 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
     rows = {f"{n} (test)": e["test"] for n, e in report["networks"].items()}
     if "baseline" in report:
         rows["TF-IDF + LR baseline (test)"] = report["baseline"]["test"]
+    source = ", ".join(f"`{f}`" for f in data.get("files") or [data["source"]])
+    failed = report["failed_networks"]
+    failures = "".join(f" `{n}` failed ({why}) and is not used." for n, why in failed.items())
     verdict = ""
     if "beats_baseline" in report:
         verdict = "\n\n" + " ".join(
@@ -394,15 +503,19 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
             "Intended use": "Classifies a text into the classes it was trained on: "
             f"{', '.join(meta['class_names'])}"
             + (" (any number of them: multi-label)." if meta["multi_label"] else "."),
-            "Data": f"Source `{data['source']}` ({data['format']}); {data['rejected_rows']:,} row(s) "
+            "Data": f"Source {source} ({data['format']}); {data['rejected_rows']:,} row(s) "
             f"set aside at preparation; {data['replaced_bytes']:,} undecodable byte sequence(s) "
             f"replaced. Splits: {splits} "
             f"({'own splits: ' + ', '.join(data['own_splits']) if data['own_splits'] else 'stratified, seeded'}).",
             "Model": f"Networks trained: {', '.join(meta['networks'])}; the run's model is "
-            f"`{meta['best']}` (lowest validation loss). Input: raw strings; tokenization "
-            f"inside the model; texts longer than {meta['sequence_length']} tokens are truncated "
-            f"(scoring flags them). Trained in {meta.get('train_seconds')}s "
+            f"`{meta['best']}` (lowest finite validation loss).{failures} Input: raw strings; "
+            f"tokenization inside the model; texts longer than {meta['sequence_length']} tokens "
+            f"are truncated (scoring flags them). Trained in {meta.get('train_seconds')}s "
             f"({', '.join(f'{n} {t}s' for n, t in (meta.get('network_seconds') or {}).items())}).",
+            "Leaderboard (accuracy; every model beside the baseline, TF-IDF + logistic "
+            "regression fit on the same training split)": leaderboard.to_markdown(
+                report["leaderboard"]["classification"]
+            ),
             "Metrics (test) beside the baseline": metrics_table(rows, columns) + verdict,
             "Per class (test, run's model)": metrics_table(
                 report["test"]["per_class"], ["precision", "recall", "f1", "support"]
@@ -489,11 +602,9 @@ def iter_inputs(path: Path, text_column: str, id_column: str, chunk_rows: int):
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     text, _ = tdata.read_text_file(path)
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
+    lines = tdata.lines_of(text)  # \n or \r\n end a text; U+0085 or U+2028 inside one do not
     for begin in range(0, len(lines), chunk_rows):
-        part = [line.rstrip("\r") for line in lines[begin : begin + chunk_rows]]
+        part = lines[begin : begin + chunk_rows]
         if suffix == ".txt":
             yield None, part
             continue

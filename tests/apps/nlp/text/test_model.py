@@ -1,5 +1,6 @@
 """Text models: raw strings in, probabilities out; save/load; SavedModel parity."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -61,3 +62,12 @@ def test_saved_model_serves_raw_strings_like_the_model(tmp_path):
     saved = tf.saved_model.load(str(tmp_path / "saved"))  # kept: its variables die with it
     served = saved.serve(tf.constant(texts))
     np.testing.assert_allclose(served.numpy(), predict_texts(model, texts, 4), atol=1e-5)
+
+
+def test_transformer_gives_finite_probabilities_for_a_text_with_no_tokens():
+    texts = tiny_frame(16).text.tolist()
+    model = build_transformer(TINY, make_vectorizer(TINY, texts), 2)
+    prob = predict_texts(model, [":)", ":-) :-)", "", "the film"], 4)  # SMS has ":)" alone
+    assert np.isfinite(prob).all() and np.allclose(prob.sum(axis=1), 1, atol=1e-5)
+    pooled = keras.Model(model.input, model.get_layer("pool").output)
+    np.testing.assert_array_equal(pooled.predict(tf.constant([[":)"]]), verbose=0), 0.0)

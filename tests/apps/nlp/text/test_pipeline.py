@@ -70,6 +70,46 @@ def test_run_folder_metrics_and_baseline(trained):
     assert "TF-IDF" in (run / "model_card.md").read_text()
 
 
+def test_leaderboard_holds_every_network_beside_the_baseline(trained):
+    root, _ = trained
+    run = root / "runs" / "nlp" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    board = metrics["leaderboard"]["classification"]
+    assert board["metric"] == "accuracy" and board["higher_is_better"]
+    assert board["history_column"] == "val_accuracy" and board["best_baseline"] == "tfidf_logreg"
+    assert board["selected"] == metrics["best"]
+    assert set(board["models"]) == {"bilstm", "transformer", "tfidf_logreg"}
+    for name, entry in board["models"].items():
+        assert entry["status"] == "ok" and list(entry["test"]) == ["accuracy", "macro_f1"]
+        assert (
+            entry["test"]["accuracy"]
+            == (metrics["baseline"] if name == "tfidf_logreg" else metrics["networks"][name])[
+                "test"
+            ]["accuracy"]
+        )
+        assert entry["validation"]["macro_f1"] >= 0 and entry["train_seconds"] > 0
+    assert "time_to_baseline_s" in board["models"]["bilstm"]
+    assert "| tfidf_logreg (baseline)" in (run / "model_card.md").read_text()
+
+
+def test_scoring_the_test_split_puts_every_row_in_outputs_or_rejects(trained, tmp_path):
+    root, sets = trained
+    run = root / "runs" / "nlp" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_input"] == "test_split.csv"
+    test = pd.read_csv(run / "test_split.csv", keep_default_na=False)
+    assert list(test.columns) == ["id", "text", "true_label"]
+    assert len(test) == metrics["test"]["examples"]
+    out = tmp_path / "test_scores.csv"
+    assert cli("score", *sets, "--input", str(run / "test_split.csv"), "--output", str(out)) == 0
+    scores, rejects = pd.read_csv(out), pd.read_csv(tmp_path / "test_scores.rejects.csv")
+    assert len(scores) + len(rejects) == len(test) and scores.row.tolist() == list(
+        range(1, len(test) + 1)
+    )
+    accuracy = (scores.predicted_label == test.true_label).mean()
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"])
+
+
 def test_score_rejects_flags_and_matches_saved_model(trained, tmp_path):
     root, sets = trained
     path, out = score_input(tmp_path), tmp_path / "scores.csv"
@@ -202,3 +242,49 @@ def test_multi_label_train_evaluate_score(tmp_path):
     assert [
         ";".join(np.array(sorted(topics))[row]) for row in predicted
     ] == scores.predicted_label.tolist()
+
+
+def test_transformer_diverging_at_rate_1000_is_failed_and_bilstm_selected(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    sets = tiny_sets(tmp_path, data, "model.learning_rates.transformer=1000")
+    assert cli("train", *sets) == 0
+    assert "train: transformer diverged" in capsys.readouterr().out
+    run = tmp_path / "runs" / "nlp" / "latest"
+    meta = json.loads((run / "model_meta.json").read_text())
+    assert meta["best"] == "bilstm" and set(meta["failed_networks"]) == {"transformer"}
+    assert meta["learning_rates"] == {"bilstm": 0.001, "transformer": 1000.0}
+    assert not (run / "models" / "transformer.keras").exists()
+    assert cli("evaluate", *sets) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["networks"]) == {"bilstm"}
+    assert metrics["failed_networks"]["transformer"].startswith("diverged: ")
+    board = metrics["leaderboard"]["classification"]
+    assert board["selected"] == "bilstm"
+    assert board["models"]["transformer"]["status"] == "failed"
+    assert "diverged" in board["models"]["transformer"]["reason"]
+    card = (run / "model_card.md").read_text()
+    assert "`transformer` **failed**: diverged" in card and "`transformer` failed (" in card
+
+
+def test_every_network_diverging_fails_the_run_with_one_line(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    # The BiLSTM's tanh-bounded outputs keep its loss within 1000x of the start at a rate of
+    # 1000 on this data; at 1e5 it explodes past that as surely as the transformer at 1000.
+    sets = tiny_sets(tmp_path, data, "model.learning_rates={transformer: 1000, bilstm: 100000}")
+    assert cli("train", *sets) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: every network failed (bilstm, transformer)")
+    runs = tmp_path / "runs" / "nlp"
+    assert not (runs / "latest").exists()
+    (run,) = [p for p in runs.iterdir() if p.name != "prepared"]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+    assert "Every network of this run failed" in (run / "model_card.md").read_text()
+
+
+def test_per_network_learning_rate_is_checked(capsys):
+    assert cli("train", "--config", SMOKE, "--set", "model.learning_rates.cnn=0.01") == 2
+    assert "model.learning_rates.cnn: no such network" in capsys.readouterr().err
+    assert cli("train", "--config", SMOKE, "--set", "model.learning_rates.bilstm=nan") == 2
+    assert "expected a finite number" in capsys.readouterr().err

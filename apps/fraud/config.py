@@ -13,19 +13,27 @@ CREDITCARD_FEATURES = [f"V{i}" for i in range(1, 29)]
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where the transactions are and which column is which."""
+    """Where the rows are, how the file is written, which column is which, and how to split."""
 
     source: Literal["simulator", "file"] = (
         "simulator"  # simulator: write the seeded sample to `path` first
     )
-    path: str = "datasets/fraud/generated/transactions.parquet"  # CSV, TSV or Parquet file
+    path: str = "datasets/fraud/generated/transactions.parquet"  # CSV, TSV, text or Parquet file
+    names: list[str] | None = None  # column names of a file without a header row, in file
+    # order (the Statlog German credit file); None: the first line is the header
+    separator: str = "auto"  # auto: tab for .tsv/.txt, else comma; whitespace: runs of spaces
+    # or tabs (Statlog files); or any one character
     layout: Literal["generic", "creditcard"] = "generic"  # creditcard: Time, V1..V28, Amount, Class
-    label: str = "is_fraud"  # 0/1 label column (generic layout)
+    label: str = "is_fraud"  # label column (generic layout)
+    positive_label: str = "1"  # label value of the positive class (fraud; bad credit)
+    negative_label: str = "0"  # label value of the negative class; any other value is a reject
     id: str | None = "transaction_id"  # unique row id, copied to the scores (optional)
     timestamp: str | None = (
         "timestamp"  # transaction time; enables time splits and history features
     )
-    timestamp_unit: Literal["datetime", "seconds"] = "datetime"  # seconds: numeric offsets
+    timestamp_unit: Literal["datetime", "seconds", "year"] = "datetime"  # seconds: numeric
+    # offsets; year: whole years (order and splits only, no calendar or history features); a
+    # datetime column holding whole numbers 1000..9999 is read as years
     entity: str | None = "card_id"  # card/customer column for per-entity history (optional)
     amount: str | None = "amount"  # amount column; enables amount features and amount-based cost
     categorical: list[str] | None = None  # None: every remaining non-numeric column
@@ -33,6 +41,18 @@ class DataConfig:
     exclude: list[str] = listed([])  # columns never used as features
     windows: list[str] = listed(["1h", "24h", "7d"])  # trailing history windows (pandas offsets)
     max_categories: int = bounded(1000, low=1)  # most frequent values kept per categorical column
+    split: Literal["auto", "time", "stratified"] = "auto"  # auto: data.split_column if set, else
+    # time order (data.split_by, else data.timestamp) if there is one, else stratified at random
+    split_column: str | None = None  # column naming each row's split: train, validation, test
+    # (dev/val/valid as data.dev_split says); never a feature
+    dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid mean
+    split_by: str | None = None  # date, year or numeric time column to split on (None: the
+    # timestamp); a column other than data.timestamp is never a feature
+    test_period: str | None = None  # time split: the test set is every row from the start of
+    # this period on (a year 2019, a month 2019-06, a date, or a number for a numeric column;
+    # quote dates in YAML); None: the latest data.test_fraction of the rows
+    val_period: str | None = None  # with test_period: rows from this period up to the test
+    # period are validation; None: the latest data.val_fraction of the rows before the test
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # validation share
     test_fraction: float = bounded(
         0.15, low=0.0, high=0.5, low_open=True
@@ -55,6 +75,48 @@ class DataConfig:
                 raise ConfigError(
                     f"data.windows: {window!r} is not a positive duration such as 1h or 7d"
                 ) from exc
+        self._validate_reading()
+        self._validate_split()
+
+    def _validate_reading(self) -> None:
+        if self.names is not None:
+            repeated = sorted({n for n in self.names if self.names.count(n) > 1})
+            if not self.names or repeated or "" in self.names:
+                raise ConfigError(
+                    f"data.names: expected distinct, non-empty column names, got {self.names!r}"
+                )
+        if self.separator not in ("auto", "whitespace") and len(self.separator) != 1:
+            raise ConfigError(
+                "data.separator: expected auto, whitespace or one character, got "
+                f"{self.separator!r}"
+            )
+        if self.positive_label.strip() == self.negative_label.strip():
+            raise ConfigError(
+                "data.positive_label and data.negative_label must differ, both are "
+                f"{self.positive_label!r}"
+            )
+
+    def _validate_split(self) -> None:
+        if self.split_column and (self.split != "auto" or self.split_by or self.test_period):
+            raise ConfigError(
+                f"data.split_column={self.split_column!r} gives every row's split: leave "
+                "data.split=auto and data.split_by / data.test_period unset"
+            )
+        if self.split == "stratified" and (self.split_by or self.test_period):
+            raise ConfigError(
+                "data.split=stratified splits at random: data.split_by and data.test_period "
+                "need data.split=time or auto"
+            )
+        if self.val_period and not self.test_period:
+            raise ConfigError("data.val_period needs data.test_period (the end of validation)")
+        resolved = self.resolved()
+        if (self.split == "time" or self.test_period) and not (
+            resolved.split_by or resolved.timestamp
+        ):
+            raise ConfigError(
+                "a time split (data.split=time, data.test_period) needs a time column: set "
+                "data.split_by (a date, year or time column) or data.timestamp"
+            )
 
     def resolved(self) -> "DataConfig":
         """The config with the fixed column names of the credit-card layout filled in."""
@@ -63,6 +125,8 @@ class DataConfig:
         return dataclasses.replace(
             self,
             label="Class",
+            positive_label="1",
+            negative_label="0",
             id=None,
             timestamp="Time",
             timestamp_unit="seconds",
@@ -90,20 +154,30 @@ class ModelConfig:
         50, low=0
     )  # categoricals with more values stay out of the AE
     autoencoder_epochs: int = bounded(15, low=1)  # epochs for the autoencoder
+    autoencoder_learning_rate: float | None = bounded(
+        None, low=0.0, low_open=True
+    )  # peak rate of the autoencoder; None: train.learning_rate
 
 
 @dataclasses.dataclass
 class EvaluateConfig:
-    """Costs that pick the decision threshold, and the alert budgets reported."""
+    """The rule that picks the decision threshold, its costs, and the alert budgets reported."""
 
-    fn_cost: float = bounded(
-        100.0, low=0.0
-    )  # cost of a missed fraud (if not taken from the amount)
+    threshold_rule: Literal["auto", "cost", "f1"] = "auto"  # cost: minimise expected cost on
+    # validation; f1: maximise F1 on validation; auto: cost when costs are known (a missed
+    # positive costs its amount, or evaluate.fn_cost is set), else f1
+    fn_cost: float | None = bounded(
+        None, low=0.0
+    )  # cost of a missed positive when not its amount (None: not given)
     fn_cost_from_amount: bool = True  # a missed fraud costs its amount (needs an amount column)
     fp_cost: float = bounded(5.0, low=0.0)  # cost of reviewing one false alarm
     alert_budgets: list[float] = bounded(
         [0.005, 0.01], low=0.0, high=1.0, low_open=True
     )  # top shares
+
+    def costs_known(self, amount: str | None) -> bool:
+        """Whether a missed positive has a cost: its amount, or the configured constant."""
+        return bool(self.fn_cost_from_amount and amount) or self.fn_cost is not None
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ class FeatureSpec:
     """Which columns carry time, amount and entity, and the history windows. Saved with the model."""
 
     timestamp: str | None  # column with the time of the transaction
-    timestamp_unit: str  # "datetime" (parsed timestamps) or "seconds" (numeric offsets)
+    timestamp_unit: str  # "datetime" (parsed), "seconds" (numeric offsets) or "year" (no clock)
     amount: str | None  # column with the transaction amount
     entity: str | None  # card or customer column whose history is tracked
     windows: list[str]  # trailing windows such as "1h", "24h", "7d"
@@ -30,14 +30,19 @@ class FeatureSpec:
         return [pd.Timedelta(w).total_seconds() for w in self.windows]
 
     @property
+    def has_clock(self) -> bool:
+        """Whether the timestamp has a time of day: a year has none, so no calendar features."""
+        return bool(self.timestamp) and self.timestamp_unit != "year"
+
+    @property
     def has_history(self) -> bool:
-        return bool(self.entity and self.timestamp and self.amount and self.windows)
+        return bool(self.entity and self.has_clock and self.amount and self.windows)
 
     def feature_names(self) -> list[str]:
         names = []
         if self.amount:
             names.append("log_amount")
-        if self.timestamp:
+        if self.has_clock:
             names += ["hour_sin", "hour_cos"]
             if self.timestamp_unit == "datetime":
                 names += ["weekday_sin", "weekday_cos", "is_weekend"]
@@ -58,7 +63,7 @@ class FeatureBuilder:
     def transform(self, rows: pd.DataFrame) -> pd.DataFrame:
         spec = self.spec
         out = {}
-        seconds = _seconds(rows[spec.timestamp], spec.timestamp_unit) if spec.timestamp else None
+        seconds = _seconds(rows[spec.timestamp], spec.timestamp_unit) if spec.has_clock else None
         log_amount = (
             np.log1p(np.clip(rows[spec.amount].to_numpy(np.float64), 0, None))
             if spec.amount
@@ -66,7 +71,7 @@ class FeatureBuilder:
         )
         if spec.amount:
             out["log_amount"] = log_amount
-        if spec.timestamp:
+        if spec.has_clock:
             hours = (seconds % 86400.0) / 3600.0
             out["hour_sin"], out["hour_cos"] = (
                 np.sin(2 * np.pi * hours / 24),

@@ -2,7 +2,7 @@
 
 Training runs the preprocessor once over the data and fits the two networks on its outputs
 (numeric tensors, so XLA and mixed precision apply); the exported scorer chains the same
-preprocessor with both networks, so it takes raw feature columns and strings.
+preprocessor with the networks that trained, so it takes raw feature columns and strings.
 """
 
 import keras
@@ -118,17 +118,17 @@ def build_autoencoder(
     return keras.Model(inputs, error, name="autoencoder")
 
 
-def build_scorer(
-    preprocessor: keras.Model, classifier: keras.Model, autoencoder: keras.Model
-) -> keras.Model:
-    """Raw columns in; fraud probability and anomaly score out. This is what is saved and exported."""
+def build_scorer(preprocessor: keras.Model, networks: dict[str, keras.Model]) -> keras.Model:
+    """Raw columns in; one score per trained network out, named by `networks`' keys
+    (`fraud_probability`: the classifier, `anomaly_score`: the autoencoder). A network that
+    failed to train is left out, so it never scores a row. This is what is saved and exported."""
     inputs = {
         name: keras.Input(shape=(1,), name=name, dtype=t.dtype)
         for name, t in preprocessor.input.items()
     }
     features = preprocessor(inputs)
-    probability = layers.Reshape((), name="fraud_probability")(classifier(features))
-    anomaly = layers.Identity(name="anomaly_score")(autoencoder(features))
-    return keras.Model(
-        inputs, {"fraud_probability": probability, "anomaly_score": anomaly}, name="fraud_scorer"
-    )
+    outputs = {
+        output: layers.Reshape((), name=output)(network(features))
+        for output, network in networks.items()
+    }
+    return keras.Model(inputs, outputs, name="fraud_scorer")

@@ -1,6 +1,7 @@
 """The fraud app end to end on the smoke config, through the command line a user types."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 from apps.fraud.simulate import simulate_creditcard
 from shared.cli import main
 from shared.run import RunDir
+from tests.apps.fraud.conftest import generic_frame, write_statlog_german
 
 SMOKE = "apps/fraud/configs/smoke.yaml"
 
@@ -89,9 +91,53 @@ def test_run_folder_has_every_artifact(trained):
 
 def test_threshold_saved_is_the_cost_minimiser_on_validation(trained):
     root, _ = trained
-    meta = json.loads((root / "runs" / "fraud" / "latest" / "model_meta.json").read_text())
-    assert 0.0 < meta["threshold"] <= 1.0
-    assert meta["threshold"] == meta["thresholds"]["network"]
+    run = root / "runs" / "fraud" / "latest"
+    meta = json.loads((run / "model_meta.json").read_text())
+    decision = meta["decision_model"]
+    assert meta["threshold"] == meta["thresholds"][decision] and np.isfinite(meta["threshold"])
+    assert meta["threshold_rule"] == "cost"  # the sample has amounts: a miss costs its amount
+    point = json.loads((run / "metrics.json").read_text())["operating_point"]
+    assert point["optimises"].startswith("minimises expected cost on validation")
+    assert 0.0 < point["flagged_fraction"]["validation"] < 0.5
+
+
+def test_leaderboard_puts_both_networks_beside_both_baselines(trained):
+    root, _ = trained
+    run = root / "runs" / "fraud" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    board = metrics["leaderboard"]["detection"]
+    assert board["metric"] == "auprc" and board["history_column"] == "val_auprc"
+    assert board["selected"] == metrics["decision_model"]
+    models = board["models"]
+    assert {n: m["kind"] for n, m in models.items()} == {
+        "network": "network",
+        "autoencoder": "network",
+        "logistic_regression": "baseline",
+        "hist_gradient_boosting": "baseline",
+    }
+    for name, entry in models.items():
+        assert entry["status"] == "ok" and entry["train_seconds"] > 0
+        assert set(entry["test"]) == set(entry["validation"]) == {"auprc", "roc_auc"}
+        assert entry["test"]["auprc"] == metrics["test"][name]["auprc"]
+        assert ("time_to_baseline_s" in entry) == (entry["kind"] == "network")
+    # The per-epoch validation AUPRC is scikit-learn's average precision, the baselines' units.
+    history = pd.read_csv(run / "history-network.csv")
+    assert history["val_auprc"].between(0, 1).all()
+    assert "Leaderboard (AUPRC)" in (run / "model_card.md").read_text()
+
+
+def test_score_on_the_test_split_evaluate_wrote(trained, tmp_path):
+    root, sets = trained
+    run = root / "runs" / "fraud" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_input"] == "test_split.csv"
+    test_rows = pd.read_csv(run / "test_split.csv")
+    assert len(test_rows) == metrics["data"]["splits"]["test"]["rows"]
+    assert "is_fraud" not in test_rows and "split" not in test_rows
+    out = tmp_path / "test_scores.csv"
+    assert cli("score", *sets, "--input", str(run / "test_split.csv"), "--output", str(out)) == 0
+    assert len(pd.read_csv(out)) == len(test_rows)
+    assert pd.read_csv(tmp_path / "test_scores.rejects.csv").empty
 
 
 def test_score_sample_and_parity_with_saved_model(trained, tmp_path):
@@ -304,3 +350,172 @@ def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path, swap_in_float
     mixed, exact = (pd.read_csv(out[n])["fraud_probability"] for n in ("mixed", "float32"))
     assert len(mixed) > 100 and not np.array_equal(mixed, exact)
     np.testing.assert_allclose(mixed, exact, atol=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training that cannot end silently broken
+
+
+def smoke_sets(tmp_path, *overrides):
+    sets = ["--config", SMOKE, "--set", f"run.root={tmp_path / 'runs'}"]
+    sets += ["--set", f"data.path={tmp_path / 's.parquet'}"]
+    for item in overrides:
+        sets += ["--set", item]
+    return sets
+
+
+def test_a_diverging_network_is_failed_and_the_autoencoder_decides(tmp_path, capsys):
+    sets = smoke_sets(tmp_path, "train.learning_rate=1000", "model.autoencoder_learning_rate=0.002")
+    assert cli("train", *sets) == 0
+    out = capsys.readouterr().out
+    assert "train: network diverged:" in out and "at epoch 1 (learning rate 1e+03)" in out
+    assert "network failed and is not used; the decision model is autoencoder" in out
+    assert cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "fraud" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["decision_model"] == "autoencoder" and set(metrics["test"]) == {
+        "autoencoder",
+        "logistic_regression",
+        "hist_gradient_boosting",
+    }
+    entry = metrics["leaderboard"]["detection"]["models"]["network"]
+    assert entry["status"] == "failed" and "diverged" in entry["reason"]
+    assert metrics["leaderboard"]["detection"]["selected"] == "autoencoder"
+    assert "`network` **failed**" in (run / "model_card.md").read_text()
+    # The failed network is not in the scorer: no probability from it, decisions from the other.
+    out = tmp_path / "scores.csv"
+    assert (
+        cli("score", *sets, "--input", "datasets/fraud/score_sample.csv", "--output", str(out)) == 0
+    )
+    scores = pd.read_csv(out)
+    assert "fraud_probability" not in scores and np.isfinite(scores["anomaly_score"]).all()
+    threshold = json.loads((run / "model_meta.json").read_text())["threshold"]
+    assert (scores["decision"] == "flag").tolist() == (
+        scores["anomaly_score"] >= threshold
+    ).tolist()
+
+
+def test_every_network_diverging_fails_the_run(tmp_path, capsys):
+    assert cli("train", *smoke_sets(tmp_path, "train.learning_rate=1000")) == 1
+    captured = capsys.readouterr()
+    assert "train: network diverged:" in captured.out
+    assert "train: autoencoder diverged:" in captured.out
+    error = captured.err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: every network failed")
+    runs = tmp_path / "runs" / "fraud"
+    assert not (runs / "latest").exists()
+    (run,) = [p for p in runs.iterdir() if p.name != "prepared"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and set(metrics["failed_networks"]) == {
+        "network",
+        "autoencoder",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Real layouts end to end
+
+
+def test_credit_table_without_amount_gets_an_f1_threshold_and_flagged_fractions(tmp_path, capsys):
+    path = tmp_path / "german.data"
+    write_statlog_german(path, n=300)
+    sets = [
+        "--config", "apps/fraud/configs/german_credit.yaml",
+        "--set", f"data.path={path}", "--set", f"run.root={tmp_path / 'runs'}",
+        "--set", "data.amount=null", "--set", "evaluate.threshold_rule=auto",
+        "--set", "evaluate.fn_cost=null", "--set", "train.epochs=3",
+        "--set", "model.autoencoder_epochs=1", "--set", "train.verbose=0",
+    ]  # fmt: skip
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if x.startswith("evaluate: threshold")]
+    assert "maximises F1 on validation (no costs given" in line
+    assert re.search(r"it flags \d+\.\d% of validation and \d+\.\d% of test rows", line)
+    run = tmp_path / "runs" / "fraud" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    point = metrics["operating_point"]
+    assert point["rule"] == "f1"
+    assert (
+        0 < point["flagged_fraction"]["test"] < 1
+        and 0 < point["flagged_fraction"]["validation"] < 1
+    )
+    assert "expected_cost" not in metrics["test"]["network"]
+    assert metrics["data"]["split_by"] == "stratified"
+    card = (run / "model_card.md").read_text()
+    assert "maximises F1 on validation" in card and "of test rows" in card
+    test_rows = pd.read_csv(run / "test_split.csv")
+    assert test_rows["checking_account"].str.match(r"A1\d").all() and "class" not in test_rows
+    assert cli("score", *sets, "--input", str(run / "test_split.csv")) == 0
+    assert len(pd.read_csv(run / "test_split.scored.csv")) == len(test_rows)
+
+
+def test_german_credit_config_minimises_the_documented_5_to_1_cost(tmp_path):
+    from apps.fraud.config import Config
+    from apps.fraud.pipeline import prepare, threshold_rule, threshold_text
+    from shared.config import load_config
+
+    path = tmp_path / "german.data"
+    write_statlog_german(path, n=200)
+    config = load_config(
+        Config,
+        "apps/fraud/configs/german_credit.yaml",
+        [f"data.path={path}", f"run.root={tmp_path / 'runs'}"],
+    )
+    prepared = prepare(config)
+    assert prepared.frame["split"].value_counts().to_dict() == {"train": 120, "val": 40, "test": 40}
+    assert threshold_rule(config.evaluate, prepared.columns) == "cost"
+    assert threshold_text("cost", config.evaluate, prepared.columns) == (
+        "minimises expected cost on validation (missed positive: 5; false alarm: 1)"
+    )
+
+
+def test_f1_threshold_is_the_best_cut_on_validation():
+    from apps.fraud.pipeline import f1_threshold
+
+    y = np.array([0, 0, 1, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    assert f1_threshold(y, scores) == 0.3  # flag the top four: F1 = 6 / 7, the best cut
+    assert f1_threshold(np.zeros(3), np.array([0.1, 0.5, 0.2])) > 0.5  # no positive: flag none
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data.split_column=fold"],
+            "data.split_column 'fold' not found",
+        ),
+        (
+            ["data.split_by=timestamp", "data.test_period=2031"],
+            "data.test_period=2031: no row has 'timestamp' in or after it",
+        ),
+        (
+            ["data.amount=null", "evaluate.threshold_rule=cost"],
+            "evaluate.threshold_rule=cost needs the cost of a missed positive",
+        ),
+    ],
+)
+def test_bad_split_or_cost_settings_are_one_line_before_any_run(
+    tmp_path, capsys, overrides, message
+):
+    assert cli("train", *smoke_sets(tmp_path, *overrides)) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and message in error[0]
+    assert not (tmp_path / "runs" / "fraud").exists() or [
+        p.name for p in (tmp_path / "runs" / "fraud").iterdir()
+    ] == ["prepared"]
+
+
+def test_unknown_value_in_a_split_column_is_one_line(tmp_path, capsys):
+    path = tmp_path / "tx.csv"
+    generic_frame(40).assign(fold=["train", "dev", "test", "later"] * 10).to_csv(path, index=False)
+    sets = [
+        "--set", f"run.root={tmp_path / 'runs'}", "--set", "data.source=file",
+        "--set", f"data.path={path}", "--set", "data.label=fraud", "--set", "data.id=tx",
+        "--set", "data.timestamp=when", "--set", "data.entity=customer",
+        "--set", "data.amount=value", "--set", "data.split_column=fold",
+    ]  # fmt: skip
+    assert cli("prepare", *sets) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "unknown split value(s) 'later'" in error[0]

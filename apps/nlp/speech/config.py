@@ -1,4 +1,5 @@
-"""The speech app's typed config: data, features, augmentation, model, training, scoring."""
+"""The speech app's typed config: data, features, augmentation, model, baselines, training,
+scoring."""
 
 import dataclasses
 from typing import Literal
@@ -109,6 +110,22 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class BaselineConfig:
+    """Classic baselines, fitted by `evaluate` on the network's own split and clips: the mean
+    and standard deviation over time of each MFCC (with first and second deltas), standardised,
+    into a scikit-learn classifier. Not shipped: scoring uses the network."""
+
+    models: list[Literal["svm", "logistic"]] = bounded(["svm", "logistic"])  # []: none
+    n_mfcc: int = bounded(13, low=2)  # MFCCs per frame (6 x n_mfcc statistics with the deltas)
+    svm_c: float = bounded(10.0, low=0.0, low_open=True)  # SVM: inverse regularisation strength
+    logistic_c: float = bounded(1.0, low=0.0, low_open=True)  # logistic: inverse regularisation
+
+    def validate(self) -> None:
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"baseline.models names a baseline twice: {self.models}")
+
+
+@dataclasses.dataclass
 class EvaluateConfig:
     """What the evaluation shows."""
 
@@ -133,7 +150,15 @@ class Config:
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        if self.baseline.models and self.baseline.n_mfcc > self.features.n_mels:
+            raise ConfigError(
+                f"baseline.n_mfcc must be <= features.n_mels (MFCCs come from the mel bands), got "
+                f"{self.baseline.n_mfcc} > {self.features.n_mels}"
+            )

@@ -74,14 +74,38 @@ def _is_audio(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
 
 
-def _read_folder(root: Path, speaker_pattern: str):
-    regex = pattern_regex(speaker_pattern) if speaker_pattern else None
+def read_lists(root: Path) -> dict[str, str]:
+    """`word/file.wav` -> val or test, from the list files in `root` (none: empty).
+
+    Lines end in `\n` or `\r\n` only: `str.splitlines` would also cut at U+0085 and others.
+    """
     listed = {}
     for split, name in LISTS.items():
         if (root / name).is_file():
-            for line in (root / name).read_text(encoding="utf-8").splitlines():
+            for line in (root / name).read_text(encoding="utf-8").split("\n"):
                 if line.strip():
                     listed[line.strip().replace("\\", "/")] = split
+    return listed
+
+
+def list_coverage(root: Path, paths: list[str]) -> dict:
+    """Per split list: its entries and how many of them are among `paths` (the clips used).
+
+    A subset of a release (Speech Commands' lists name every clip of the whole release) holds
+    only some of the listed clips; the others are not an error.
+    """
+    listed = read_lists(root)
+    used = {Path(p).relative_to(root).as_posix() for p in paths}
+    return {
+        split: {"listed": sum(1 for s in listed.values() if s == split),
+                "used": sum(1 for k, s in listed.items() if s == split and k in used)}
+        for split in LISTS
+    }  # fmt: skip
+
+
+def _read_folder(root: Path, speaker_pattern: str):
+    regex = pattern_regex(speaker_pattern) if speaker_pattern else None
+    listed = read_lists(root)
     rows, rejects = [], []
     words = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     for word in words:

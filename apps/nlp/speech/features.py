@@ -66,6 +66,37 @@ def feature_shape(params: dict) -> tuple[int, int]:
     return frames, params["n_mfcc"] * (3 if params["deltas"] else 1)
 
 
+def mfcc_params(params: dict, n_mfcc: int) -> dict:
+    """The parameters of MFCCs with deltas on the same clips, mel bands and frames as `params`."""
+    return params | {"kind": "mfcc", "n_mfcc": n_mfcc, "deltas": True}
+
+
+def mfcc_statistics(features: np.ndarray, silence: np.ndarray) -> np.ndarray:
+    """(clips, frames, coefficients) -> (clips, 2 x coefficients): each coefficient's mean and
+    standard deviation over time, the classic fixed-length summary of a clip.
+
+    Frames of digital silence (whose static coefficients equal `silence`, from `silence_frame`)
+    are left out: the padding of a clip shorter than clip_seconds, and runs of zeros some
+    recordings hold, are not part of the spoken word, and their -100 dB floor would pull a short
+    clip's statistics far from a full clip's. (Deltas are not compared: near the signal they are
+    not zero.)
+    """
+    out = np.empty((len(features), 2 * features.shape[2]), np.float32)
+    statics = len(silence)
+    for i, clip in enumerate(features):
+        padding = np.isclose(clip[:, :statics], silence, rtol=1e-4, atol=1e-3).all(axis=1)
+        kept = clip[~padding]
+        kept = kept if len(kept) else clip
+        out[i] = np.concatenate([kept.mean(axis=0), kept.std(axis=0)])
+    return out
+
+
+def silence_frame(params: dict) -> np.ndarray:
+    """The static MFCCs (no deltas) of one frame of digital silence."""
+    length = clip_length(params["sample_rate"], params["clip_seconds"])
+    return extract(np.zeros(length, np.float32), params)[0, : params["n_mfcc"]]
+
+
 def params_digest(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -1,16 +1,23 @@
-"""Speech networks on (frames, bins) feature tensors: a residual 2-D CNN and a CRNN.
+"""Speech models: networks on (frames, bins) feature tensors (a residual 2-D CNN and a CRNN),
+and the classic baselines on MFCC statistics (scikit-learn).
 
-librosa features cannot run inside a Keras graph, so the models take the features; their
+librosa features cannot run inside a Keras graph, so the networks take the features; their
 first layers are the training-only augmentation and a Normalization layer holding the
 training set's per-bin mean and variance, so the saved model needs nothing else.
 """
 
 import keras
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 from apps.nlp.speech.augment import augmentation
-from apps.nlp.speech.config import AugmentConfig, ModelConfig
+from apps.nlp.speech.config import AugmentConfig, BaselineConfig, ModelConfig
 from shared.layers import ResidualBlock
+
+BASELINE_NAMES = {"svm": "mfcc_svm", "logistic": "mfcc_logistic"}  # leaderboard names
 
 BN_MOMENTUM = 0.9  # moving statistics settle within the few hundred steps of a small set
 
@@ -73,3 +80,29 @@ def _crnn_body(x, config: ModelConfig):
         keras.layers.GRU(config.rnn_units, return_sequences=True), name="bigru"
     )(x)
     return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+
+
+def build_baseline(kind: str, config: BaselineConfig, seed: int) -> Pipeline:
+    """Standardised MFCC statistics into an RBF SVM or a (multinomial) logistic regression."""
+    if kind == "svm":
+        classifier = SVC(kernel="rbf", C=config.svm_c, gamma="scale", random_state=seed)
+    elif kind == "logistic":
+        classifier = LogisticRegression(C=config.logistic_c, max_iter=2000, random_state=seed)
+    else:
+        raise ValueError(f"unknown baseline. Received: kind={kind!r}")
+    return Pipeline([("standardise", StandardScaler()), (kind, classifier)])
+
+
+def baseline_scores(model: Pipeline, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """(clips, n_classes) scores whose argmax is the prediction and whose order ranks the words:
+    probabilities for the logistic regression, one-vs-rest decision values for the SVM (Platt
+    probabilities would cost five more fits and can disagree with its own prediction).
+    A word missing from the training split scores -inf."""
+    scores = (
+        model.predict_proba(x) if hasattr(model, "predict_proba") else model.decision_function(x)
+    )
+    if scores.ndim == 1:  # a two-word SVM gives one decision value, positive for classes_[1]
+        scores = np.stack([-scores, scores], axis=1)
+    full = np.full((len(x), n_classes), -np.inf)
+    full[:, model.classes_] = scores
+    return full

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.nlp.speech.data import assign_splits, pattern_regex, read
+from apps.nlp.speech.data import assign_splits, list_coverage, pattern_regex, read, read_lists
 from shared.io import DataError
 from tests.apps.nlp.speech.conftest import word_clip, write
 
@@ -107,3 +107,30 @@ def test_empty_and_missing_sources(tmp_path):
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="no usable audio files"):
         read(tmp_path / "flat", "auto", "{label}_{speaker}_{index}.wav", "")
+
+
+def test_official_lists_naming_clips_not_in_the_folder(tmp_path):
+    """A subset of Speech Commands: its lists (CRLF here) name clips of the whole release."""
+    root = speech_commands(tmp_path / "sc")
+    write(root / "yes" / "cc33_nohash_1.wav", word_clip("yes", seconds=0.77), subtype="PCM_16")
+    absent = ["bed/0c40e715_nohash_0.wav", "yes/zz99_nohash_0.wav"]
+    (root / "testing_list.txt").write_bytes(
+        "\r\n".join(["yes/cc33_nohash_0.wav", "no/cc33_nohash_0.wav", "yes/cc33_nohash_1.wav",
+                     *absent]).encode() + b"\r\n"
+    )  # fmt: skip
+    table, _ = read(root, "auto", "", "{speaker}_nohash_{index}.wav")
+    assert len(table) == 7 and table.groupby("split").size().to_dict() == {
+        "test": 3, "train": 2, "val": 2,
+    }  # fmt: skip
+    assert not any(table.path.str.contains("zz99|bed"))  # absent entries add nothing
+    by_split = table.groupby("split").speaker.unique().map(set).to_dict()
+    assert by_split == {"train": {"aa11"}, "val": {"bb22"}, "test": {"cc33"}}
+    coverage = list_coverage(root, table.path.tolist())
+    assert coverage == {"val": {"listed": 2, "used": 2}, "test": {"listed": 5, "used": 3}}
+
+
+def test_list_lines_end_only_at_newlines(tmp_path):
+    root = tmp_path / "sc"
+    root.mkdir()
+    (root / "testing_list.txt").write_text("yes/a\u0085b_nohash_0.wav\n", encoding="utf-8")
+    assert read_lists(root) == {"yes/a\u0085b_nohash_0.wav": "test"}

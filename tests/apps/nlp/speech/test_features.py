@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from apps.nlp.speech import features as feat
+from apps.nlp.speech.audio import fit_clip
 from apps.nlp.speech.config import FeatureConfig
 from tests.apps.nlp.speech.conftest import word_clip, write
 
@@ -77,3 +78,35 @@ def test_workers_give_the_same_features(tmp_path, clips, monkeypatch):
     assert stats["workers"] == 2 and len(rejects) == 1
     for path in one:
         np.testing.assert_array_equal(one[path], two[path])
+
+
+def test_mfcc_params_keep_the_frames_and_switch_to_mfcc_with_deltas():
+    p = feat.mfcc_params(params(), 13)
+    assert p == params() | {"kind": "mfcc", "n_mfcc": 13, "deltas": True}
+    assert feat.feature_shape(p) == (51, 39)  # same frames as the log-mel the network sees
+
+
+def test_mfcc_statistics_are_each_coefficients_mean_and_std_over_time():
+    frames = np.random.default_rng(0).normal(size=(3, 51, 39)).astype(np.float32)
+    stats = feat.mfcc_statistics(frames, np.full(13, -632.0, np.float32))
+    assert stats.shape == (3, 78)
+    np.testing.assert_allclose(stats[:, :39], frames.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(stats[:, 39:], frames.std(axis=1), rtol=1e-5)
+
+
+def test_mfcc_statistics_leave_out_the_padding_of_a_short_clip():
+    """A clip shorter than clip_seconds is centred in zeros; its statistics are those of the
+    recording, not of the recording plus digital silence."""
+    p = feat.mfcc_params(params(), 13)
+    silence = feat.silence_frame(p)
+    assert silence.shape == (13,)
+    word = np.asarray(word_clip("up", seconds=1.0))
+    short = fit_clip(word[:12288], 16000)  # 0.77 s, as some Speech Commands clips
+    full, padded = (feat.extract(x, p)[None] for x in (word, short))
+    padding = np.isclose(padded[0, :, :13], silence, rtol=1e-4, atol=1e-3).all(axis=1)
+    assert 8 <= padding.sum() <= 12  # about 0.23 s of padding at 20 ms a frame
+    stats = feat.mfcc_statistics(padded, silence)
+    np.testing.assert_allclose(stats[0, :39], padded[0][~padding].mean(axis=0), rtol=1e-5)
+    naive = np.concatenate([padded[0].mean(axis=0), padded[0].std(axis=0)])
+    reference = feat.mfcc_statistics(full, silence)[0]
+    assert abs(stats[0, 0] - reference[0]) < 0.1 * abs(naive[0] - reference[0])

@@ -1,12 +1,14 @@
-"""Augmentation layers and the two networks: behaviour, validation and save/load round trips."""
+"""Augmentation layers, the two networks (behaviour, validation, save/load round trips) and the
+MFCC-statistics baselines."""
 
 import keras
 import numpy as np
 import pytest
 
 from apps.nlp.speech.augment import BackgroundNoise, SpecAugment, TimeShift, augmentation
-from apps.nlp.speech.config import AugmentConfig, ModelConfig
-from apps.nlp.speech.model import build_model
+from apps.nlp.speech.config import AugmentConfig, BaselineConfig, Config, ModelConfig
+from apps.nlp.speech.model import baseline_scores, build_baseline, build_model
+from shared.config import ConfigError, load_config
 
 X = np.random.default_rng(0).normal(-40.0, 10.0, size=(4, 20, 8)).astype("float32")
 
@@ -80,3 +82,43 @@ def test_noise_only_on_logmel():
              for k in ("logmel", "mfcc")}  # fmt: skip
     assert kinds["logmel"] == ["TimeShift", "BackgroundNoise", "SpecAugment"]
     assert kinds["mfcc"] == ["TimeShift", "SpecAugment"]
+
+
+def _clusters(n_classes=3, per=8, seed=0):
+    """Well-separated classes of 78-value MFCC statistics."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), per)
+    return rng.normal(size=(len(y), 78)) + 5.0 * y[:, None], y
+
+
+@pytest.mark.parametrize("kind", ["svm", "logistic"])
+def test_baseline_fits_standardised_statistics_and_ranks_every_word(kind):
+    x, y = _clusters()
+    model = build_baseline(kind, BaselineConfig(), seed=0).fit(x, y)
+    assert [name for name, _ in model.steps] == ["standardise", kind]
+    scores = baseline_scores(model, x, 4)  # the fourth word never appeared in training
+    assert scores.shape == (24, 4) and (scores[:, 3] == -np.inf).all()
+    np.testing.assert_array_equal(scores.argmax(axis=1), model.predict(x))
+    assert (scores.argmax(axis=1) == y).all()
+
+
+def test_two_word_svm_scores_have_one_column_per_word():
+    x, y = _clusters(n_classes=2)
+    model = build_baseline("svm", BaselineConfig(), seed=0).fit(x, y)
+    scores = baseline_scores(model, x, 2)
+    assert scores.shape == (16, 2) and (scores.argmax(axis=1) == y).all()
+
+
+def test_baseline_config_is_checked():
+    with pytest.raises(ValueError, match="Received: kind='knn'"):
+        build_baseline("knn", BaselineConfig(), seed=0)
+    with pytest.raises(ConfigError, match="baseline.models names a baseline twice"):
+        load_config(Config, None, ["baseline.models=[svm, svm]"])
+    with pytest.raises(ConfigError, match="baseline.models"):
+        load_config(Config, None, ["baseline.models=[knn]"])
+    with pytest.raises(ConfigError, match="baseline.n_mfcc must be <= features.n_mels"):
+        load_config(Config, None, ["baseline.n_mfcc=64"])
+    assert (
+        load_config(Config, None, ["baseline.models=[]", "baseline.n_mfcc=64"]).baseline.models
+        == []
+    )

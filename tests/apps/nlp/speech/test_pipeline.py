@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from apps.nlp.speech.audio import fit_clip, read_audio
 from apps.nlp.speech.features import extract
+from apps.nlp.speech.pipeline import example_picks
 from shared.cli import main
 from tests.apps.nlp.speech.conftest import tone, write
 
@@ -49,7 +50,7 @@ def test_run_folder_has_every_artifact(trained):
     root, _ = trained
     run = root / "runs" / "speech" / "latest"
     for name in ["config.yaml", "environment.json", "metrics.json", "history.csv", "model.keras",
-                 "model_meta.json", "model_card.md", "FINISHED"]:  # fmt: skip
+                 "model_meta.json", "model_card.md", "FINISHED", "test_split.txt"]:  # fmt: skip
         assert (run / name).is_file(), name
     assert (run / "saved_model" / "saved_model.pb").is_file()
     plots = {p.stem for p in (run / "plots").glob("*.png")}
@@ -179,3 +180,46 @@ def test_mixed_precision_and_xla_train_on_cpu(trained, tmp_path, swap_in_float32
     assert len(mixed) == 7 and (mixed.path.to_numpy() == exact.path.to_numpy()).all()
     columns = [c for c in mixed.columns if c.startswith("top") and c.endswith("probability")]
     np.testing.assert_allclose(mixed[columns], exact[columns], atol=0.05)
+
+
+def test_a_diverging_network_fails_the_run(trained, tmp_path, capsys):
+    """train.learning_rate=1000 really diverges: exit 1, one line, no latest, a failed card."""
+    root, _ = trained  # the same clips and feature cache, a run root of its own
+    cache = f"features.cache_dir={root / 'runs' / 'speech' / 'feature-cache'}"
+    sets = tiny_sets(tmp_path, f"data.path={root / 'clips'}", cache, "train.learning_rate=1000")
+    assert cli("train", *sets) == 1
+    captured = capsys.readouterr()
+    assert "train: cnn diverged: loss" in captured.out and "at epoch 1" in captured.out
+    error = captured.err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: every network failed (cnn)")
+    runs = tmp_path / "runs" / "speech"
+    assert not (runs / "latest").exists()
+    (run,) = [p for p in runs.iterdir() if p.name not in ("prepared", "feature-cache")]
+    assert not (run / "FINISHED").exists() and not (run / "model.keras").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "cnn diverged" in metrics["failed_networks"]["cnn"]
+    card = (run / "model_card.md").read_text()
+    assert "## Status: failed" in card and "`cnn`: cnn diverged" in card
+    checkpoint = json.loads((run / "checkpoints" / "cnn.json").read_text())
+    assert checkpoint["status"] == "failed" and checkpoint["epoch"] == 1
+    assert cli("evaluate", *sets, "--run", str(run)) == 2  # nothing to evaluate: one line
+    assert "no model_meta.json" in capsys.readouterr().err
+
+
+def test_synthetic_source_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    """data.source=synthetic rewrites its folder: real recordings there must not be replaced."""
+    real = tmp_path / "speech_commands" / "yes" / "0a1b2c3d_nohash_0.wav"
+    write(real, tone(1.0), subtype="PCM_16")
+    sets = tiny_sets(tmp_path, f"data.path={tmp_path / 'speech_commands'}")
+    assert cli("prepare", *sets) == 2
+    assert "set data.source=files to read them" in capsys.readouterr().err
+    assert real.is_file() and len(list((tmp_path / "speech_commands").rglob("*"))) == 2
+
+
+def test_example_picks_are_distinct_and_half_wrong_at_most():
+    y = np.arange(51) % 30
+    predicted = np.where(np.arange(51) < 2, y, (y + 1) % 30)  # two right, 49 wrong
+    picks = example_picks(predicted, y, 8)
+    assert len(set(picks.tolist())) == 8 and {0, 1} <= set(picks.tolist())  # both right ones
+    assert sorted(example_picks(y, y, 8)) == sorted(set(example_picks(y, y, 8)))
+    assert len(example_picks(y[:3], y[:3], 3)) == 3

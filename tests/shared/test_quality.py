@@ -53,3 +53,40 @@ def test_every_committed_benchmark_file_is_valid_and_names_files_under_the_pack(
     for spec in specs:
         assert spec["app"] in __import__("shared.cli").cli.APPS, spec["file"]
         assert all(not f.startswith("/") and ".." not in f for f in spec["files"]), spec["file"]
+
+
+def test_a_small_pack_runs_every_step_and_reports_models_beside_the_baseline(tmp_path):
+    """The whole loop on a tiny SMS-Spam-layout file (label<TAB>text, no header)."""
+    pack, specs, out = tmp_path / "pack", tmp_path / "specs", tmp_path / "out"
+    (pack / "sms").mkdir(parents=True)
+    (specs).mkdir()
+    lines = [f"spam\tWIN a free prize {i} call now" for i in range(30)]
+    lines += [f"ham\tsee you at lunch {i} ok" for i in range(60)]
+    (pack / "sms" / "collection").write_text("\n".join(lines) + "\n")
+    write_spec(
+        specs,
+        "tiny-sms",
+        files=["sms/collection"],
+        config="apps/nlp/text/configs/smoke.yaml",
+        set={
+            "data.source": "files",
+            "data.path": "{data}/sms/collection",
+            "data.format": "tsv",
+            "data.columns": ["label", "text"],
+            "model.networks": ["bilstm"],
+        },
+    )
+    args = ["--benchmarks", str(specs), "--data", str(pack), "--output", str(out), "--quick"]
+    assert quality.main(args) == 0
+    entry = json.loads((out / "quality.json").read_text())["datasets"]["tiny-sms"]
+    assert entry["status"] == "ok" and set(entry["steps"]) == set(quality.STEPS)
+    assert all(step["peak_rss_mib"] > 0 for step in entry["steps"].values())
+    board = entry["leaderboard"]["classification"]
+    assert set(board["models"]) == {"bilstm", "tfidf_logreg"}
+    assert board["models"]["bilstm"]["kind"] == "network" and board["selected"] == "bilstm"
+    assert "time_to_baseline_s" in board["models"]["bilstm"]
+    test_rows = round(90 * 0.15)
+    assert entry["score"]["rows"] == entry["score"]["scored"] + entry["score"]["rejected"]
+    assert abs(entry["score"]["rows"] - test_rows) <= 1
+    text = (out / "quality.md").read_text()
+    assert "## tiny-sms (nlp)" in text and "tfidf_logreg (baseline)" in text

@@ -18,29 +18,66 @@ class DataConfig:
     layout: Literal["generic", "movielens"] = "generic"  # movielens: u.data, ratings.csv or .dat
     items_path: str | None = "datasets/recsys/generated/items.csv"  # item metadata (optional)
     test_path: str | None = None  # a given test file (u1.test) paired with `path` (u1.base)
+    separator: str | None = None  # generic layout: field separator; None: `,` for .csv, tab for
+    # .tsv, else read off the header line (tab, `::`, `,`, `;` or `|`); `\t` or `tab`: a tab
     user: str = "user_id"  # user id column (generic layout)
     item: str = "item_id"  # item id column (generic layout)
     rating: str | None = "rating"  # explicit rating column; None: implicit interactions only
+    # (play counts, clicks): no rating models, retrieval only
     timestamp: str | None = (
         "timestamp"  # time column (seconds or dates); enables the temporal split
     )
+    split_column: str | None = None  # generic layout: a column naming each row's split (train,
+    # validation/dev/val, test); needs rating_split=given
+    dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid in the split
+    # column mean
+    items_id: str | None = None  # item id column of the item metadata (generic layout);
+    # None: the same name as data.item
     title: str = "title"  # title column of the item metadata (generic layout)
     genres: str | None = "genres"  # pipe-separated genres column of the item metadata
-    rating_split: Literal["random", "given"] = "random"  # given: data.test_path is the test set
+    rating_split: Literal["random", "given"] = "random"  # given: the data names the test set
+    # (data.test_path or data.split_column); validation then comes from the training rows
     val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)  # rating validation share
     test_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)  # rating test share
-    leave_out: int = bounded(2, low=1)  # retrieval: each user's last k interactions to test (and
-    # the k before them to validation)
+    retrieval_holdout: Literal["auto", "time", "random"] = "auto"  # which of each user's
+    # interactions are held out for retrieval: the last in time, or a seeded random choice;
+    # auto: time when the data has timestamps, else random
+    leave_out: int = bounded(2, low=1)  # retrieval: each user's k held-out interactions to test
+    # (and k more to validation)
     min_user_interactions: int = bounded(5, low=1)  # fewer: the user stays in training only
     simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)  # sample
+
+    @property
+    def has_time(self) -> bool:
+        """Whether the interactions carry a time (every MovieLens ratings file does)."""
+        return self.layout == "movielens" or self.timestamp is not None
+
+    @property
+    def holdout_order(self) -> str:
+        """'time' or 'random': how each user's retrieval hold-out is chosen."""
+        if self.retrieval_holdout == "auto":
+            return "time" if self.has_time else "random"
+        return self.retrieval_holdout
 
     def validate(self) -> None:
         if self.source == "simulator" and self.layout != "generic":
             raise ConfigError(
                 "data.source=simulator writes the generic layout; set data.layout=generic"
             )
-        if self.rating_split == "given" and not self.test_path:
-            raise ConfigError("data.rating_split=given needs data.test_path (the *.test file)")
+        given = [key for key in ("test_path", "split_column") if getattr(self, key)]
+        if self.rating_split == "given" and len(given) != 1:
+            raise ConfigError(
+                "data.rating_split=given needs one of data.test_path (the *.test file) or "
+                "data.split_column"
+            )
+        if self.rating_split == "random" and given:
+            raise ConfigError(f"data.{given[0]} is set: it needs data.rating_split=given")
+        if self.split_column and self.layout != "generic":
+            raise ConfigError("data.split_column needs data.layout=generic")
+        if self.retrieval_holdout == "time" and not self.has_time:
+            raise ConfigError("data.retrieval_holdout=time needs data.timestamp")
+        if self.separator == "":
+            raise ConfigError("data.separator: expected a separator, got an empty string")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(
                 "data.val_fraction + data.test_fraction must leave rows to train on, got "
@@ -75,6 +112,8 @@ class EvaluateConfig:
 
     ks: list[int] = bounded([10, 20], low=1)  # cut-offs reported for the ranking metrics
     max_k_plot: int = bounded(50, low=1)  # recall@K is plotted for K = 1..this
+    relevant_min_rating: float | None = None  # a held-out item is relevant for the top-K
+    # metrics if rated at least this; None: every held-out item is (needs explicit ratings)
 
 
 @dataclasses.dataclass
@@ -95,3 +134,10 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        if self.evaluate.relevant_min_rating is not None and self.data.rating is None:
+            raise ConfigError(
+                "evaluate.relevant_min_rating needs explicit ratings; the data is implicit "
+                "(data.rating=null): every held-out item is relevant"
+            )

@@ -1,15 +1,19 @@
 """Readers for MovieLens and generic interaction files, item metadata, splits and leak checks.
 
 Every reader returns the same frame: `user` and `item` as strings, `rating` as float (NaN for
-implicit data) and `timestamp` as int64 seconds (0 when the file has none).
+implicit data) and `timestamp` as int64 seconds (0 when the file has none); a generic file read
+with a split column also has `given` (train, val or test).
 """
 
+import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from shared.io import DataError, read_table
+from shared.splits import split_names
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 ML100K_GENRES = [
@@ -44,16 +48,27 @@ def read_movielens_ratings(path: str | Path) -> pd.DataFrame:
 
 
 def read_interactions(
-    path: str | Path, user: str, item: str, rating: str | None, timestamp: str | None
+    path: str | Path,
+    user: str,
+    item: str,
+    rating: str | None,
+    timestamp: str | None,
+    separator: str | None = None,
+    split_column: str | None = None,
+    dev_split: str = "validation",
 ) -> pd.DataFrame:
-    """A generic CSV/TSV/Parquet file with the named columns (rating and timestamp optional)."""
-    frame = read_table(_existing(path))
-    wanted = [c for c in (user, item, rating, timestamp) if c]
+    """A generic interactions file with a header naming the columns: CSV, TSV, Parquet or any
+    delimited text (HetRec's tab-separated, CRLF `user_artists.dat`). Rating and timestamp are
+    optional; with `split_column` the frame gains `given` (train, val or test) from its values.
+    """
+    frame = read_generic_table(path, separator)
+    wanted = [c for c in (user, item, rating, timestamp, split_column) if c]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; columns are "
-            f"{', '.join(map(str, frame.columns[:12]))} (set data.user/item/rating/timestamp)"
+            f"{', '.join(map(str, frame.columns[:12]))} (set data.user/item/rating/timestamp"
+            f"{'/split_column' if split_column else ''})"
         )
     raw = pd.DataFrame(
         {
@@ -63,7 +78,64 @@ def read_interactions(
             "timestamp": frame[timestamp] if timestamp else 0,
         }
     )
-    return _typed(raw, str(path), has_rating=bool(rating), has_time=bool(timestamp))
+    out = _typed(raw, str(path), has_rating=bool(rating), has_time=bool(timestamp))
+    if split_column:
+        values = frame[split_column].fillna("").to_numpy()
+        out["given"] = split_names(values, f"{path}: column {split_column!r}", dev_split)
+    return out
+
+
+def read_generic_table(path: str | Path, separator: str | None = None) -> pd.DataFrame:
+    """A table with a header row: Parquet by suffix, else delimited text read as strings.
+
+    The separator is `separator`, else `,` for .csv and tab for .tsv, else read off the header
+    line. Only comma-separated files have quoted fields: in tab- or `::`-separated files a
+    quote is text (HetRec's artist `"Weird Al" Yankovic`). CRLF line ends are read as LF.
+    """
+    path = _existing(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return read_table(path)
+    sep = _separator(path, separator)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=re.escape(sep) if len(sep) > 1 else sep,
+            engine="python" if len(sep) > 1 else "c",
+            dtype=str,
+            keep_default_na=False,
+            quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
+            encoding="utf-8",
+            encoding_errors="replace",
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: no header row (empty file)") from exc
+    except pd.errors.ParserError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "parse error"
+        raise DataError(f"{path}: malformed {sep!r}-separated file ({first})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+SNIFFED = ("\t", "::", ",", ";", "|")  # separators read off a header line, in this order
+
+
+def _separator(path: Path, separator: str | None) -> str:
+    if separator is not None:
+        return "\t" if separator in ("\\t", "tab") else separator
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return ","
+    if suffix == ".tsv":
+        return "\t"
+    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+        header = handle.readline().rstrip("\r\n")
+    for sep in SNIFFED:
+        if sep in header:
+            return sep
+    raise DataError(
+        f"{path}: cannot tell the field separator from the header line {header[:60]!r}; "
+        "set data.separator"
+    )
 
 
 def _read_delimited(path: Path, sep: str, n_columns: int, encoding: str) -> pd.DataFrame:
@@ -170,8 +242,9 @@ def read_movielens_items(path: str | Path) -> pd.DataFrame:
 
 
 def read_items(path: str | Path, item: str, title: str, genres: str | None) -> pd.DataFrame:
-    """Generic item metadata: an id, a title and optionally pipe-separated genres."""
-    frame = read_table(_existing(path))
+    """Generic item metadata: an id, a title and optionally pipe-separated genres, in any table
+    `read_generic_table` reads (HetRec's `artists.dat`: id, name, url, pictureURL)."""
+    frame = read_generic_table(path)
     missing = [c for c in (item, title, genres) if c and c not in frame.columns]
     if missing:
         raise DataError(f"{path}: missing item column(s) {', '.join(missing)}")
@@ -248,23 +321,38 @@ def random_split(n: int, val: float, test: float, seed: int) -> np.ndarray:
     return labels
 
 
-def leave_last_out(frame: pd.DataFrame, k: int, min_interactions: int) -> np.ndarray:
-    """Per user: the last k interactions to test, the k before them to val, the rest to train.
+def per_user_holdout(
+    frame: pd.DataFrame,
+    k: int,
+    min_interactions: int,
+    order: str,
+    seed: int,
+    held: tuple[str, ...] = ("test", "val"),
+) -> np.ndarray:
+    """Per user: the last k interactions to held[0], the k before them to held[1] (and so on),
+    the rest to train. `order` 'time': last in time, ties in file order (leave-last-out);
+    'random': a seeded random order per user (the per-user random holdout for data without
+    timestamps).
 
-    Users with fewer than max(min_interactions, 2k + 1) interactions stay in training only.
-    Ties in time keep the file order.
+    Users with fewer than max(min_interactions, len(held) * k + 1) interactions stay in
+    training only.
     """
-    order = frame.assign(_row=np.arange(len(frame))).sort_values(
-        ["user", "timestamp", "_row"], kind="stable"
+    key = (
+        frame["timestamp"].to_numpy()
+        if order == "time"
+        else np.random.default_rng(seed).permutation(len(frame))
     )
-    from_end = order.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
-    size = order.groupby("user", sort=False)["item"].transform("size").to_numpy()
-    eligible = size >= max(min_interactions, 2 * k + 1)
-    labels = np.where(
-        eligible & (from_end < k), "test", np.where(eligible & (from_end < 2 * k), "val", "train")
-    )
+    ordered = pd.DataFrame(
+        {"user": frame["user"].to_numpy(), "key": key, "_row": np.arange(len(frame))}
+    ).sort_values(["user", "key", "_row"], kind="stable")
+    from_end = ordered.groupby("user", sort=False).cumcount(ascending=False).to_numpy()
+    size = ordered.groupby("user", sort=False)["key"].transform("size").to_numpy()
+    eligible = size >= max(min_interactions, len(held) * k + 1)
+    labels = np.full(len(frame), "train", dtype=object)
+    for n, name in enumerate(held):
+        labels[eligible & (from_end >= n * k) & (from_end < (n + 1) * k)] = name
     out = np.empty(len(frame), dtype=object)
-    out[order["_row"].to_numpy()] = labels
+    out[ordered["_row"].to_numpy()] = labels
     return out
 
 

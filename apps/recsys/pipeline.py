@@ -10,7 +10,7 @@ import pandas as pd
 
 from apps.recsys import data as rs_data
 from apps.recsys.config import Config
-from apps.recsys.metrics import ranking_metrics, rating_metrics, recall_curve
+from apps.recsys.metrics import ranking_metrics, rating_metrics, recall_at_k, recall_curve
 from apps.recsys.model import (
     build_item_tower,
     build_mf,
@@ -22,7 +22,7 @@ from apps.recsys.model import (
 )
 from apps.recsys.simulate import simulate_ratings
 from shared import evaluation as ev
-from shared import training
+from shared import leaderboard, training
 from shared.config import ConfigError, load_config, to_dict
 from shared.input_pipeline import in_memory_dataset
 from shared.io import (
@@ -50,6 +50,9 @@ APP = "recsys"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 RATING_MODELS = ("mf", "ncf")
 MAX_K = 100  # recommend serves at most this many items per user
+RETRIEVAL_K = 10  # the retrieval leaderboard's cut-off (Recall@10, NDCG@10)
+RECALL_COLUMN = f"val_recall@{RETRIEVAL_K}"  # the two-tower history's validation Recall@10
+CARD_TITLE = "Recommender: model card"
 
 
 @dataclasses.dataclass
@@ -90,32 +93,17 @@ def prepare(config: Config, options=None) -> Prepared:
     if data.layout == "movielens" and ratings_path.is_dir():
         ratings_path, found = rs_data.find_movielens(ratings_path)
         items_path = items_path if items_path and items_path.is_file() else found
-    frame = _read_ratings(data, ratings_path)
-    if data.rating_split == "given":
-        test = _read_ratings(data, Path(data.test_path))
-        frame = pd.concat(
-            [frame.assign(_given="base"), test.assign(_given="test")], ignore_index=True
-        )
-    frame, rejects = rs_data.deduplicate(frame)
+    frame, rejects = _read_interactions(data, ratings_path)
     items = _read_items(data, items_path)
     has_rating = bool(frame["rating"].notna().all())
-    if data.rating_split == "given":
-        split = np.where(frame.pop("_given") == "test", "test", "train").astype(object)
-        base = np.flatnonzero(split == "train")
-        val = rs_data.random_split(len(base), data.val_fraction, 0.0, config.train.seed) == "test"
-        split[base[val]] = "val"
-    else:
-        split = rs_data.random_split(
-            len(frame), data.val_fraction, data.test_fraction, config.train.seed
-        )
-    frame["rating_split"] = split
-    frame["retrieval_split"] = rs_data.leave_last_out(
-        frame, data.leave_out, data.min_user_interactions
-    )
-    rs_data.check_no_leak(frame, "rating_split", temporal=False)
-    rs_data.check_no_leak(frame, "retrieval_split", temporal=bool(data.timestamp))
+    rating, retrieval, temporal = _split(frame, data, config.train.seed)
+    frame = frame.drop(columns="given", errors="ignore")
+    frame["rating_split"], frame["retrieval_split"] = rating, retrieval
+    _check_splits(frame, temporal, has_rating, data)
     info = {
         "source": str(ratings_path),
+        "test_source": data.test_path,
+        "split_column": data.split_column,
         "items_source": str(items_path) if items_path and len(items) else None,
         "rows": int(len(frame)),
         "users": int(frame["user"].nunique()),
@@ -124,6 +112,8 @@ def prepare(config: Config, options=None) -> Prepared:
         "rejected_rows": int(len(rejects)),
         "rating_split": {s: int((frame.rating_split == s).sum()) for s in rs_data.SPLITS},
         "retrieval_split": {s: int((frame.retrieval_split == s).sum()) for s in rs_data.SPLITS},
+        "retrieval_holdout": data.holdout_order,
+        "simulated": data.source == "simulator",
         "leak_checks": "passed",
     }
     if training.is_chief():
@@ -133,8 +123,8 @@ def prepare(config: Config, options=None) -> Prepared:
         write_json(folder / "prepare.json", info)
     print(
         f"prepare: {len(frame):,} interactions, {info['users']:,} users, {info['items']:,} items "
-        f"from {ratings_path} in {time.perf_counter() - start:.1f}s; {len(rejects):,} repeated "
-        f"pairs set aside -> {folder / 'rejects.csv'}; splits pass the leak checks",
+        f"from {ratings_path} in {time.perf_counter() - start:.1f}s; {len(rejects):,} rows "
+        f"set aside (repeated pairs) -> {folder / 'rejects.csv'}; splits pass the leak checks",
         flush=True,
     )
     return Prepared(frame, items, folder, info)
@@ -143,7 +133,97 @@ def prepare(config: Config, options=None) -> Prepared:
 def _read_ratings(data, path: Path) -> pd.DataFrame:
     if data.layout == "movielens":
         return rs_data.read_movielens_ratings(path)
-    return rs_data.read_interactions(path, data.user, data.item, data.rating, data.timestamp)
+    return rs_data.read_interactions(
+        path,
+        data.user,
+        data.item,
+        data.rating,
+        data.timestamp,
+        data.separator,
+        data.split_column,
+        data.dev_split,
+    )
+
+
+def _read_interactions(data, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The interactions, each (user, item) pair once, and the rows set aside with the reason.
+
+    With a given test file the frame gains `given`: train for the base file's rows, test for
+    the test file's. A test pair that is also in the base file would be scored on a rating the
+    models trained on: it is set aside, the base row kept.
+    """
+    frame, rejects = rs_data.deduplicate(_read_ratings(data, path))
+    if not data.test_path:
+        return frame, rejects.assign(file=str(path))
+    test, test_rejects = rs_data.deduplicate(_read_ratings(data, Path(data.test_path)))
+    in_base = pd.MultiIndex.from_frame(test[["user", "item"]]).isin(
+        pd.MultiIndex.from_frame(frame[["user", "item"]])
+    )
+    both = test[in_base].copy()
+    both.insert(0, "reason", "pair also in the base file (data.path): the base row is kept")
+    frame = pd.concat(
+        [frame.assign(given="train"), test[~in_base].assign(given="test")], ignore_index=True
+    )
+    rejects = pd.concat(
+        [
+            rejects.assign(file=str(path)),
+            test_rejects.assign(file=data.test_path),
+            both.assign(file=data.test_path),
+        ],
+        ignore_index=True,
+    )
+    return frame, rejects
+
+
+def _split(frame: pd.DataFrame, data, seed: int):
+    """(rating split, retrieval split, rows whose retrieval hold-out is by time or None).
+
+    Random: a seeded 80/10/10-style split of the ratings, and per user the last (or randomly
+    chosen) interactions held out for retrieval. Given (a test file or a split column): its
+    test rows are the test set of both; validation is the split's own, else drawn from its
+    training rows (a random share of the ratings; per user a hold-out for retrieval).
+    """
+    order, k, least = data.holdout_order, data.leave_out, data.min_user_interactions
+    if "given" not in frame:
+        rating = rs_data.random_split(len(frame), data.val_fraction, data.test_fraction, seed)
+        retrieval = rs_data.per_user_holdout(frame, k, least, order, seed)
+        return rating, retrieval, np.ones(len(frame), bool) if order == "time" else None
+    given = frame["given"].to_numpy(object)
+    rating, retrieval = given.copy(), given.copy()
+    if (given == "val").any():
+        return rating, retrieval, None
+    base = np.flatnonzero(given == "train")
+    val = rs_data.random_split(len(base), data.val_fraction, 0.0, seed) == "val"
+    rating[base[val]] = "val"
+    retrieval[base] = rs_data.per_user_holdout(
+        frame.iloc[base], k, least, order, seed, held=("val",)
+    )
+    return rating, retrieval, (given == "train") if order == "time" else None
+
+
+def _check_splits(frame: pd.DataFrame, temporal, has_rating: bool, data) -> None:
+    """Leak checks, and one line for a split left empty (nothing to fit or measure on)."""
+    rs_data.check_no_leak(frame, "rating_split", temporal=False)
+    rs_data.check_no_leak(frame, "retrieval_split", temporal=False)
+    if temporal is not None:
+        rs_data.check_no_leak(frame[temporal], "retrieval_split", temporal=True)
+    empty = [s for s in ("train", "test") if not (frame.retrieval_split == s).any()]
+    if empty:
+        raise DataError(
+            f"{data.path}: the retrieval {' and '.join(empty)} split is empty "
+            f"({len(frame):,} interactions, {frame['user'].nunique():,} users): a user is held "
+            "out only with at least max(data.min_user_interactions, 2 * data.leave_out + 1) "
+            "interactions"
+        )
+    parts = _rating_parts(frame) if has_rating else {}
+    empty = [s for s, rows in parts.items() if not len(rows)]
+    if empty:
+        raise DataError(
+            f"{data.path}: no {' or '.join(empty)} rating has a user and an item from the "
+            f"rating training split ({len(frame):,} interactions); no model could be measured "
+            "on it (a given test file of users or items not in the base file; too small a "
+            "data.val_fraction)"
+        )
 
 
 def _read_items(data, path: Path | None) -> pd.DataFrame:
@@ -151,7 +231,7 @@ def _read_items(data, path: Path | None) -> pd.DataFrame:
         return pd.DataFrame({"item": [], "title": [], "genres": []}, dtype=str)
     if data.layout == "movielens":
         return rs_data.read_movielens_items(path)
-    return rs_data.read_items(path, data.item, data.title, data.genres)
+    return rs_data.read_items(path, data.items_id or data.item, data.title, data.genres)
 
 
 def _ensure_sample(config: Config) -> None:
@@ -181,83 +261,121 @@ def _ensure_sample(config: Config) -> None:
 
 def train(config: Config, options=None) -> RunDir:
     """Fit the bias baseline, MF and NCF (ratings), the two-tower model and the popularity
-    baseline (retrieval); save the models, the top-K index and what recommend needs."""
-    training.seed_everything(config.train.seed)
-    strategy = training.select_strategy()
-    policy = training.set_precision(config.train.mixed_precision)
-    prepared = prepare(config)
-    run = RunDir.create(
-        APP, to_dict(config), config.run.root, config.run.run_id, is_chief=training.is_chief()
-    )
-    print(f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}", flush=True)
-    frame = prepared.frame
+    baseline (retrieval); save the models, the top-K index and what recommend needs.
+
+    A network that diverges is marked failed and never saved or served; when every network
+    failed the run fails (exit 1) and never becomes `latest`.
+    """
+    run, strategy, policy, prepared = training.start_run(APP, config, prepare)
+    frame, explicit = prepared.frame, prepared.info["explicit_ratings"]
     meta = {
         "app": APP,
         "prepared": str(prepared.folder),
         "precision_policy": policy,
+        "explicit_ratings": explicit,
         "xla_compiled": {},  # per network: whether its train step ran under XLA
+        "baseline_seconds": {},  # each baseline's measured fit time
     }
-    if prepared.info["explicit_ratings"]:
-        parts = {s: frame[frame.rating_split == s] for s in rs_data.SPLITS}
-        tr = parts["train"]
-        users, items = sorted(tr["user"].unique()), sorted(tr["item"].unique())
-        mean = float(tr["rating"].mean())
-        bias = _bias_baseline(tr, config.model.bias_damping)
-        baseline = {s: _bias_predict(bias, parts[s]) for s in ("val", "test")}
-        models = {}
-        with strategy.scope():
-            models["mf"] = build_mf(users, items, config.model, mean)
-            models["ncf"] = build_ncf(users, items, config.model, mean)
-        for name, model in models.items():
-            meta["xla_compiled"][name] = _fit_rating(model, name, parts, config, run, strategy)
-        meta["rating_range"] = [float(tr["rating"].min()), float(tr["rating"].max())]
-        meta["validation_rmse"] = {
-            "bias_baseline": rating_metrics(parts["val"]["rating"], baseline["val"])["rmse"],
-            **{
-                n: rating_metrics(parts["val"]["rating"], _predict_ratings(m, parts["val"], 8192))[
-                    "rmse"
-                ]
-                for n, m in models.items()
-            },
-        }
-    else:
-        models, baseline = {}, {}
-    retrieval, item_ids, popularity, compiled = _fit_two_tower(config, strategy, prepared, run)
-    meta["xla_compiled"]["two_tower"] = compiled
+    models, failures, baseline = _train_rating_models(config, strategy, frame, run, meta)
+    start = time.perf_counter()
+    catalogue, popularity = _popularity(frame)
+    meta["baseline_seconds"]["popularity"] = time.perf_counter() - start
+    try:
+        models["two_tower"], meta["xla_compiled"]["two_tower"] = _fit_two_tower(
+            config, strategy, prepared, catalogue, run
+        )
+    except training.Diverged as exc:
+        failures["two_tower"] = str(exc)
+    meta["networks"] = {
+        name: {"status": "failed", "reason": failures[name]}
+        if name in failures
+        else {"status": "ok"}
+        for name in (RATING_MODELS if explicit else ()) + ("two_tower",)
+    }
+    if not models:
+        training.fail_run(run, CARD_TITLE, failures)
     meta.update(
         {
-            "rating_models": list(models),
+            "rating_models": [n for n in RATING_MODELS if n in models],
+            "retrieval_model": "two_tower" in models,
             "schema": InputSchema(
                 [Column(config.data.user, "id"), Column(config.data.item, "id")]
             ).to_dict(),
             "max_k": MAX_K,
             "popularity": popularity,
-            "items": len(item_ids),
+            "items": len(catalogue),
         }
     )
+    if failures:
+        print(
+            f"train: {', '.join(failures)} failed and will not be served; the run ships "
+            f"{', '.join(models)}",
+            flush=True,
+        )
     if run.is_chief:
-        for name, model in models.items():
-            path = run.model_path if name == "mf" else run.path / f"{name}.keras"
-            with atomic_path(path, suffix=".keras") as tmp:
-                model.save(tmp)
-        with atomic_path(run.path / "retrieval.keras", suffix=".keras") as tmp:
-            retrieval.save(tmp)
-        if baseline:
-            with atomic_path(run.path / "baseline_predictions.npz", suffix=".npz") as tmp:
-                np.savez(tmp, **baseline)
-        known = frame[["user", "item"]].drop_duplicates()
-        write_table(run.path / "known_items.parquet", known)
-        write_table(run.path / "items.parquet", prepared.items)
-        write_json(run.path / "catalogue.json", item_ids)
-        write_json(run.meta_path, meta)
-        _export(run, run.saved_model_path)
+        _save(run, models, baseline, prepared, catalogue, meta)
+        rating_model, _ = _rating_model(meta, config.serve.rating_model)
+        _export(run, run.saved_model_path, rating_model)
     run.finish()
-    digests = " ".join(
-        f"{name} {training.weights_digest(model)}"
-        for name, model in {**models, "two_tower": retrieval}.items()
-    )
+    digests = " ".join(f"{name} {training.weights_digest(m)}" for name, m in models.items())
     print(f"train: finished; weights sha256 {digests}; models -> {run.path}", flush=True)
     return run
+
+
+def _train_rating_models(config: Config, strategy, frame: pd.DataFrame, run: RunDir, meta: dict):
+    """The bias baseline, MF and NCF on explicit ratings (nothing for implicit data): the
+    trained networks, the failed ones with why, and the baseline's validation and test
+    predictions. Fills in the baseline's fit seconds, the rating range and XLA flags."""
+    if not meta["explicit_ratings"]:
+        return {}, {}, {}
+    parts = _rating_parts(frame)
+    start = time.perf_counter()
+    bias = _bias_baseline(parts["train"], config.model.bias_damping)
+    meta["baseline_seconds"]["bias_baseline"] = time.perf_counter() - start
+    models, failures = {}, {}
+    for name in RATING_MODELS:
+        try:
+            models[name], meta["xla_compiled"][name] = _fit_rating(
+                name, parts, config, run, strategy
+            )
+        except training.Diverged as exc:
+            failures[name] = str(exc)
+    ratings = parts["train"]["rating"]
+    meta["rating_range"] = [float(ratings.min()), float(ratings.max())]
+    return models, failures, {s: _bias_predict(bias, parts[s]) for s in ("val", "test")}
+
+
+def _save(run: RunDir, models: dict, baseline: dict, prepared, catalogue, meta: dict) -> None:
+    for name, model in models.items():
+        with atomic_path(_model_path(run, name), suffix=".keras") as tmp:
+            model.save(tmp)
+    if baseline:
+        with atomic_path(run.path / "baseline_predictions.npz", suffix=".npz") as tmp:
+            np.savez(tmp, **baseline)
+    write_table(
+        run.path / "known_items.parquet", prepared.frame[["user", "item"]].drop_duplicates()
+    )
+    write_table(run.path / "items.parquet", prepared.items)
+    write_json(run.path / "catalogue.json", catalogue)
+    write_json(run.meta_path, meta)
+
+
+def _model_path(run: RunDir, name: str) -> Path:
+    """MF is the run's model.keras (what `score` and `export` use by default)."""
+    return {"mf": run.model_path, "two_tower": run.path / "retrieval.keras"}.get(
+        name, run.path / f"{name}.keras"
+    )
+
+
+def _rating_parts(frame: pd.DataFrame) -> dict:
+    """The rating splits; validation and test keep only pairs whose user and item are in the
+    training split (no model can know the others: they are counted, not scored)."""
+    parts = {s: frame[frame.rating_split == s] for s in rs_data.SPLITS}
+    tr = parts["train"]
+    for s in ("val", "test"):
+        rows = parts[s]
+        parts[s] = rows[rows["user"].isin(tr["user"]) & rows["item"].isin(tr["item"])]
+    return parts
 
 
 def _bias_baseline(rows: pd.DataFrame, damping: float) -> dict:
@@ -285,29 +403,31 @@ def _id_arrays(rows: pd.DataFrame) -> dict:
 
 
 def _fit_rating(
-    model: keras.Model, name: str, parts: dict, config: Config, run: RunDir, strategy
-) -> bool:
-    """Fit a rating model; returns whether its train step ran under XLA."""
-    cfg = config.train
+    name: str, parts: dict, config: Config, run: RunDir, strategy
+) -> tuple[keras.Model, bool]:
+    """Build and fit a rating model; returns it and whether its train step ran under XLA.
+    Raises `training.Diverged` if it diverged."""
+    cfg, tr = config.train, parts["train"]
+    users, items = sorted(tr["user"].unique()), sorted(tr["item"].unique())
+    builder = {"mf": build_mf, "ncf": build_ncf}[name]
     with strategy.scope():  # the optimizer's variables belong to the strategy too
+        model = builder(users, items, config.model, float(tr["rating"].mean()))
         # The id lookups do not compile with XLA: under `xla` they run in tf.data.
         head, core = training.xla_split(model, cfg, ["user_lookup", "item_lookup"])
         training.compile_model(
             core,
             cfg,
-            len(parts["train"]),
+            len(tr),
             "mean_squared_error",
             metrics=[keras.metrics.RootMeanSquaredError(name="rmse")],
         )
-    print(f"train: {name} on {len(parts['train']):,} ratings", flush=True)
+    print(f"train: {name} on {len(tr):,} ratings", flush=True)
     target = {s: parts[s]["rating"].to_numpy(np.float32) for s in ("train", "val")}
     training.fit(
         core,
         training.through_head(
             head,
-            in_memory_dataset(
-                _id_arrays(parts["train"]), target["train"], cfg.batch_size, True, cfg.seed
-            ),
+            in_memory_dataset(_id_arrays(tr), target["train"], cfg.batch_size, True, cfg.seed),
             training=True,
         ),
         training.through_head(
@@ -319,26 +439,41 @@ def _fit_rating(
         cfg,
         name=name,
         monitor="val_rmse",
-        examples=len(parts["train"]),
+        examples=len(tr),
     )
-    return bool(core.jit_compile)
+    return model, bool(core.jit_compile)
 
 
 def _predict_ratings(model: keras.Model, rows: pd.DataFrame, batch_size: int) -> np.ndarray:
     return np.asarray(predict_in_batches(model, _id_arrays(rows), batch_size)).reshape(-1)
 
 
-def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
-    """In-batch-softmax two-tower model on the temporal training split; returns the retrieval
-    model (user id -> top-K over every training item), the item ids, the popularity list and
-    whether the train step ran under XLA."""
+def _popularity(frame: pd.DataFrame) -> tuple[list[str], dict]:
+    """The retrieval catalogue (every training item, sorted) and the most-popular list: the
+    popularity baseline's whole fit."""
+    tr = frame[frame.retrieval_split == "train"]
+    counts = tr["item"].value_counts()
+    n = MAX_K + int(frame.groupby("user")["item"].size().max())
+    popularity = {
+        "items": counts.index[:n].tolist(),
+        "counts": counts.to_numpy()[:n].tolist(),
+        "interactions": int(len(tr)),
+    }
+    return sorted(tr["item"].unique()), popularity
+
+
+def _fit_two_tower(config: Config, strategy, prepared: Prepared, items: list[str], run: RunDir):
+    """In-batch-softmax two-tower model on the retrieval training split; returns the retrieval
+    model (user id -> top-K over every catalogue item) and whether the train step ran under
+    XLA. Each epoch logs validation Recall@10 (`val_recall@10`), which picks the best epoch.
+    Raises `training.Diverged` if it diverged."""
     frame, cfg_model = prepared.frame, config.model
     tr = frame[frame.retrieval_split == "train"]
     va = frame[frame.retrieval_split == "val"]
-    users, items = sorted(tr["user"].unique()), sorted(tr["item"].unique())
+    users = sorted(tr["user"].unique())
     item_row = {item: n for n, item in enumerate(items)}
     probability = tr["item"].value_counts(normalize=True)
-    va = va[va["item"].isin(item_row)]
+    va = va[va["item"].isin(item_row) & va["user"].isin(users)]
     genres = rs_data.genre_vocabulary(prepared.items) if cfg_model.item_features else []
     item_genres = prepared.items.set_index("item")["genres"] if len(prepared.items) else None
 
@@ -378,6 +513,17 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
         f"{f', {len(genres)} genres' if genres else ''}",
         flush=True,
     )
+    item_inputs = {"item": np.asarray(items, dtype=str)}
+    if genres:
+        item_inputs["genres"] = genre_rows(item_inputs["item"])
+    val = held_out(frame, "val", items, users, config.evaluate.relevant_min_rating)
+
+    def val_recall(_model) -> float:
+        embeddings = np.asarray(predict_in_batches(item_tower, item_inputs, 8192))
+        scores = _tower_scores(user_tower, embeddings, val.users)
+        return recall_at_k(scores, val.relevant, val.exclude, RETRIEVAL_K)
+
+    scores = [training.EpochScore(f"recall@{RETRIEVAL_K}", val_recall)] if val.users else []
     dummy = {"tr": np.zeros(len(tr), np.float32), "va": np.zeros(len(va), np.float32)}
     training.fit(
         core,
@@ -396,23 +542,74 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
         run,
         cfg,
         name="two_tower",
-        monitor="val_loss" if len(va) else "loss",
+        monitor=RECALL_COLUMN if val.users else ("val_loss" if len(va) else "loss"),
+        mode="max" if val.users else "min",
         examples=len(tr),
+        scores=scores,
     )
-    item_inputs = {"item": np.asarray(items, dtype=str)}
-    if genres:
-        item_inputs["genres"] = genre_rows(item_inputs["item"])
     embeddings = np.asarray(predict_in_batches(item_tower, item_inputs, 8192))
     known_counts = frame.groupby("user")["item"].size()
     k = min(len(items), MAX_K + int(known_counts.max()))
-    retrieval = build_retrieval(user_tower, embeddings, k)
-    counts = tr["item"].value_counts()
-    popularity = {
-        "items": counts.index[: MAX_K + int(known_counts.max())].tolist(),
-        "counts": counts.to_numpy()[: MAX_K + int(known_counts.max())].tolist(),
-        "interactions": int(len(tr)),
+    return build_retrieval(user_tower, embeddings, k), bool(core.jit_compile)
+
+
+def _tower_scores(user_tower: keras.Model, item_embeddings: np.ndarray, users: list[str]):
+    """[users, items] two-tower scores: each user's embedding dotted with every item's."""
+    queries = predict_in_batches(user_tower, np.asarray(users, dtype=str), 8192)
+    # float32 whatever the precision policy: NumPy's matmul on bfloat16 is slow and inexact.
+    return np.asarray(queries, np.float32) @ np.asarray(item_embeddings, np.float32).T
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """One retrieval split's held-out interactions as matrices over the catalogue."""
+
+    users: list[str]  # users with at least one relevant held-out item, one row each
+    relevant: np.ndarray  # [users, items] bool: the relevant held-out items
+    exclude: np.ndarray  # [users, items] bool: the user's earlier items, never ranked
+    counts: dict  # held-out rows, and why some are not measured
+
+
+def held_out(
+    frame: pd.DataFrame,
+    split: str,
+    catalogue: list[str],
+    known_users: list[str],
+    min_rating: float | None,
+) -> HeldOut:
+    """The `split` ('val' or 'test') rows of the retrieval split as a ranking task.
+
+    Relevant: every held-out item, or (with `min_rating`) those rated at least that; a held-out
+    item rated lower stays rankable and counts as a miss. Excluded from the ranking: the
+    user's items in the splits before this one. Held-out rows whose user or item the models
+    never saw in training are counted, not measured.
+    """
+    column = pd.Series(np.arange(len(catalogue)), index=catalogue)
+    rows = frame[frame.retrieval_split == split]
+    new_user = ~rows["user"].isin(known_users)
+    new_item = ~new_user & ~rows["item"].isin(column.index)
+    below = ~(new_user | new_item)
+    below &= rows["rating"] < min_rating if min_rating is not None else False
+    keep = rows[~(new_user | new_item | below)]
+    users = sorted(keep["user"].unique())
+    row = pd.Series(np.arange(len(users)), index=users)
+    relevant = np.zeros((len(users), len(catalogue)), bool)
+    relevant[keep["user"].map(row).to_numpy(), keep["item"].map(column).to_numpy()] = True
+    earlier = frame[
+        frame.retrieval_split.isin(("train",) if split == "val" else ("train", "val"))
+        & frame["user"].isin(row.index)
+        & frame["item"].isin(column.index)
+    ]
+    exclude = np.zeros(relevant.shape, bool)
+    exclude[earlier["user"].map(row).to_numpy(), earlier["item"].map(column).to_numpy()] = True
+    counts = {
+        "held_out": int(len(rows)),
+        "relevant": int(len(keep)),
+        "user_not_in_training": int(new_user.sum()),
+        "item_not_in_training_catalogue": int(new_item.sum()),
+        "rated_below_relevant_min_rating": int(below.sum()),
     }
-    return retrieval, items, popularity, bool(core.jit_compile)
+    return HeldOut(users, relevant, exclude, counts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,75 +618,165 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, run: RunDir):
 
 def evaluate(config: Config, options=None) -> dict:
     """RMSE/MAE against the bias baseline; Recall/NDCG/MAP/hit rate/coverage at K against the
-    popularity baseline; plots; model card."""
+    popularity baseline; the leaderboards, the test split for `score`, plots, model card."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
     meta = load_meta(run)
     run_config = load_config(Config, run.path / "config.yaml")
     prepared = prepare(run_config)
     frame = prepared.frame
-    report = {"data": prepared.info, "rating": {}, "retrieval": {}}
     plots = run.subdir("plots")
-    if meta["rating_models"]:
-        test = frame[frame.rating_split == "test"]
-        baseline = np.load(run.path / "baseline_predictions.npz", allow_pickle=False)
-        predictions = {"bias_baseline": baseline["test"]}
-        for name in meta["rating_models"]:
-            model = _load_model(run.model_path if name == "mf" else run.path / f"{name}.keras")
-            predictions[name] = _predict_ratings(model, test, run_config.serve.batch_size)
-        y = test["rating"].to_numpy(np.float64)
-        report["rating"] = {n: rating_metrics(y, p) for n, p in predictions.items()}
-        _plot_errors(y, predictions, plots / "rating_errors.png")
-    scores, relevant, exclude, unreachable = _retrieval_matrices(run, meta, frame)
-    ks = sorted(set(run_config.evaluate.ks))
-    popularity = _popularity_scores(meta, scores.shape[1], run)
-    report["retrieval"] = {
-        "two_tower": ranking_metrics(scores, relevant, exclude, ks),
-        "popularity": ranking_metrics(
-            np.broadcast_to(popularity, scores.shape), relevant, exclude, ks
-        ),
-        "test_items_not_in_training_catalogue": unreachable,
-        "excluded": "each user's training and validation items",
-    }
-    max_k = min(run_config.evaluate.max_k_plot, scores.shape[1])
-    curves = {
-        "two_tower": recall_curve(scores, relevant, exclude, max_k),
-        "popularity": recall_curve(
-            np.broadcast_to(popularity, scores.shape), relevant, exclude, max_k
-        ),
-    }
-    _plot_recall(curves, plots / "recall_at_k.png")
-    ev.plot_history(run.history_path, plots / "history.png", metrics=("loss", "rmse"))
+    failed = {n: v["reason"] for n, v in meta["networks"].items() if v["status"] == "failed"}
+    report = {"data": prepared.info, "failed_networks": failed, "rating": {}}
+    boards = {}
+    if meta["explicit_ratings"]:
+        report["rating"], report["rating_pairs"], boards["rating"] = _evaluate_ratings(
+            run, meta, frame, run_config, plots
+        )
+    report["retrieval"], report["retrieval_held_out"], boards["retrieval"] = _evaluate_retrieval(
+        run, meta, frame, run_config, plots
+    )
+    report["leaderboard"] = boards
+    report["test_input"] = _write_test_input(run, meta, frame)
+    ev.plot_history(
+        run.history_path, plots / "history.png", metrics=("loss", "rmse", f"recall@{RETRIEVAL_K}")
+    )
     write_json(run.metrics_path, report)
+    ks = sorted(set(run_config.evaluate.ks))
     _write_card(run, report, ks)
     _print_summary(report, ks)
     return report
 
 
+def _evaluate_ratings(run: RunDir, meta: dict, frame: pd.DataFrame, config: Config, plots: Path):
+    """Test metrics per model, the pairs scored and left out, and the rating leaderboard."""
+    parts = _rating_parts(frame)
+    baseline = np.load(run.path / "baseline_predictions.npz", allow_pickle=False)
+    predictions = {"bias_baseline": {s: baseline[s] for s in ("val", "test")}}
+    for name in meta["rating_models"]:
+        model = _load_model(_model_path(run, name))
+        predictions[name] = {
+            s: _predict_ratings(model, parts[s], config.serve.batch_size) for s in ("val", "test")
+        }
+    y = {s: parts[s]["rating"].to_numpy(np.float64) for s in ("val", "test")}
+    metrics = {
+        name: {s: rating_metrics(y[s], p[s]) for s in ("val", "test")}
+        for name, p in predictions.items()
+    }
+    pairs = {
+        f"{s}_{what}": count
+        for s in ("val", "test")
+        for what, count in (
+            ("rows", int((frame.rating_split == s).sum())),
+            ("scored", len(parts[s])),
+            ("user_or_item_not_in_training", int((frame.rating_split == s).sum() - len(parts[s]))),
+        )
+    }
+    entries = {name: _network_entry(run, meta, name, metrics.get(name)) for name in RATING_MODELS}
+    entries["bias_baseline"] = leaderboard.model_entry(
+        leaderboard.BASELINE,
+        metrics["bias_baseline"]["test"],
+        metrics["bias_baseline"]["val"],
+        meta["baseline_seconds"]["bias_baseline"],
+    )
+    selected, _ = _rating_model(meta, config.serve.rating_model)
+    board = leaderboard.build("rmse", False, entries, selected, "val_rmse")
+    _plot_errors(
+        y["test"], {n: p["test"] for n, p in predictions.items()}, plots / "rating_errors.png"
+    )
+    return {n: m["test"] for n, m in metrics.items()}, pairs, board
+
+
+def _network_entry(run: RunDir, meta: dict, name: str, metrics: dict | None) -> dict:
+    """A network's leaderboard row: its metrics, fit seconds and history, or failed with why."""
+    summary = training.fit_summary(run, name) or {}
+    seconds = summary.get("seconds")
+    if meta["networks"][name]["status"] == "failed":
+        return leaderboard.model_entry(
+            leaderboard.NETWORK,
+            train_seconds=seconds,
+            status="failed",
+            reason=meta["networks"][name]["reason"],
+        )
+    return leaderboard.model_entry(
+        leaderboard.NETWORK,
+        metrics["test"],
+        metrics["val"],
+        seconds,
+        history=run.path / f"history-{name}.csv",
+    )
+
+
+def _evaluate_retrieval(run: RunDir, meta: dict, frame: pd.DataFrame, config: Config, plots):
+    """Ranking metrics per model on test, what was held out, and the retrieval leaderboard."""
+    catalogue = _catalogue_from_run(run)
+    train_users = sorted(frame.loc[frame.retrieval_split == "train", "user"].unique())
+    ks = sorted(set(config.evaluate.ks) | {RETRIEVAL_K})
+    held = {
+        s: held_out(frame, s, catalogue, train_users, config.evaluate.relevant_min_rating)
+        for s in ("val", "test")
+    }
+    popularity = _popularity_scores(meta, catalogue).astype(np.float32)
+    model = _load_model(_model_path(run, "two_tower")) if meta["retrieval_model"] else None
+    candidates = np.asarray(model.get_layer("index").candidate_embeddings) if model else None
+    metrics, curves = {}, {}
+    for s, h in held.items():
+        scores = {"popularity": np.broadcast_to(popularity, h.relevant.shape)}
+        if model is not None:
+            scores["two_tower"] = _tower_scores(model.get_layer("user_tower"), candidates, h.users)
+        metrics[s] = {
+            name: ranking_metrics(v, h.relevant, h.exclude, ks) if h.users else None
+            for name, v in scores.items()
+        }
+        if s == "test":
+            max_k = min(config.evaluate.max_k_plot, len(catalogue))
+            curves = {n: recall_curve(v, h.relevant, h.exclude, max_k) for n, v in scores.items()}
+
+    def at_k(m: dict | None) -> dict:
+        at = m[f"@{RETRIEVAL_K}"] if m else {}
+        return {f"{k}@{RETRIEVAL_K}": at[k] for k in ("recall", "ndcg") if k in at}
+
+    entries = {}
+    if "two_tower" in meta["networks"]:
+        two_tower = {s: at_k(metrics[s].get("two_tower")) for s in held}
+        entries["two_tower"] = _network_entry(run, meta, "two_tower", two_tower)
+    entries["popularity"] = leaderboard.model_entry(
+        leaderboard.BASELINE,
+        at_k(metrics["test"]["popularity"]),
+        at_k(metrics["val"]["popularity"]),
+        meta["baseline_seconds"]["popularity"],
+    )
+    selected = "two_tower" if meta["retrieval_model"] else None
+    board = leaderboard.build(f"recall@{RETRIEVAL_K}", True, entries, selected, RECALL_COLUMN)
+    _plot_recall(curves, plots / "recall_at_k.png")
+    counts = {s: h.counts for s, h in held.items()} | {
+        "relevance": _relevance_text(config.evaluate.relevant_min_rating),
+        "excluded": "each user's earlier items (training; validation too on test)",
+    }
+    tested = {n: m for n, m in metrics["test"].items() if m is not None}
+    return tested, counts, board
+
+
+def _relevance_text(min_rating: float | None) -> str:
+    if min_rating is None:
+        return "every held-out item is relevant"
+    return f"held-out items rated at least {min_rating:g} are relevant; lower ones count as misses"
+
+
+def _write_test_input(run: RunDir, meta: dict, frame: pd.DataFrame) -> str:
+    """test_split.csv in the columns `score` reads: the rating test pairs, or for implicit data
+    the retrieval test pairs. Pairs with a user or item not in training land in the rejects."""
+    split = "rating_split" if meta["explicit_ratings"] else "retrieval_split"
+    rows = frame[frame[split] == "test"]
+    user, item = InputSchema.from_dict(meta["schema"]).names
+    write_table(
+        run.path / "test_split.csv",
+        pd.DataFrame({user: rows["user"].to_numpy(), item: rows["item"].to_numpy()}),
+    )
+    return "test_split.csv"
+
+
 def _load_model(path: Path) -> keras.Model:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
-
-
-def _retrieval_matrices(run: RunDir, meta: dict, frame: pd.DataFrame):
-    """Scores, relevance and exclusion matrices [test users, catalogue items]."""
-    retrieval = _load_model(run.path / "retrieval.keras")
-    items = _catalogue_from_run(run)
-    column = {item: n for n, item in enumerate(items)}
-    test = frame[frame.retrieval_split == "test"]
-    users = sorted(test["user"].unique())
-    row = {user: n for n, user in enumerate(users)}
-    user_tower = retrieval.get_layer("user_tower")
-    queries = np.asarray(predict_in_batches(user_tower, np.asarray(users, dtype=str), 8192))
-    candidates = np.asarray(retrieval.get_layer("index").candidate_embeddings)
-    scores = queries @ candidates.T
-    relevant = np.zeros(scores.shape, bool)
-    reachable = test[test["item"].isin(column)]
-    relevant[reachable["user"].map(row).to_numpy(), reachable["item"].map(column).to_numpy()] = True
-    history = frame[
-        (frame.retrieval_split != "test") & frame["user"].isin(row) & frame["item"].isin(column)
-    ]
-    exclude = np.zeros(scores.shape, bool)
-    exclude[history["user"].map(row).to_numpy(), history["item"].map(column).to_numpy()] = True
-    return scores, relevant, exclude, int(len(test) - len(reachable))
 
 
 def _catalogue_from_run(run: RunDir) -> list[str]:
@@ -497,13 +784,12 @@ def _catalogue_from_run(run: RunDir) -> list[str]:
     return read_json(run.path / "catalogue.json")
 
 
-def _popularity_scores(meta: dict, n_items: int, run: RunDir) -> np.ndarray:
-    """Most-popular ranking as exact float32 scores (n - rank); ties by catalogue order."""
-    items = _catalogue_from_run(run)
+def _popularity_scores(meta: dict, items: list[str]) -> np.ndarray:
+    """Most-popular ranking as exact scores (n - rank); ties by catalogue order."""
     counts = dict(zip(meta["popularity"]["items"], meta["popularity"]["counts"], strict=True))
     order = np.argsort(-np.array([counts.get(i, 0) for i in items]), kind="stable")
-    scores = np.empty(n_items, np.float64)
-    scores[order] = n_items - np.arange(n_items)
+    scores = np.empty(len(items), np.float64)
+    scores[order] = len(items) - np.arange(len(items))
     return scores
 
 
@@ -536,11 +822,36 @@ def _print_summary(report: dict, ks: list[int]) -> None:
     for name, m in report["rating"].items():
         print(f"{name:<16} RMSE {m['rmse']:.4f}  MAE {m['mae']:.4f}")
     for name, m in report["retrieval"].items():
-        if isinstance(m, dict):
-            cells = "  ".join(
-                f"R@{k} {m[f'@{k}']['recall']:.4f} NDCG@{k} {m[f'@{k}']['ndcg']:.4f}" for k in ks
-            )
-            print(f"{name:<16} {cells}")
+        cells = "  ".join(
+            f"R@{k} {m[f'@{k}']['recall']:.4f} NDCG@{k} {m[f'@{k}']['ndcg']:.4f}" for k in ks
+        )
+        print(f"{name:<16} {cells}")
+    for name, reason in report["failed_networks"].items():
+        print(f"{name:<16} FAILED: {reason}")
+
+
+def _data_text(data: dict) -> str:
+    """The model card's Data section: source, counts and both splits."""
+
+    def split_text(counts: dict) -> str:
+        return ", ".join(f"{name} {count:,}" for name, count in counts.items())
+
+    given = data["test_source"] or (data["split_column"] and "the split column")
+    holdout = "last in time" if data["retrieval_holdout"] == "time" else "seeded random"
+    test = "the given test rows" if given else f"each user's {holdout} interactions"
+    text = (
+        f"Source `{data['source']}`: {data['rows']:,} interactions, {data['users']:,} users, "
+        f"{data['items']:,} items"
+    )
+    if data["explicit_ratings"]:
+        how = f"given ({given})" if given else "random"
+        text += f", explicit ratings. Rating split ({how}): {split_text(data['rating_split'])}"
+    else:
+        text += ", implicit feedback (no ratings: retrieval only)"
+    return text + (
+        f". Retrieval split (test: {test}; validation: each user's {holdout} training "
+        f"interactions): {split_text(data['retrieval_split'])}. The splits pass the leak checks."
+    )
 
 
 def _write_card(run: RunDir, report: dict, ks: list[int]) -> None:
@@ -549,35 +860,51 @@ def _write_card(run: RunDir, report: dict, ks: list[int]) -> None:
     rows = {
         n: {f"{metric}@{k}": m[f"@{k}"][metric] for k in ks for metric in metrics}
         for n, m in report["retrieval"].items()
-        if isinstance(m, dict)
     }
     columns = [f"{metric}@{k}" for k in ks for metric in metrics]
-
-    def split_text(counts: dict) -> str:
-        return ", ".join(f"{name} {count:,}" for name, count in counts.items())
+    held = report["retrieval_held_out"]
 
     sections = {
         "Intended use": "Predicts a user's rating of an item and retrieves top-K items per user "
         "for candidate generation; unknown users get the most popular items, flagged.",
-        "Data": f"Source `{data['source']}`: {data['rows']:,} interactions, {data['users']:,} "
-        f"users, {data['items']:,} items. Rating split (random or given): "
-        f"{split_text(data['rating_split'])}. Retrieval split (each user's last interactions "
-        f"held out): {split_text(data['retrieval_split'])}. "
-        "Both splits pass the leak checks.",
+        "Data": _data_text(data),
     }
-    if report["rating"]:
-        sections["Rating prediction (test)"] = metrics_table(report["rating"], ["rmse", "mae"])
-    sections["Retrieval (test)"] = metrics_table(rows, columns) + (
-        "\n\nEach user's training and validation items are excluded from the ranking. "
-        "Recall, NDCG and MAP come from keras-rs; MAP@K divides by all of the user's held-out "
-        "items (keras-rs's definition). Hit rate: share of users with a held-out item in the "
-        "top K; coverage: share of the catalogue recommended to at least one user."
+    if report["failed_networks"]:
+        sections["Failed networks"] = "\n".join(
+            f"- `{name}` failed and is never served: {reason}"
+            for name, reason in report["failed_networks"].items()
+        )
+    if "rating" in report["leaderboard"]:
+        pairs = report["rating_pairs"]
+        sections["Leaderboard: rating prediction (RMSE)"] = leaderboard.to_markdown(
+            report["leaderboard"]["rating"]
+        ) + (
+            f"\n\nMeasured on the {pairs['test_scored']:,} of {pairs['test_rows']:,} test "
+            f"ratings whose user and item are in the training split "
+            f"({pairs['test_user_or_item_not_in_training']:,} left out: no model knows them)."
+        )
+    test = held["test"]
+    sections[f"Leaderboard: retrieval (Recall@{RETRIEVAL_K})"] = leaderboard.to_markdown(
+        report["leaderboard"]["retrieval"]
+    ) + (
+        f"\n\nRelevance: {held['relevance']}. {test['relevant']:,} of {test['held_out']:,} "
+        f"held-out test interactions are relevant and measured ({test['user_not_in_training']:,}"
+        f" with a user and {test['item_not_in_training_catalogue']:,} with an item not in "
+        f"training, {test['rated_below_relevant_min_rating']:,} rated below the threshold)."
     )
-    sections["Limits"] = (
-        "Models know only the users and items seen in training; new ones need a retrain. "
-        "The sample data is generated; figures on it say nothing about a real catalogue."
-    )
-    write_model_card(run.card_path, "Recommender: model card", sections)
+    if rows:
+        sections["Retrieval (test)"] = metrics_table(rows, columns) + (
+            "\n\nEach user's earlier (training and validation) items are excluded from the "
+            "ranking. Recall, NDCG and MAP come from keras-rs; MAP@K divides by all of the "
+            "user's relevant held-out items (keras-rs's definition). Hit rate: share of users "
+            "with a relevant item in the top K; coverage: share of the catalogue recommended "
+            "to at least one user."
+        )
+    limits = "Models know only the users and items seen in training; new ones need a retrain."
+    if data["simulated"]:
+        limits += " The sample data is generated; figures on it say nothing about a real catalogue."
+    sections["Limits"] = limits
+    write_model_card(run.card_path, CARD_TITLE, sections)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -597,10 +924,12 @@ def recommend(config: Config, options) -> pd.DataFrame:
     result = recommender.recommend(users, k, config.serve.batch_size)
     output = Path(options.output) if options.output else run.path / "recommendations.csv"
     write_table(output, result)
-    unknown = int(result.loc[result["source"] != "two_tower", "user"].nunique())
+    unknown = len(set(users) - recommender.users_)
+    broken = recommender.non_finite_users_
     print(
-        f"recommend: {len(users):,} users ({unknown:,} unknown: popularity fallback), top {k} "
-        f"-> {output}",
+        f"recommend: {len(users):,} users ({unknown:,} unknown: popularity fallback"
+        f"{f'; {broken:,} with no finite model score: popularity fallback' if broken else ''}"
+        f"), top {k} -> {output}",
         flush=True,
     )
     return result
@@ -612,16 +941,22 @@ class Recommender:
 
     def __init__(self, run: RunDir):
         self.meta = load_meta(run)
-        self.model = _load_model(run.path / "retrieval.keras")
+        if not self.meta["retrieval_model"]:
+            raise DataError(
+                f"{run.path}: the two-tower retrieval model failed to train in this run "
+                f"({self.meta['networks']['two_tower']['reason']}); there is nothing to "
+                "recommend with: train again with a lower model.retrieval_learning_rate"
+            )
+        self.model = _load_model(_model_path(run, "two_tower"))
         self.catalogue = np.asarray(_catalogue_from_run(run), dtype=object)
         lookup = self.model.get_layer("user_tower").get_layer("user_lookup")
         self.user_row_ = {u: n for n, u in enumerate(lookup.get_vocabulary()[1:])}
         self.users_ = set(self.user_row_)
         known = pd.read_parquet(run.path / "known_items.parquet")
         # Known (user, item) pairs as sorted integer keys, for a vectorised exclusion.
-        column = pd.Series(np.arange(len(self.catalogue)), index=self.catalogue)
+        self.column_ = pd.Series(np.arange(len(self.catalogue)), index=self.catalogue)
         rows = known["user"].map(self.user_row_)
-        cols = known["item"].map(column)
+        cols = known["item"].map(self.column_)
         both = rows.notna() & cols.notna()
         self.n_items_ = len(self.catalogue)
         self.known_keys_ = np.unique(
@@ -633,16 +968,18 @@ class Recommender:
         total = max(pop["interactions"], 1)
         self.popular_items_ = np.asarray(pop["items"], dtype=object)
         self.popular_scores_ = np.asarray(pop["counts"], np.float64) / total
+        self.non_finite_users_ = 0  # users of the last call whose model scores were not finite
 
     def recommend(self, users: list[str], k: int, batch_size: int = 8192) -> pd.DataFrame:
         known_users = [u for u in users if u in self.users_]
-        parts = {}
+        parts, self.non_finite_users_ = {}, 0
         if known_users:
             out = predict_in_batches(self.model, np.asarray(known_users, dtype=str), batch_size)
             rows, scores = np.asarray(out["items"], np.int64), np.asarray(out["scores"])
             user_rows = np.array([self.user_row_[u] for u in known_users], np.int64)
             keys = user_rows[:, None] * self.n_items_ + rows
-            seen = np.isin(keys, self.known_keys_)
+            # A non-finite score is never served: such a candidate is dropped like a seen one.
+            seen = np.isin(keys, self.known_keys_) | ~np.isfinite(scores)
             # Unseen candidates first, each group in score order (a stable sort on the flag).
             order = np.argsort(seen, axis=1, kind="stable")[:, :k]
             rows = np.take_along_axis(rows, order, axis=1)
@@ -651,6 +988,10 @@ class Recommender:
             # seen nearly the whole catalogue: they get fewer than k items, never a seen one
             for n, user in enumerate(known_users):
                 keep = fresh[n]
+                if not keep.any() and not np.isfinite(scores[n]).any():
+                    self.non_finite_users_ += 1
+                    parts[user] = self._popular_unseen(user_rows[n], k)
+                    continue
                 parts[user] = (self.catalogue[rows[n][keep]], scores[n][keep], "two_tower")
         fallback = (self.popular_items_[:k], self.popular_scores_[:k], "popularity_fallback")
         picks = [parts.get(user, fallback) for user in users]
@@ -667,6 +1008,13 @@ class Recommender:
         if self.titles_ is not None:
             frame.insert(3, "title", frame["item"].map(self.titles_).fillna(""))
         return frame
+
+    def _popular_unseen(self, user_row: int, k: int) -> tuple:
+        """The most popular items a known user has not seen, as the popularity fallback."""
+        keys = user_row * self.n_items_ + self.column_[self.popular_items_].to_numpy(np.int64)
+        unseen = ~np.isin(keys, self.known_keys_)
+        picked = np.flatnonzero(unseen)[:k]
+        return self.popular_items_[picked], self.popular_scores_[picked], "popularity_fallback"
 
 
 def _read_users(spec: str | None) -> list[str]:
@@ -718,36 +1066,31 @@ class PairSchema(InputSchema):
 
 
 def score(config: Config, options) -> dict:
-    """User-item pairs in -> predicted ratings; pairs with unknown users or items are rejected."""
+    """User-item pairs in -> predicted ratings (or, for implicit data, the two-tower score that
+    recommend ranks by); pairs with unknown users or items are rejected."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
     meta = load_meta(run)
-    name = config.serve.rating_model
-    if name not in meta["rating_models"]:
-        raise DataError(f"{run.path}: no {name} rating model (the data had no explicit ratings)")
-    model = _load_model(run.model_path if name == "mf" else run.path / f"{name}.keras")
     schema = InputSchema.from_dict(meta["schema"])
-    vocab = {
-        what: set(model.get_layer(f"{what}_lookup").get_vocabulary()[1:])
-        for what in ("user", "item")
-    }
-    checked = PairSchema(schema.columns, vocab["user"], vocab["item"])
     user_col, item_col = schema.names
-    low, high = meta["rating_range"]
+    if meta["explicit_ratings"]:
+        vocab, values, column = _rating_scorer(run, meta, config)
+    else:
+        vocab, values, column = _affinity_scorer(run, config)
+    checked = PairSchema(schema.columns, vocab["user"], vocab["item"])
     output, rejects = default_output_paths(options.input, options.output, options.rejects)
 
     def predict(typed: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
         rows = pd.DataFrame({"user": typed[user_col], "item": typed[item_col]})
-        rating = np.clip(_predict_ratings(model, rows, config.serve.batch_size), low, high)
         return pd.DataFrame(
             {
                 "row": typed.index,
                 user_col: rows["user"].to_numpy(),
                 item_col: rows["item"].to_numpy(),
-                "predicted_rating": np.round(rating, 4),
+                column: values(rows),
             }
         )
 
-    columns = ["row", user_col, item_col, "predicted_rating"]
+    columns = ["row", user_col, item_col, column]
     counts = score_file(
         options.input, output, rejects, checked, predict, columns, config.serve.chunk_rows
     )
@@ -761,20 +1104,80 @@ def score(config: Config, options) -> dict:
     }
 
 
-def _export(run: RunDir, target: Path) -> None:
+def _rating_model(meta: dict, wanted: str) -> tuple[str | None, str | None]:
+    """The rating model that serves: `wanted` if it trained, else the other one (with a note
+    saying why); (None, why) when no rating model trained."""
+    trained = meta["rating_models"]
+    failed = {n: v["reason"] for n, v in meta["networks"].items() if v["status"] == "failed"}
+    if wanted in trained:
+        return wanted, None
+    if trained:
+        return trained[0], f"serve.rating_model={wanted} failed in this run ({failed[wanted]}); "
+    if not meta["explicit_ratings"]:
+        return None, "the data had no explicit ratings"
+    return None, "every rating model failed in this run: " + "; ".join(failed.values())
+
+
+def _rating_scorer(run: RunDir, meta: dict, config: Config):
+    """(vocabularies, rows -> predicted ratings, output column) of the serving rating model."""
+    name, why = _rating_model(meta, config.serve.rating_model)
+    if name is None:
+        raise DataError(f"{run.path}: no rating model to score with ({why})")
+    if why:
+        print(f"note: {why}scoring with {name}", flush=True)
+    model = _load_model(_model_path(run, name))
+    vocab = {
+        what: set(model.get_layer(f"{what}_lookup").get_vocabulary()[1:])
+        for what in ("user", "item")
+    }
+    low, high = meta["rating_range"]
+
+    def values(rows: pd.DataFrame) -> np.ndarray:
+        rating = np.clip(_predict_ratings(model, rows, config.serve.batch_size), low, high)
+        return np.round(rating, 4)
+
+    return vocab, values, "predicted_rating"
+
+
+def _affinity_scorer(run: RunDir, config: Config):
+    """(vocabularies, rows -> two-tower scores, output column) for implicit data: the score is
+    the dot product of the user's and the item's embeddings, as in recommend's `score`."""
+    retrieval = _load_model(_model_path(run, "two_tower"))
+    user_tower = retrieval.get_layer("user_tower")
+    candidates = np.asarray(retrieval.get_layer("index").candidate_embeddings)
+    catalogue = _catalogue_from_run(run)
+    item_row = pd.Series(np.arange(len(catalogue)), index=catalogue)
+    users = user_tower.get_layer("user_lookup").get_vocabulary()[1:]
+    print("score: implicit data: each pair's two-tower score (what recommend ranks by)", flush=True)
+
+    def values(rows: pd.DataFrame) -> np.ndarray:
+        queries = predict_in_batches(
+            user_tower, rows["user"].to_numpy(str), config.serve.batch_size
+        )
+        items = candidates[rows["item"].map(item_row).to_numpy(np.int64)]
+        return np.round((np.asarray(queries) * items).sum(axis=1).astype(np.float64), 6)
+
+    return {"user": set(users), "item": set(catalogue)}, values, "score"
+
+
+def _export(run: RunDir, target: Path, rating_model: str | None) -> None:
     with atomic_dir(target) as tmp:
-        for name in ("model.keras", "retrieval.keras"):
-            if (run.path / name).exists():
-                model = _load_model(run.path / name)
-                sub = "rating" if name == "model.keras" else "retrieval"
+        for sub, name in (("rating", rating_model), ("retrieval", "two_tower")):
+            if name and _model_path(run, name).exists():
+                model = _load_model(_model_path(run, name))
                 model.export(str(tmp / sub), format="tf_saved_model", verbose=False)
 
 
 def export(config: Config, options) -> Path:
-    """SavedModels of the MF rating model (user, item -> rating) and the retrieval model
-    (user -> top-K scores and catalogue rows) under saved_model/rating and saved_model/retrieval."""
+    """SavedModels of the serving rating model (user, item -> rating) and the retrieval model
+    (user -> top-K scores and catalogue rows) under saved_model/rating and saved_model/retrieval;
+    a model that failed to train is left out."""
     run = RunDir.locate(APP, getattr(options, "run", None), config.run.root)
+    meta = load_meta(run)
     target = Path(options.output) if getattr(options, "output", None) else run.saved_model_path
-    _export(run, target)
-    print(f"export: SavedModels -> {target}/rating, {target}/retrieval", flush=True)
+    rating_model, _ = _rating_model(meta, config.serve.rating_model)
+    _export(run, target, rating_model)
+    parts = [f"{target}/rating ({rating_model})"] * bool(rating_model)
+    parts += [f"{target}/retrieval"] * meta["retrieval_model"]
+    print(f"export: SavedModels -> {', '.join(parts)}", flush=True)
     return target

@@ -65,6 +65,88 @@ def test_movies_dat_and_csv(tmp_path):
     assert items.loc[1, "genres"] == ""
 
 
+def test_ml100k_base_and_test_pair_is_read_as_published(tmp_path):
+    # u1.base / u1.test: tab-separated `user item rating timestamp`, no header, LF.
+    (tmp_path / "u1.base").write_text("1\t1\t5\t874965758\n1\t2\t3\t876893171\n")
+    (tmp_path / "u1.test").write_text("1\t6\t5\t887431973\n2\t1\t4\t888550871\n")
+    base = data.read_movielens_ratings(tmp_path / "u1.base")
+    test = data.read_movielens_ratings(tmp_path / "u1.test")
+    assert base["item"].tolist() == ["1", "2"] and test["user"].tolist() == ["1", "2"]
+    assert test["timestamp"].tolist() == [887431973, 888550871]
+
+
+def test_hetrec_user_artists_dat_tab_header_and_crlf(tmp_path):
+    # HetRec 2011 Last.fm: tab-separated, a header, CRLF line ends, weight = play count.
+    path = tmp_path / "user_artists.dat"
+    path.write_bytes(b"userID\tartistID\tweight\r\n2\t51\t13883\r\n2\t52\t11690\r\n3\t51\t7\r\n")
+    frame = data.read_interactions(path, "userID", "artistID", None, None)
+    assert frame["user"].tolist() == ["2", "2", "3"]
+    assert frame["item"].tolist() == ["51", "52", "51"]
+    assert frame["rating"].isna().all() and (frame["timestamp"] == 0).all()
+    weights = data.read_interactions(path, "userID", "artistID", "weight", None)
+    assert weights["rating"].tolist() == [13883.0, 11690.0, 7.0]  # no stray \r in the last field
+
+
+def test_hetrec_artists_dat_keeps_quotes_as_text(tmp_path):
+    path = tmp_path / "artists.dat"
+    path.write_text(
+        "id\tname\turl\tpictureURL\n1\tMALICE MIZER\thttp://x\thttp://y\n"
+        '1686\t"Weird Al" Yankovic\thttp://z\t\n'
+    )
+    items = data.read_items(path, "id", "name", None)
+    assert items["title"].tolist() == ["MALICE MIZER", '"Weird Al" Yankovic']
+
+
+@pytest.mark.parametrize(
+    "name, text, separator",
+    [
+        ("events.dat", "u::i::r\n1::2::3\n", None),
+        ("events.txt", "u;i;r\n1;2;3\n", None),
+        ("events.log", "u|i|r\n1|2|3\n", None),
+        ("events.dat", "u i r\n1 2 3\n", " "),
+        ("events.dat", "u\ti\tr\n1\t2\t3\n", "\\t"),
+    ],
+)
+def test_generic_separators_read_off_the_header_or_set(tmp_path, name, text, separator):
+    path = tmp_path / name
+    path.write_text(text)
+    frame = data.read_interactions(path, "u", "i", "r", None, separator)
+    assert frame[["user", "item"]].values.tolist() == [["1", "2"]]
+    assert frame["rating"].tolist() == [3.0]
+
+
+def test_split_column_names_each_rows_split(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("u,i,part\n1,a,train\n1,b,dev\n2,a, Test\n2,b,validation\n")
+    frame = data.read_interactions(path, "u", "i", None, None, split_column="part")
+    assert frame["given"].tolist() == ["train", "val", "test", "val"]
+    as_test = data.read_interactions(
+        path, "u", "i", None, None, split_column="part", dev_split="test"
+    )
+    assert as_test["given"].tolist() == ["train", "test", "test", "val"]
+
+
+def test_generic_reader_bad_input_is_one_line(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("u,i,part\n1,a,train\n1,b,holdout\n")
+    with pytest.raises(DataError, match="unknown split value.*'holdout'"):
+        data.read_interactions(path, "u", "i", None, None, split_column="part")
+    with pytest.raises(DataError, match="missing column.*nope"):
+        data.read_interactions(path, "u", "i", None, None, split_column="nope")
+    odd = tmp_path / "events.dat"
+    odd.write_text("user item\n1 2\n")
+    with pytest.raises(DataError, match="set data.separator"):
+        data.read_interactions(odd, "user", "item", None, None)
+    ragged = tmp_path / "ragged.dat"
+    ragged.write_text("u\ti\n1\t2\n1\t2\t3\t4\n")
+    with pytest.raises(DataError, match="malformed"):
+        data.read_interactions(ragged, "u", "i", None, None)
+    short = tmp_path / "short.dat"
+    short.write_text("u\ti\tw\n1\t2\t3\n4\n")
+    with pytest.raises(DataError, match="missing item id"):
+        data.read_interactions(short, "u", "i", None, None)
+
+
 def test_generic_csv_parquet_and_dates(tmp_path):
     frame = pd.DataFrame(
         {"customer": ["a", "b"], "product": [10, 11], "when": ["2024-01-01", "2024-01-02"]}
@@ -140,7 +222,7 @@ def test_random_split_is_seeded_and_leak_free():
 
 def test_leave_last_out_holds_out_each_users_latest():
     frame = _frame()
-    split = data.leave_last_out(frame, k=2, min_interactions=5)
+    split = data.per_user_holdout(frame, k=2, min_interactions=5, order="time", seed=0)
     frame = frame.assign(split=split)
     data.check_no_leak(frame, "split", temporal=True)
     for _, rows in frame.groupby("user"):
@@ -149,7 +231,32 @@ def test_leave_last_out_holds_out_each_users_latest():
     short = pd.DataFrame(
         {"user": ["x"] * 3, "item": list("abc"), "rating": 1.0, "timestamp": [1, 2, 3]}
     )
-    assert (data.leave_last_out(short, 2, 1) == "train").all()
+    assert (data.per_user_holdout(short, 2, 1, "time", 0) == "train").all()
+
+
+def test_random_holdout_without_timestamps_is_seeded_per_user_and_not_the_file_order():
+    # HetRec user_artists.dat lists each user's artists by id with no time: the last rows in
+    # the file are the highest ids, so a leave-last-out split would hold out a biased set.
+    frame = _frame(n_users=30, per_user=10).assign(timestamp=0)
+    frame = frame.sort_values(["user", "item"], ignore_index=True)
+    split = data.per_user_holdout(frame, k=2, min_interactions=5, order="random", seed=7)
+    again = data.per_user_holdout(frame, k=2, min_interactions=5, order="random", seed=7)
+    other = data.per_user_holdout(frame, k=2, min_interactions=5, order="random", seed=8)
+    assert (split == again).all() and (split != other).any()
+    counts = frame.assign(split=split).groupby("user")["split"].value_counts().unstack()
+    assert (counts["test"] == 2).all() and (counts["val"] == 2).all()
+    assert (counts["train"] == 6).all()
+    last_rows = frame.groupby("user").tail(2).index
+    assert not (split[last_rows] == "test").all()
+
+
+def test_holdout_of_one_set_for_a_given_test_file():
+    frame = _frame(n_users=4, per_user=3)
+    split = data.per_user_holdout(
+        frame, k=1, min_interactions=1, order="time", seed=0, held=("val",)
+    )
+    assert sorted(set(split)) == ["train", "val"]
+    assert (pd.Series(split).groupby(frame["user"]).apply(lambda s: (s == "val").sum()) == 1).all()
 
 
 def test_leak_checks_catch_leaks():

@@ -2,10 +2,17 @@
 
 import math
 
+import keras_rs
 import numpy as np
 import pytest
 
-from apps.recsys.metrics import ranking_metrics, rating_metrics, recall_curve, top_k
+from apps.recsys.metrics import (
+    ranking_metrics,
+    rating_metrics,
+    recall_at_k,
+    recall_curve,
+    top_k,
+)
 
 
 def test_rating_metrics():
@@ -49,3 +56,36 @@ def test_top_k_never_returns_excluded_items():
     scores = np.array([[5.0, 4.0, 3.0, 2.0]])
     exclude = np.array([[True, False, True, False]])
     assert top_k(scores, exclude, 2).tolist() == [[1, 3]]
+
+
+def _random_task(seed: int, users: int = 120, items: int = 200):
+    rng = np.random.default_rng(seed)
+    scores = rng.random((users, items)).astype(np.float32)
+    relevant = rng.random((users, items)) < 0.03
+    exclude = rng.random((users, items)) < 0.3  # some relevant items excluded too
+    return scores, relevant, exclude
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ranking_metrics_on_top_lists_equal_keras_rs_on_the_full_lists(seed):
+    """keras-rs on each user's top items plus their relevant items gives the same numbers as
+    keras-rs on every item (the evaluation feeds it the short lists: 50x faster)."""
+    scores, relevant, exclude = _random_task(seed)
+    fast = ranking_metrics(scores, relevant, exclude, [5, 10, 20])
+    keep = relevant.any(axis=1)
+    y_true = {"labels": relevant[keep].astype(np.float32), "mask": ~exclude[keep]}
+    for k in (5, 10, 20):
+        for name, metric in (
+            ("recall", keras_rs.metrics.RecallAtK(k=k, shuffle_ties=False)),
+            ("ndcg", keras_rs.metrics.NDCG(k=k, shuffle_ties=False)),
+            ("map", keras_rs.metrics.MeanAveragePrecision(k=k, shuffle_ties=False)),
+        ):
+            metric.update_state(y_true, scores[keep])
+            assert fast[f"@{k}"][name] == pytest.approx(float(metric.result()), abs=1e-6)
+
+
+def test_numpy_recall_at_k_equals_keras_rs_recall():
+    scores, relevant, exclude = _random_task(3)
+    expected = ranking_metrics(scores, relevant, exclude, [10])["@10"]["recall"]
+    assert recall_at_k(scores, relevant, exclude, 10) == pytest.approx(expected, abs=1e-6)
+    assert recall_at_k(scores, np.zeros_like(relevant), exclude, 10) == 0.0

@@ -169,7 +169,7 @@ def test_bad_input_is_one_line_of_error(trained, tmp_path, capsys):
         _read_users("1,,2")
 
 
-def test_movielens_folder_and_given_split(tmp_path):
+def test_movielens_folder_and_given_split(tmp_path, capsys):
     folder = tmp_path / "ml-100k"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -180,7 +180,7 @@ def test_movielens_folder_and_given_split(tmp_path):
     ]
     (folder / "u.data").write_text("\n".join(lines) + "\n")
     (folder / "u1.base").write_text("\n".join(lines[:80]) + "\n")
-    (folder / "u1.test").write_text("\n".join(lines[80:]) + "\n")
+    (folder / "u1.test").write_text("\n".join(lines[80:]) + "\n")  # users 11, 12 only
     genres = "|".join(["0"] * 18 + ["1"])
     (folder / "u.item").write_bytes(
         "".join(
@@ -190,8 +190,14 @@ def test_movielens_folder_and_given_split(tmp_path):
     base = ["--config", SMOKE, "--set", f"run.root={tmp_path / 'runs'}", "--set", "data.source=file",
             "--set", "data.layout=movielens", "--set", "data.items_path=null"]  # fmt: skip
     assert cli("prepare", *base, "--set", f"data.path={folder}") == 0
-    assert cli("prepare", *base, "--set", f"data.path={folder / 'u1.base'}", "--set", "data.rating_split=given",
-               "--set", f"data.test_path={folder / 'u1.test'}") == 0  # fmt: skip
+    given = ["--set", f"data.path={folder / 'u1.base'}", "--set", "data.rating_split=given",
+             "--set", f"data.test_path={folder / 'u1.test'}"]  # fmt: skip
+    # No test user is in the base file: nothing to measure, said in one line.
+    assert cli("prepare", *base, *given) == 2
+    assert "no test rating has a user and an item" in capsys.readouterr().err
+    (folder / "u1.base").write_text("\n".join(lines[n] for n in range(96) if n % 6) + "\n")
+    (folder / "u1.test").write_text("\n".join(lines[::6]) + "\n")  # every user's 1st, 7th
+    assert cli("prepare", *base, *given) == 0
     info = [
         json.loads(p.read_text())
         for p in (tmp_path / "runs" / "recsys" / "prepared").glob("*/prepare.json")
@@ -224,7 +230,16 @@ def test_implicit_interactions_train_retrieval_only(trained, tmp_path):
     out = tmp_path / "recs.csv"
     assert cli("recommend", *sets, "--users", "1,2", "--output", str(out)) == 0
     assert "title" not in pd.read_csv(out).columns
-    assert cli("score", *sets, "--input", "datasets/recsys/pairs.csv") == 2
+    # Implicit data has no rating model: score gives each pair's two-tower score instead.
+    pairs, scored = tmp_path / "pairs.csv", tmp_path / "scored.csv"
+    ratings = pd.read_csv(root / "ratings.csv", dtype=str)
+    ratings[["user_id", "item_id"]].head(40).to_csv(pairs, index=False)
+    assert cli("score", *sets, "--input", str(pairs), "--output", str(scored)) == 0
+    frame = pd.read_csv(scored)
+    assert frame.columns.tolist() == ["row", "user_id", "item_id", "score"]
+    assert len(frame) + len(pd.read_csv(tmp_path / "scored.rejects.csv")) == 40
+    assert len(frame) > 20  # pairs of the retrieval test split have unknown items at most
+    assert np.isfinite(frame["score"]).all() and frame["score"].abs().max() <= 1.0001
 
 
 def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):

@@ -26,6 +26,10 @@ class DataConfig:
     channels: int | None = bounded(None, choices=[1, 3])  # 1 gray, 3 RGB; None: from the data
     window: str = ""  # DICOM window: '' the file's own centre/width (else min-max), or a preset
     negative_class: str = ""  # binary tasks: the 'no finding' class ('' guesses normal/negative)
+    split_column: str | None = None  # CSV manifests: the column naming each row's split
+    # (train/validation/test); None: a column named `split` if there is one, else drawn
+    dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid folders and
+    # split values mean: validation, or the test set (data that publishes only train and val)
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
     test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
     allow_patient_overlap: bool = False  # true: a patient in two given splits is only reported
@@ -79,6 +83,20 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class BaselineConfig:
+    """Pixels + logistic regression (scikit-learn), fitted in the same run on the same split
+    with the network's class weights (`model.class_weight`)."""
+
+    enabled: bool = True  # off: the leaderboard has the network alone
+    # Inverse L2 strengths tried; the one with the lowest validation log-loss is kept. Tens of
+    # thousands of standardised pixels want a strong penalty: the grid reaches C = 1e-6.
+    C: list[float] = bounded([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0], low=0.0, low_open=True)
+    max_iter: int = bounded(300, low=1)  # lbfgs iterations per fit
+    max_train_images: int = bounded(20_000, low=10)  # a larger train split is subsampled
+    # (stratified, seeded): one float per pixel per image must fit in memory
+
+
+@dataclasses.dataclass
 class OperatingPointConfig:
     """How the decision threshold is chosen on the validation split."""
 
@@ -112,6 +130,7 @@ class Config:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     operating_point: OperatingPointConfig = dataclasses.field(default_factory=OperatingPointConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)

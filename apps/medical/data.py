@@ -17,20 +17,13 @@ import pandas as pd
 from PIL import Image
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from apps.medical.dicom import is_dicom, patient_id, read_dicom
+from apps.medical.dicom import is_colour, is_dicom, patient_id, read_dicom
 from shared.images import IMAGE_SUFFIXES, ImageError, image_info, read_image
 from shared.io import DataError, read_table
+from shared.splits import DEV_NAMES, split_names
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-    "testing": "test",
-}
+SPLIT_FOLDERS = ("train", "training", "validation", "test", "testing", *DEV_NAMES)
 FILE_SUFFIXES = IMAGE_SUFFIXES + (".dcm", ".dicom")
 NORMAL_NAMES = ("normal", "negative", "healthy", "no_finding", "no finding", "benign", "0")
 
@@ -60,6 +53,8 @@ class ReadOptions:
     test_fraction: float = 0.15
     seed: int = 42
     allow_patient_overlap: bool = False
+    split_column: str | None = None  # None: a manifest column named `split`, if any
+    dev_split: str = "validation"  # dev/val/valid mean validation, or "test"
 
 
 @dataclasses.dataclass
@@ -96,7 +91,11 @@ def read(path: str | Path, fmt: str, options: ReadOptions) -> MedicalData:
         raise DataError(f"{path}: no such file or folder (data.path)")
     if fmt == "npz":
         return read_npz(path, options)
-    records, rejects = read_folder(path) if fmt == "folder" else read_manifest(path)
+    records, rejects = (
+        read_folder(path, options.dev_split)
+        if fmt == "folder"
+        else read_manifest(path, options.split_column, options.dev_split)
+    )
     return _from_records(records, rejects, fmt, options)
 
 
@@ -239,15 +238,25 @@ def resize(image: np.ndarray, size) -> np.ndarray:
 # files: folders and CSV manifests
 
 
-def read_folder(root: Path) -> tuple[list[dict], list]:
-    """`root/<class>/*` or `root/{train,val,test}/<class>/*`, images and DICOM files mixed."""
+def read_folder(root: Path, dev_split: str = "validation") -> tuple[list[dict], list]:
+    """`root/<class>/*` or `root/{train,val,test}/<class>/*`, images and DICOM files mixed.
+
+    Split folders are named as `shared.splits` reads them: `val`, `valid` and `dev` are the
+    validation set, or the test set with `dev_split="test"`.
+    """
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_roots = {
-        SPLIT_ALIASES[p.name.lower()]: p for p in subdirs if p.name.lower() in SPLIT_ALIASES
-    }
-    groups = list(split_roots.items()) if "train" in split_roots else [(None, root)]
+    named = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
+    layout = any(p.name.lower() in ("train", "training") for p in named)
+    groups = [(None, root)]
+    if layout:
+        splits = split_names([p.name for p in named], f"{root}: split folders", dev_split)
+        if len(set(splits)) < len(splits):
+            raise DataError(
+                f"{root}: two folders name the same split ({', '.join(p.name for p in named)})"
+            )
+        groups = list(zip(splits.tolist(), named, strict=True))
     records, rejects = [], []
     for split, folder in groups:
         for file in sorted(
@@ -268,6 +277,11 @@ def read_folder(root: Path) -> tuple[list[dict], list]:
                 records.append(
                     {"path": str(file), "label": class_dir.name, "split": split, "patient": ""}
                 )
+    if layout:  # files beside train/ val/ test/ are not used: each is a reject, with why
+        for other in subdirs:
+            if other not in named:
+                rejects += [(str(f), "not under train/, val/ or test/")
+                            for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
     if not records:
         raise DataError(
             f"{root}: no images found; expected {root}/<class>/*.png|jpg|dcm "
@@ -276,30 +290,40 @@ def read_folder(root: Path) -> tuple[list[dict], list]:
     return records, rejects
 
 
-def read_manifest(path: Path) -> tuple[list[dict], list]:
-    """CSV `path,label[,patient_id][,split]`; `a|b` in label marks several findings (multi-label)."""
+def read_manifest(
+    path: Path, split_column: str | None = None, dev_split: str = "validation"
+) -> tuple[list[dict], list]:
+    """CSV `path,label[,patient_id][,split]`; `a|b` in label marks several findings (multi-label).
+
+    The split column is `split_column` (default: a column named `split`, if any); an unknown
+    split value stops with one line.
+    """
     frame = read_table(path, dtype=str)
     frame.columns = [str(c).strip().lower() for c in frame.columns]
+    column = (split_column or "split").strip().lower()
     missing = [c for c in ("path", "label") if c not in frame.columns]
+    if split_column and column not in frame.columns:
+        missing.append(f"{column} (data.split_column)")
     if missing:
         raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
     frame = frame.fillna("")
+    given = (
+        split_names(frame[column], f"{path}: column {column!r}", dev_split)
+        if column in frame.columns
+        else [None] * len(frame)
+    )
     records, rejects = [], []
-    for row, record in enumerate(frame.to_dict("records"), start=2):
+    for row, (record, split) in enumerate(zip(frame.to_dict("records"), given, strict=True), 2):
         file, label = str(record["path"]).strip(), str(record["label"]).strip()
-        split = str(record.get("split", "")).strip().lower()
         if not file:
             rejects.append((f"{path}:{row}", f"row {row}: empty path"))
-            continue
-        if "split" in frame.columns and split not in SPLIT_ALIASES:
-            rejects.append((file, f"row {row}: unknown split {split!r} (train, val or test)"))
             continue
         full = Path(file) if Path(file).is_absolute() else path.parent / file
         records.append(
             {
                 "path": str(full),
                 "label": label,
-                "split": SPLIT_ALIASES.get(split),
+                "split": split,
                 "patient": str(record.get("patient_id", "")).strip(),
             }
         )
@@ -376,9 +400,11 @@ def _from_records(
 
 
 def _channels_of(paths: list[str]) -> int:
-    """3 when any readable non-DICOM file is in colour, else 1 (DICOM is read as grayscale)."""
+    """3 when any readable file is in colour (a DICOM file by its header), else 1."""
     for path in paths:
         if is_dicom(path):
+            if is_colour(path):
+                return 3
             continue
         try:
             if not image_info(path)[2]:
@@ -430,6 +456,13 @@ def split_indices(labels: np.ndarray, patients: np.ndarray, share: float, seed: 
         raise DataError(f"too few images to split ({n}); need at least 3")
     index = np.arange(n)
     if len(patients) and all(patients != ""):
+        groups = len(set(patients.tolist()))
+        if groups < 2:  # GroupShuffleSplit would stop with a traceback
+            raise DataError(
+                f"every image left to split belongs to {groups} patient (e.g. "
+                f"{str(patients[0])!r}), so no split can be drawn by patient; give the splits "
+                "(train/ val/ test/ folders or a split column)"
+            )
         splitter = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
         keep, drawn = next(splitter.split(index, groups=patients))
         return keep, drawn

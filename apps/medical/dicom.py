@@ -1,4 +1,5 @@
-"""DICOM files through pydicom: modality rescale, windowing, MONOCHROME1 inversion, 8-bit output.
+"""DICOM files through pydicom: modality rescale, windowing, MONOCHROME1 inversion, colour,
+8-bit output.
 
 A file that is not DICOM, is truncated, has no pixel data or holds pixels we cannot decode
 raises `ImageError` with one line saying why, so readers and scorers can reject it by name.
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut
 
 from apps.medical.config import WINDOW_PRESETS
 from shared.images import ImageError
@@ -31,46 +33,76 @@ def is_dicom(path: str | os.PathLike) -> bool:
 
 
 def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -> np.ndarray:
-    """One single-frame DICOM image as uint8 (height, width, 1), displayed as a reader sees it.
+    """One single-frame DICOM image as uint8 (height, width, 1), or (height, width, 3) for
+    colour, displayed as a reader sees it.
 
-    Stored values go through RescaleSlope/RescaleIntercept, then the window: a named preset
-    (WINDOW_PRESETS), else the file's WindowCenter/WindowWidth, else the image's own range.
-    MONOCHROME1 (bright means low values) is inverted so bone is always bright.
+    Grayscale: stored values go through the modality LUT (RescaleSlope/RescaleIntercept, or a
+    Modality LUT Sequence), then the window: a named preset (WINDOW_PRESETS), else the file's
+    WindowCenter/WindowWidth, else the image's own range. MONOCHROME1 (bright means low
+    values) is inverted so bone is always bright. Colour (RGB, YBR_* which pydicom decodes to
+    RGB, PALETTE COLOR through its lookup table) is already display values: DICOM applies
+    neither rescale nor window to it. Multi-frame files are refused from the header, before
+    any frame is decoded.
     """
     dataset = read_header(path)
     if "PixelData" not in dataset:
         raise ImageError(f"{path}: DICOM without pixel data")
     rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageError(
+            f"{path}: multi-frame DICOM ({frames} frames of {columns} x {rows}, modality "
+            f"{dataset.get('Modality', 'unknown')}); the app reads single-frame images: export "
+            "the frames you need as single files"
+        )
     if max_pixels and rows * columns > max_pixels:
         raise ImageError(
             f"{path}: image is {columns} x {rows} = {rows * columns:,} pixels, over the limit "
             f"of {max_pixels:,}; refused without decoding"
         )
     try:
-        pixels = np.asarray(dataset.pixel_array, dtype=np.float64)
+        pixels = dataset.pixel_array
+        photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+        if photometric == "PALETTE COLOR":
+            pixels = apply_color_lut(pixels, dataset)
     except Exception as exc:  # pydicom raises many types for missing codecs and short data
         raise ImageError(
             f"{path}: DICOM pixel data cannot be decoded ({_first_line(exc)})"
         ) from exc
-    samples = int(dataset.get("SamplesPerPixel", 1))
-    if samples == 3 and pixels.ndim == 3:
-        pixels = pixels @ np.array([0.299, 0.587, 0.114])
-    if pixels.ndim != 2:
-        raise ImageError(
-            f"{path}: expected one 2-D frame, got pixel array {pixels.shape} "
-            "(multi-frame files: export the frames you need as single files)"
-        )
     if pixels.size == 0:
         raise ImageError(f"{path}: DICOM image has no pixels")
-    slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
-    values = pixels * slope + intercept
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+        return _colour_to_uint8(pixels, dataset)
+    if pixels.ndim != 2:
+        raise ImageError(f"{path}: expected one 2-D frame, got pixel array {pixels.shape}")
+    values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
     centre, width = window_of(dataset, window, values)
     low, high = centre - width / 2.0, centre + width / 2.0
     scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
-    if str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+    if photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
     return np.round(scaled).astype(np.uint8)[..., None]
+
+
+def _colour_to_uint8(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """RGB display values as uint8: 8-bit as stored, wider samples scaled down to 8 bits."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    # A palette's entries are 16-bit whatever BitsStored says; stored RGB uses BitsStored.
+    palette = str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR"
+    bits = 16 if palette else int(dataset.get("BitsStored", 8) or 8)
+    top = float(2**bits - 1)
+    return np.round(np.clip(pixels.astype(np.float64) / top, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def is_colour(path: str | os.PathLike) -> bool:
+    """True when the file's header says its pixels are colour (read without the pixels)."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return False  # rejected with its reason when decoded
+    photometric = str(dataset.get("PhotometricInterpretation", "")).upper()
+    return int(dataset.get("SamplesPerPixel", 1) or 1) == 3 or photometric == "PALETTE COLOR"
 
 
 def read_header(path: str | os.PathLike) -> pydicom.Dataset:

@@ -21,7 +21,7 @@ from apps.medical.model import (
     set_temperature,
 )
 from shared import evaluation as ev
-from shared import training
+from shared import leaderboard, training
 from shared.calibration import fit_temperature, negative_log_likelihood, scaled_probabilities
 from shared.config import load_config, to_dict
 from shared.export import export_saved_model, image_spec, load_saved_model
@@ -36,8 +36,11 @@ from shared.io import (
     source_fingerprint,
     write_json,
     write_table,
+    write_text,
 )
 from shared.model_card import metrics_table, write_model_card
+from shared.pixel_baseline import NAME as BASELINE
+from shared.pixel_baseline import PixelLogisticRegression, pixel_features, subsample
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
     Progress,
@@ -51,6 +54,10 @@ APP = "medical"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 GENERATED_SIZE = 64  # the sample generator's image size (the model resizes to data.image_size)
 THRESHOLD_MARGIN = 1e-6  # operating thresholds sit this far below the validation score chosen
+CARD_TITLE = "Medical image classifier: model card"
+AUC = "macro_roc_auc"  # the primary metric (MedMNIST): selects the checkpoint, ranks the board
+BOARD_METRICS = (AUC, "accuracy")  # accuracy as MedMNIST counts it: argmax, 0.5 per finding
+TEST_NPZ, TEST_LIST = "test_split.npz", "test_split.txt"  # the test split as `score` reads it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +90,8 @@ def prepare(config: Config, options=None) -> mdata.MedicalData:
             cfg.test_fraction,
             config.train.seed,
             cfg.allow_patient_overlap,
+            cfg.split_column,
+            cfg.dev_split,
         )
         data = mdata.read(source, cfg.format, options)
         if training.is_chief():
@@ -174,19 +183,40 @@ def train(config: Config, options=None) -> RunDir:
         f"{data.task} over {', '.join(data.class_names)}; class weights {shown}",
         flush=True,
     )
-    training.fit(
-        core,
-        train_ds,
-        val_ds,
-        run,
-        cfg,
-        config.model.architecture,
-        "val_loss",
-        "min",
-        class_weight=weights,
-        examples=len(trainset),
+    positive = mdata.positive_index(data.class_names, config.data.negative_class)
+    # The full model, not the core `fit` trains: it takes the raw images (weights are shared).
+    epoch_auc = training.EpochScore(
+        AUC,
+        lambda _: auc_of(
+            _predict(model, valset.images, config.score.batch_size),
+            valset.labels,
+            data.task,
+            positive,
+        ),
     )
+    # MedMNIST selects the checkpoint on validation AUC; a validation split of one class has none.
+    truth = onehot_of(valset.labels, data.task, len(data.class_names)).astype(float)
+    defined = np.isfinite(auc_of(truth, valset.labels, data.task, positive))
+    monitor, mode = (f"val_{AUC}", "max") if defined else ("val_loss", "min")
+    try:
+        training.fit(
+            core,
+            train_ds,
+            val_ds,
+            run,
+            cfg,
+            config.model.architecture,
+            monitor,
+            mode,
+            class_weight=weights,
+            examples=len(trainset),
+            scores=[epoch_auc],
+        )
+    except training.Diverged as exc:  # one network per run: nothing is left to ship
+        training.fail_run(run, CARD_TITLE, {config.model.architecture: str(exc)})
     seconds = time.perf_counter() - start
+    if run.is_chief and config.baseline.enabled:
+        fit_baseline(config, data, run)
     calibration = calibrate(model, valset, data, config)
     if run.is_chief:
         with atomic_path(run.model_path, suffix=".keras") as tmp:
@@ -222,6 +252,58 @@ def train(config: Config, options=None) -> RunDir:
         flush=True,
     )
     return run
+
+
+def onehot_of(labels: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+    return labels if task == "multilabel" else np.eye(n_classes)[labels]
+
+
+def auc_of(prob: np.ndarray, labels: np.ndarray, task: str, positive: int) -> float:
+    """The primary metric: the positive class's ROC-AUC (binary), else the mean one-vs-rest
+    ROC-AUC over classes or findings (scikit-learn); NaN where undefined or not finite."""
+    if not np.isfinite(prob).all():  # a diverging network: the divergence guard stops it
+        return float("nan")
+    onehot = onehot_of(labels, task, prob.shape[1])
+    if task == "binary":
+        return ev.roc_auc(onehot[:, positive], prob[:, positive])
+    return ev.macro_roc_auc(onehot, prob)
+
+
+def medmnist_accuracy(prob: np.ndarray, labels: np.ndarray, task: str) -> float:
+    """Accuracy as MedMNIST reports it: the most probable class, or every finding at 0.5."""
+    if task == "multilabel":
+        return float(np.mean((prob >= 0.5) == (labels >= 0.5)))
+    return float(np.mean(prob.argmax(axis=1) == labels))
+
+
+def fit_baseline(config: Config, data: mdata.MedicalData, run: RunDir) -> None:
+    """Pixels + logistic regression on the train split (C chosen on validation, the network's
+    class weights), saved in the run's baselines/ folder with its measured fit time."""
+    cfg, train, val = config.baseline, data.splits["train"], data.splits["val"]
+    multilabel = data.task == "multilabel"
+    start = time.perf_counter()
+    keep = subsample(train.labels, cfg.max_train_images, config.train.seed)
+    size = config.data.image_size
+    weights = (
+        None if multilabel else training.class_weights(train.labels, config.model.class_weight)
+    )
+    model = PixelLogisticRegression(
+        len(data.class_names), cfg.C, cfg.max_iter, weights, multilabel
+    ).fit(
+        pixel_features(train.images[keep], size),
+        train.labels[keep],
+        pixel_features(val.images, size),
+        val.labels,
+    )
+    seconds = time.perf_counter() - start
+    folder = run.subdir("baselines")
+    model.save(folder / f"{BASELINE}.npz")
+    write_json(folder / f"{BASELINE}.json", model.summary() | {"fit_seconds": round(seconds, 2)})
+    print(
+        f"train: baseline {BASELINE} (C {model.C_:g}, {len(keep):,} images, "
+        f"{model.coef_.shape[1]:,} pixels each) fitted in {seconds:.1f}s",
+        flush=True,
+    )
 
 
 def _compile(model, cfg, n_train: int, multilabel: bool) -> None:
@@ -350,6 +432,9 @@ def evaluate(config: Config, options=None) -> dict:
         report[key] = split_report(part.labels, outputs[split], meta, cfg, seed=config.train.seed)
     report["data"] = read_json(data.folder / "prepare.json")
     report["train_seconds"] = meta.get("train_seconds")
+    report["baselines"] = evaluate_baselines(run, data, meta)
+    report["leaderboard"] = {"classification": _leaderboard(run, data, meta, report, outputs)}
+    report["test_input"] = write_test_input(run, data)
     write_json(run.metrics_path, report)
     _plots(run, data.splits["test"], outputs["test"], meta, report, model, cfg)
     _write_card(run, meta, report)
@@ -367,6 +452,62 @@ def evaluate(config: Config, options=None) -> dict:
         flush=True,
     )
     return report
+
+
+def evaluate_baselines(run: RunDir, data: mdata.MedicalData, meta: dict) -> dict:
+    """The run's baselines on the validation and test splits, with their fit times."""
+    path = run.path / "baselines" / f"{BASELINE}.npz"
+    if not path.exists():
+        return {}
+    model = PixelLogisticRegression.load(path)
+    out = read_json(path.with_suffix(".json"))
+    positive = meta.get("positive_index")
+    for split, key in (("test", "test"), ("val", "validation")):
+        part = data.splits[split]
+        prob = model.predict_proba(pixel_features(part.images, meta["image_size"]))
+        out[key] = {
+            AUC: auc_of(prob, part.labels, meta["task"], positive),
+            "accuracy": medmnist_accuracy(prob, part.labels, meta["task"]),
+        }
+    return {BASELINE: out}
+
+
+def _leaderboard(run: RunDir, data, meta: dict, report: dict, outputs: dict) -> dict:
+    """The network beside the baselines on test macro ROC-AUC (MedMNIST accuracy beside it)."""
+    name, task = meta["architecture"], meta["task"]
+
+    def network(split: str, key: str) -> dict:
+        prob = outputs[split][1]
+        accuracy = medmnist_accuracy(prob, data.splits[split].labels, task)
+        return {AUC: report[key][AUC]["value"], "accuracy": accuracy}
+
+    summary = training.fit_summary(run, name) or {}
+    models = {
+        name: leaderboard.model_entry(
+            leaderboard.NETWORK,
+            network("test", "test"),
+            network("val", "validation"),
+            summary.get("seconds"),
+            run.path / f"history-{name}.csv",
+        )
+    }
+    for baseline, entry in report["baselines"].items():
+        models[baseline] = leaderboard.model_entry(
+            leaderboard.BASELINE, entry["test"], entry["validation"], entry["fit_seconds"]
+        )
+    return leaderboard.build(AUC, True, models, name, history_column=f"val_{AUC}")
+
+
+def write_test_input(run: RunDir, data: mdata.MedicalData) -> str:
+    """The test split as `score` takes it: its images as an NPZ (`images`) when the data came
+    as arrays, else a list of its files, one path a line (`@test_split.txt`)."""
+    test = data.splits["test"]
+    if data.format == "npz":
+        with atomic_path(run.path / TEST_NPZ, suffix=".npz") as tmp:
+            np.savez(tmp, images=test.images)
+        return TEST_NPZ
+    write_text(run.path / TEST_LIST, "".join(f"{Path(i).absolute()}\n" for i in test.ids))
+    return f"@{TEST_LIST}"
 
 
 def split_report(labels, outputs, meta: dict, cfg, seed: int = 0) -> dict:
@@ -493,7 +634,7 @@ def _plots(run: RunDir, test: mdata.Split, outputs, meta, report, model, cfg) ->
             plots / f"gradcam_{group.replace(' ', '_')}.png",
             f"Grad-CAM for '{names[focus]}': {group} (test{cut})",
         )
-    ev.plot_history(run.history_path, plots / "history.png", metrics=("loss", "accuracy"))
+    ev.plot_history(run.history_path, plots / "history.png", metrics=("loss", "accuracy", AUC))
 
 
 def _focus_class(meta: dict, name: str, onehot: np.ndarray) -> int:
@@ -532,7 +673,7 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
     thresholds = ", ".join(f"{n} >= {t:.4f}" for n, t in point["thresholds"].items())
     write_model_card(
         run.card_path,
-        "Medical image classifier: model card",
+        CARD_TITLE,
         {
             "Not a medical device": "This model is a research and engineering tool. It is not a "
             "medical device, has no regulatory clearance, and must not be used to diagnose, "
@@ -564,6 +705,10 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
                 else "Multi-class: the most probable class is the decision.\n\n"
             )
             + metrics_table(rates, ["threshold", "sensitivity", "specificity", "ppv", "npv"]),
+            "Leaderboard (the network beside its baselines, same split)": leaderboard.to_markdown(
+                report["leaderboard"]["classification"]
+            )
+            + _baseline_note(report["baselines"]),
             "Calibration": f"Temperature T = {meta['temperature']:.3f}, fitted on validation, is "
             "applied inside the saved and exported model. Expected calibration error "
             f"(equal-width bins): test {test['ece_before']:.4f} before, {test['ece_after']:.4f} "
@@ -574,6 +719,21 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
             "on local data before relying on either. Intervals cover sampling variation of the "
             "test set only. Grad-CAM shows where the network looked, not why.",
         },
+    )
+
+
+def _baseline_note(baselines: dict) -> str:
+    if BASELINE not in baselines:
+        return "\n\nNo baseline was fitted (`baseline.enabled=false`)."
+    fit = baselines[BASELINE]
+    return (
+        f"\n\n`{BASELINE}`: every pixel at the model's size, standardised, into a logistic "
+        f"regression (scikit-learn, the network's class weights) on {fit['train_images']:,} "
+        f"training images; C = {fit['C']:g}, chosen on validation log-loss from "
+        f"{', '.join(fit['val_log_loss'])}. Accuracy here is MedMNIST's (the most probable "
+        "class, or each finding at 0.5), not the operating point's. The network's checkpoint "
+        "is the epoch of best validation ROC-AUC; time to baseline is its training seconds "
+        "until that first matched the best baseline's."
     )
 
 

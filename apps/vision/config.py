@@ -16,6 +16,10 @@ class DataConfig:
     format: Literal["auto", "folder", "idx", "npz", "csv"] = "auto"  # auto: from the path
     image_size: list[int] = bounded([16, 16], low=1)  # [height, width] the model works at
     channels: int | None = bounded(None, choices=[1, 3])  # 1 gray, 3 RGB; None: from the data
+    split_column: str | None = None  # CSV manifests: the column naming each row's split
+    # (train/validation/test); None: a column named `split` if there is one, else drawn
+    dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid folders and
+    # split values mean: validation, or the test set (data that publishes only train and val)
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
     test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
     cache: Literal["memory", "disk", "none"] = "memory"  # decoded-image cache of file sources
@@ -65,6 +69,19 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class BaselineConfig:
+    """Pixels + logistic regression (scikit-learn), fitted in the same run on the same split."""
+
+    enabled: bool = True  # off: the leaderboard has the network alone
+    # Inverse L2 strengths tried; the one with the lowest validation log-loss is kept. Tens of
+    # thousands of standardised pixels want a strong penalty: the grid reaches C = 1e-6.
+    C: list[float] = bounded([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0], low=0.0, low_open=True)
+    max_iter: int = bounded(300, low=1)  # lbfgs iterations per fit
+    max_train_images: int = bounded(20_000, low=10)  # a larger train split is subsampled
+    # (stratified, seeded): one float per pixel per image must fit in memory
+
+
+@dataclasses.dataclass
 class EvaluateConfig:
     """What the evaluation shows."""
 
@@ -90,6 +107,7 @@ class Config:
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)

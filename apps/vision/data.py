@@ -18,10 +18,14 @@ from sklearn.model_selection import train_test_split
 from shared.images import IMAGE_SUFFIXES, ImageError, image_info, read_image
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, read_table
+from shared.splits import DEV_NAMES, split_names
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "t10k": "test", "testing": "test"}  # fmt: skip
+SPLIT_FOLDERS = ("train", "training", "validation", "test", "testing", *DEV_NAMES)
+IDX_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+              "validation": "val", "test": "test", "t10k": "test", "testing": "test"}  # fmt: skip
+# Image formats Pillow knows that the app does not train on: named in the reject, not skipped.
+OTHER_IMAGE_SUFFIXES = {".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WebP"}
 IDX_IMAGES = re.compile(r"^(?P<prefix>.+?)[-_.]images[-.]idx3-ubyte(?P<gz>\.gz)?$")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 NPZ_KEYS = (("x_{}", "y_{}"), ("{}_images", "{}_labels"))
@@ -41,11 +45,14 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class SplitPlan:
-    """How to draw the splits a dataset does not bring: shares of all images, and the seed."""
+    """How splits are read (the manifest's split column, what dev/val means) and how the ones a
+    dataset does not bring are drawn (shares of all images, and the seed)."""
 
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
+    split_column: str | None = None  # None: a manifest column named `split`, if any
+    dev_split: str = "validation"  # dev/val/valid mean validation, or "test"
 
 
 @dataclasses.dataclass
@@ -84,7 +91,11 @@ def read(
     if not path.exists():
         raise DataError(f"{path}: no such file or folder (data.path)")
     if fmt in ("folder", "csv"):
-        paths, names, own, rejects = read_folder(path) if fmt == "folder" else read_manifest(path)
+        paths, names, own, rejects = (
+            read_folder(path, plan.dev_split)
+            if fmt == "folder"
+            else read_manifest(path, plan.split_column, plan.dev_split)
+        )
         return _from_files(paths, names, own, rejects, fmt, channels, max_pixels, plan)
     arrays = read_idx(path) if fmt == "idx" else read_npz(path)
     return _from_arrays(arrays, fmt, channels, plan)
@@ -94,22 +105,32 @@ def read(
 # file sources
 
 
-def read_folder(root: Path) -> tuple[list[str], list[str], list[str] | None, list]:
-    """`root/<class>/*` or `root/{train,val,test}/<class>/*`: paths, class names, splits, rejects."""
+def read_folder(
+    root: Path, dev_split: str = "validation"
+) -> tuple[list[str], list[str], list[str] | None, list]:
+    """`root/<class>/*` or `root/{train,val,test}/<class>/*`: paths, class names, splits, rejects.
+
+    Split folders are named as `shared.splits` reads them: `val`, `valid` and `dev` are the
+    validation set, or the test set with `dev_split="test"` (a dataset that ships train/ and
+    val/ only, such as hymenoptera, uses its val/ as the test set).
+    """
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_roots = {
-        SPLIT_ALIASES[p.name.lower()]: p for p in subdirs if p.name.lower() in SPLIT_ALIASES
-    }
-    if "train" in split_roots:
-        groups = [(split, folder) for split, folder in split_roots.items()]
-    else:
-        groups = [(None, root)]
+    named = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
+    layout = any(p.name.lower() in ("train", "training") for p in named)
+    groups = [(None, root)]
+    if layout:
+        splits = split_names([p.name for p in named], f"{root}: split folders", dev_split)
+        if len(set(splits)) < len(splits):
+            raise DataError(
+                f"{root}: two folders name the same split ({', '.join(p.name for p in named)})"
+            )
+        groups = list(zip(splits.tolist(), named, strict=True))
     paths, names, splits, rejects = [], [], [], []
-    if groups[0][0] is not None:  # split layout: files beside train/ val/ test/ are not used
+    if layout:  # files beside train/ val/ test/ are not used
         for other in subdirs:
-            if other.name.lower() not in SPLIT_ALIASES:
+            if other not in named:
                 rejects += [(str(f), "not under train/, val/ or test/")
                             for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
     for split, folder in groups:
@@ -123,7 +144,7 @@ def read_folder(root: Path) -> tuple[list[str], list[str], list[str] | None, lis
                 if not file.is_file() or file.name.startswith("."):
                     continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    rejects.append((str(file), f"not an image file ({file.suffix or 'no suffix'})"))
+                    rejects.append((str(file), unread_reason(file)))
                     continue
                 paths.append(str(file))
                 names.append(class_dir.name)
@@ -133,34 +154,55 @@ def read_folder(root: Path) -> tuple[list[str], list[str], list[str] | None, lis
             f"{root}: no images found; expected {root}/<class>/*.png|jpg|jpeg|bmp "
             f"(optionally under train/, val/, test/)"
         )
-    return paths, names, (splits if groups[0][0] is not None else None), rejects
+    return paths, names, (splits if layout else None), rejects
 
 
-def read_manifest(path: Path) -> tuple[list[str], list[str], list[str] | None, list]:
-    """A CSV with `path,label` (and optionally `split`); relative paths are from the CSV's folder."""
+def unread_reason(file: Path) -> str:
+    """Why a file in a class folder is not used: another image format, or no image at all."""
+    kind = OTHER_IMAGE_SUFFIXES.get(file.suffix.lower())
+    if kind:
+        return (
+            f"{kind} image: not a format the app trains on (PNG, JPEG, BMP); convert it to use "
+            "it (a lone GIF in a photo set is often a placeholder)"
+        )
+    return f"not an image file ({file.suffix or 'no suffix'})"
+
+
+def read_manifest(
+    path: Path, split_column: str | None = None, dev_split: str = "validation"
+) -> tuple[list[str], list[str], list[str] | None, list]:
+    """A CSV with `path,label` and optionally a split column (`split_column`, default `split`);
+    relative paths are from the CSV's folder. An unknown split value stops with one line."""
     frame = read_table(path, dtype=str)
     frame.columns = [str(c).strip().lower() for c in frame.columns]
+    column = (split_column or "split").strip().lower()
     missing = [c for c in ("path", "label") if c not in frame.columns]
+    if split_column and column not in frame.columns:
+        missing.append(f"{column} (data.split_column)")
     if missing:
         raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
     frame = frame.fillna("")
+    has_split = column in frame.columns
+    given = (
+        split_names(frame[column], f"{path}: column {column!r}", dev_split)
+        if has_split
+        else [None] * len(frame)
+    )
     paths, names, splits, rejects = [], [], [], []
-    for row, record in enumerate(frame.itertuples(index=False), start=2):
+    for row, (record, split) in enumerate(
+        zip(frame.itertuples(index=False), given, strict=True), start=2
+    ):
         file, label = str(record.path).strip(), str(record.label).strip()
-        split = str(getattr(record, "split", "")).strip().lower()
         if not file or not label:
             rejects.append((file or f"{path}:{row}", f"row {row}: empty path or label"))
-            continue
-        if "split" in frame.columns and split not in SPLIT_ALIASES:
-            rejects.append((file, f"row {row}: unknown split {split!r} (train, val or test)"))
             continue
         full = Path(file) if Path(file).is_absolute() else path.parent / file
         paths.append(str(full))
         names.append(label)
-        splits.append(SPLIT_ALIASES.get(split))
+        splits.append(split)
     if not paths:
         raise DataError(f"{path}: no usable rows (path,label)")
-    return paths, names, (splits if "split" in frame.columns else None), rejects
+    return paths, names, (splits if has_split else None), rejects
 
 
 def check_files(paths: list[str], max_pixels: int) -> tuple[list[str | None], list[bool]]:
@@ -238,7 +280,7 @@ def read_idx(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if not match:
             continue
         prefix = match["prefix"]
-        split = SPLIT_ALIASES.get(prefix.lower().split("-")[-1].split("_")[-1])
+        split = IDX_SPLITS.get(prefix.lower().split("-")[-1].split("_")[-1])
         if split is None:
             raise DataError(f"{image_file}: cannot tell the split from the prefix {prefix!r}")
         candidates = [

@@ -13,7 +13,7 @@ from apps.vision.config import Config
 from apps.vision.model import FEATURES, build_model, find_backbone
 from apps.vision.plots import plot_image_grid
 from shared import evaluation as ev
-from shared import training
+from shared import leaderboard, training
 from shared.config import load_config, to_dict
 from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.gradcam import gradcam_heatmaps, plot_gradcam_grid
@@ -26,8 +26,11 @@ from shared.io import (
     source_fingerprint,
     write_json,
     write_table,
+    write_text,
 )
 from shared.model_card import metrics_table, write_model_card
+from shared.pixel_baseline import NAME as BASELINE
+from shared.pixel_baseline import PixelLogisticRegression, pixel_features, subsample
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
     default_output_paths,
@@ -37,6 +40,9 @@ from shared.scoring import (
 
 APP = "vision"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+CARD_TITLE = "Image classifier: model card"
+BOARD_METRICS = ("accuracy", "macro_f1")  # the leaderboard's primary metric first
+TEST_LIST = "test_split.txt"  # the test images, one path a line, as `score` reads them
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +62,9 @@ def prepare(config: Config, options=None) -> vdata.ImageData:
     )
     folder = Path(config.run.root) / APP / "prepared" / digest[:12]
     start = time.perf_counter()
-    plan = vdata.SplitPlan(cfg.val_fraction, cfg.test_fraction, config.train.seed)
+    plan = vdata.SplitPlan(
+        cfg.val_fraction, cfg.test_fraction, config.train.seed, cfg.split_column, cfg.dev_split
+    )
     cached = folder / "manifest.csv"
     if cached.exists() and (folder / "prepare.json").exists():
         data = _from_manifest(cached, read_json(folder / "prepare.json"))
@@ -139,10 +147,16 @@ def write_digits(folder: Path) -> None:
 
 
 def train(config: Config, options=None) -> RunDir:
-    """Fit the configured network; for transfer learning, the head first, then everything."""
+    """Fit the configured network (for transfer learning, the head first, then everything),
+    then the pixels + logistic regression baseline on the same split.
+
+    A network whose loss or weights go non-finite stops: the run is marked failed (metrics.json,
+    model card), exits non-zero and never becomes `latest`.
+    """
     run, strategy, policy, data = training.start_run(APP, config, prepare)
     cfg, size = config.train, config.data.image_size
     n_classes = len(data.class_names)
+    decode_in_memory(config, data, ("train", "val"))
     train_ds = _dataset(config, data, "train", shuffle=True)
     val_ds = _dataset(config, data, "val", shuffle=False)
     start = time.perf_counter()
@@ -160,23 +174,28 @@ def train(config: Config, options=None) -> RunDir:
         flush=True,
     )
     n_train = len(data.splits["train"])
-    training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=n_train)
-    backbone = find_backbone(model) if config.model.architecture == "transfer" else None
-    if backbone is not None and config.model.fine_tune_epochs:
-        backbone.trainable = True
-        tune = dataclasses.replace(
-            cfg,
-            epochs=config.model.fine_tune_epochs,
-            learning_rate=cfg.learning_rate * config.model.fine_tune_learning_rate_ratio,
-            warmup_epochs=0.0,
-        )
-        with strategy.scope():
-            _compile(core, tune, len(data.splits["train"]), n_classes, config.evaluate.top_k)
-        print("train: fine-tuning the whole network (backbone unfrozen)", flush=True)
-        training.fit(
-            core, train_ds, val_ds, run, tune, "finetune", "val_loss", "min", examples=n_train
-        )
+    try:
+        training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=n_train)
+        backbone = find_backbone(model) if config.model.architecture == "transfer" else None
+        if backbone is not None and config.model.fine_tune_epochs:
+            backbone.trainable = True
+            tune = dataclasses.replace(
+                cfg,
+                epochs=config.model.fine_tune_epochs,
+                learning_rate=cfg.learning_rate * config.model.fine_tune_learning_rate_ratio,
+                warmup_epochs=0.0,
+            )
+            with strategy.scope():
+                _compile(core, tune, n_train, n_classes, config.evaluate.top_k)
+            print("train: fine-tuning the whole network (backbone unfrozen)", flush=True)
+            training.fit(
+                core, train_ds, val_ds, run, tune, "finetune", "val_loss", "min", examples=n_train
+            )
+    except training.Diverged as exc:  # one network per run: nothing is left to ship
+        training.fail_run(run, CARD_TITLE, {config.model.architecture: str(exc)})
     seconds = time.perf_counter() - start
+    if run.is_chief and config.baseline.enabled:
+        fit_baseline(config, data, run)
     if run.is_chief:
         with atomic_path(run.model_path, suffix=".keras") as tmp:
             model.save(tmp)
@@ -205,6 +224,53 @@ def train(config: Config, options=None) -> RunDir:
         flush=True,
     )
     return run
+
+
+def decode_in_memory(config: Config, data: vdata.ImageData, splits) -> None:
+    """With the memory cache, decode each split's files once, for the network and the baseline
+    alike (the paths stay, for the test list and the model card)."""
+    if config.data.cache != "memory":
+        return
+    for split in splits:
+        part = data.splits[split]
+        if part.images is None:
+            images = vdata.decode_all(part.paths, config.data.image_size, data.channels)
+            data.splits[split] = vdata.Split(part.labels, paths=part.paths, images=images)
+
+
+def fit_baseline(config: Config, data: vdata.ImageData, run: RunDir) -> None:
+    """Pixels + logistic regression on the train split (C chosen on validation), saved in
+    the run's baselines/ folder with its measured fit time (features included)."""
+    cfg, train = config.baseline, data.splits["train"]
+    start = time.perf_counter()
+    keep = subsample(train.labels, cfg.max_train_images, config.train.seed)
+    part = vdata.Split(
+        train.labels[keep],
+        paths=[train.paths[i] for i in keep] if train.paths is not None else None,
+        images=train.images[keep] if train.images is not None else None,
+    )
+    model = PixelLogisticRegression(len(data.class_names), cfg.C, cfg.max_iter)
+    val = data.splits["val"]
+    model.fit(_pixels(config, data, part), part.labels, _pixels(config, data, val), val.labels)
+    seconds = time.perf_counter() - start
+    folder = run.subdir("baselines")
+    model.save(folder / f"{BASELINE}.npz")
+    write_json(folder / f"{BASELINE}.json", model.summary() | {"fit_seconds": round(seconds, 2)})
+    print(
+        f"train: baseline {BASELINE} (C {model.C_:g}, {len(keep):,} images, "
+        f"{model.coef_.shape[1]:,} pixels each) fitted in {seconds:.1f}s",
+        flush=True,
+    )
+
+
+def _pixels(config: Config, data: vdata.ImageData, split: vdata.Split) -> np.ndarray:
+    """The baseline's features of one split, read batch by batch as the network reads them."""
+    size, batch_size = config.data.image_size, config.score.batch_size
+    dataset = vdata.make_dataset(
+        split, size, data.channels, batch_size, False, cache="none", labels=False
+    )
+    parts = [pixel_features(batch.numpy(), size) for batch in dataset]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 def _compile(model, cfg, n_train: int, n_classes: int, top_k: int) -> None:
@@ -251,6 +317,7 @@ def evaluate(config: Config, options=None) -> dict:
     model = load_model(run)
     names, size, channels = meta["class_names"], meta["image_size"], meta["channels"]
     top_k = config.evaluate.top_k
+    decode_in_memory(run_config, data, ("test", "val"))
     report = {"primary_metric": "accuracy", "test": {}, "validation": {}}
     probabilities = {}
     for split, key in (("test", "test"), ("val", "validation")):
@@ -261,6 +328,9 @@ def evaluate(config: Config, options=None) -> dict:
         )
     report["data"] = read_json(data.folder / "prepare.json")
     report["train_seconds"] = meta.get("train_seconds")
+    report["baselines"] = evaluate_baselines(run, run_config, data, top_k)
+    report["leaderboard"] = {"classification": _leaderboard(run, meta, report)}
+    report["test_input"] = "@" + write_test_list(run, data.splits["test"], channels).name
     write_json(run.metrics_path, report)
 
     plots = run.subdir("plots")
@@ -307,6 +377,71 @@ def evaluate(config: Config, options=None) -> dict:
     return report
 
 
+def evaluate_baselines(run: RunDir, config: Config, data: vdata.ImageData, top_k: int) -> dict:
+    """The run's baselines on the validation and test splits, with their fit times."""
+    path = run.path / "baselines" / f"{BASELINE}.npz"
+    if not path.exists():
+        return {}
+    model = PixelLogisticRegression.load(path)
+    out = read_json(path.with_suffix(".json"))
+    for split, key in (("test", "test"), ("val", "validation")):
+        part = data.splits[split]
+        prob = model.predict_proba(_pixels(config, data, part))
+        full = ev.classification_report(part.labels, prob, data.class_names, top_k)
+        out[key] = {k: v for k, v in full.items() if k not in ("per_class", "confusion_matrix")}
+    return {BASELINE: out}
+
+
+def _leaderboard(run: RunDir, meta: dict, report: dict) -> dict:
+    """The network beside the baselines on test accuracy (macro F1 beside it)."""
+
+    def scores(part: dict) -> dict:
+        return {m: part[m] for m in BOARD_METRICS}
+
+    fits = ["head", "finetune"] if meta["architecture"] == "transfer" else [meta["architecture"]]
+    summaries = [s for s in (training.fit_summary(run, n) for n in fits) if s]
+    frames = [pd.read_csv(h) for n in fits if (h := run.path / f"history-{n}.csv").exists()]
+    history = pd.concat(frames, ignore_index=True) if frames else None
+    models = {
+        meta["architecture"]: leaderboard.model_entry(
+            leaderboard.NETWORK,
+            scores(report["test"]),
+            scores(report["validation"]),
+            sum(s["seconds"] for s in summaries),
+            history,
+        )
+    }
+    for name, entry in report["baselines"].items():
+        models[name] = leaderboard.model_entry(
+            leaderboard.BASELINE,
+            scores(entry["test"]),
+            scores(entry["validation"]),
+            entry["fit_seconds"],
+        )
+    return leaderboard.build(
+        BOARD_METRICS[0], True, models, meta["architecture"], history_column="val_accuracy"
+    )
+
+
+def write_test_list(run: RunDir, test: vdata.Split, channels: int) -> Path:
+    """The test images as `score` takes them: one path a line. Images that came as arrays
+    (NPZ, IDX) are written as PNG files first, under test_split/."""
+    paths = test.paths
+    if paths is None:
+        from PIL import Image
+
+        folder = run.subdir("test_split")
+        paths = []
+        for index, image in enumerate(test.images):
+            target = folder / f"{index:06d}.png"
+            with atomic_path(target, suffix=".png") as tmp:
+                Image.fromarray(image[..., 0] if channels == 1 else image).save(tmp, format="PNG")
+            paths.append(str(target))
+    target = run.path / TEST_LIST
+    write_text(target, "".join(f"{Path(path).absolute()}\n" for path in paths))
+    return target
+
+
 def _gradcam_files(model, paths: list[str], meta: dict, target: Path) -> None:
     size, channels = meta["image_size"], meta["channels"]
     images = []
@@ -337,7 +472,7 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
     per_class = metrics_table(test["per_class"], ["precision", "recall", "f1", "support"])
     write_model_card(
         run.card_path,
-        "Image classifier: model card",
+        CARD_TITLE,
         {
             "Intended use": "Classifies images into the classes it was trained on: "
             f"{', '.join(meta['class_names'])}. Every image gets a class; there is no 'none of these' answer.",
@@ -351,10 +486,27 @@ def _write_card(run: RunDir, meta: dict, report: dict) -> None:
             "Metrics (test and validation)": metrics_table(
                 {"test": test, "validation": report["validation"]}, columns
             ),
+            "Leaderboard (the network beside its baselines, same split)": leaderboard.to_markdown(
+                report["leaderboard"]["classification"]
+            )
+            + _baseline_note(report["baselines"]),
             "Per class (test)": per_class,
             "Limits": "Accuracy holds only for images like the training images (same kind of camera, "
             "framing, resolution). Grad-CAM shows where the network looked, not why; read it as a sanity check.",
         },
+    )
+
+
+def _baseline_note(baselines: dict) -> str:
+    if BASELINE not in baselines:
+        return "\n\nNo baseline was fitted (`baseline.enabled=false`)."
+    fit = baselines[BASELINE]
+    return (
+        f"\n\n`{BASELINE}`: every pixel at the model's size, standardised, into a multinomial "
+        f"logistic regression (scikit-learn) on {fit['train_images']:,} training images; "
+        f"C = {fit['C']:g}, chosen on validation log-loss from {', '.join(fit['val_log_loss'])}. "
+        "Time to baseline: the network's training seconds until its validation accuracy first "
+        "matched the best baseline's."
     )
 
 

@@ -56,3 +56,63 @@ def dicom_of(image: np.ndarray, path, patient: str = "P1", **kwargs):
 @pytest.fixture
 def png_folder(tmp_path):
     return write_png_folder(tmp_path / "images")
+
+
+def write_retinamnist(path, counts=(60, 20, 20), size: int = 12, seed: int = 0):
+    """The RetinaMNIST layout: {train,val,test}_images (n, size, size, 3) uint8 RGB and
+    {split}_labels (n, 1) uint8 grades 0-4, no patient ids; a brighter image is a higher grade."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), counts, strict=True):
+        grades = np.arange(count) % 5
+        base = rng.normal(40, 8, (count, size, size, 3)) + grades[:, None, None, None] * 40
+        arrays[f"{split}_images"] = np.clip(base, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = grades[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_dicom_as(path, pixels, syntax, photometric="MONOCHROME2", modality="OT", patient="P1"):
+    """`pixels` (uint8 or uint16; (h, w), (h, w, 3) colour, or (frames, h, w)) as a DICOM file
+    in the transfer syntax given: explicit or implicit VR little endian, explicit VR big endian
+    or JPEG 2000 lossless (encoded by Pillow), the encodings of pydicom's own test files."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        JPEG2000Lossless,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.PatientID, dataset.Modality = patient, modality
+    colour = photometric == "RGB"
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = (3 if colour else 1), photometric
+    if colour:
+        dataset.PlanarConfiguration = 0
+    if not colour and pixels.ndim == 3:
+        dataset.NumberOfFrames = len(pixels)
+    dataset.Rows, dataset.Columns = pixels.shape[:2] if colour else pixels.shape[-2:]
+    bits = pixels.dtype.itemsize * 8
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = bits, bits, bits - 1
+    dataset.PixelRepresentation = 0
+    if syntax == JPEG2000Lossless:
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, format="JPEG2000", irreversible=False)
+        dataset.PixelData = encapsulate([encoded.getvalue()])
+        dataset["PixelData"].VR = "OB"
+    else:
+        order = ">" if syntax == ExplicitVRBigEndian else "<"
+        dataset.PixelData = pixels.astype(pixels.dtype.newbyteorder(order)).tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path

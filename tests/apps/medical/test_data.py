@@ -1,14 +1,28 @@
 """Medical readers on small files written in the public formats; patient-level splits."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+)
 
 from apps.medical import data as mdata
-from apps.medical.dicom import is_dicom, read_dicom, write_dicom
+from apps.medical.dicom import is_colour, is_dicom, read_dicom, write_dicom
 from shared.images import ImageError
 from shared.io import DataError
-from tests.apps.medical.conftest import dicom_of, picture, write_npz, write_png_folder
+from tests.apps.medical.conftest import (
+    dicom_of,
+    picture,
+    write_dicom_as,
+    write_npz,
+    write_png_folder,
+    write_retinamnist,
+)
 
 OPTIONS = mdata.ReadOptions(image_size=(16, 16), seed=0)
 
@@ -235,3 +249,104 @@ def test_colour_folder_is_read_in_colour_unless_channels_is_set(tmp_path):
     assert mdata.read(root, "auto", OPTIONS).channels == 3
     gray = mdata.read(root, "auto", mdata.ReadOptions(image_size=(16, 16), channels=1))
     assert gray.channels == 1 and gray.splits["train"].images.shape[-1] == 1
+
+
+def test_retinamnist_layout_keeps_its_splits_rgb_and_five_grades(tmp_path):
+    path = write_retinamnist(tmp_path / "retinamnist.npz")
+    data = mdata.read(path, "auto", mdata.ReadOptions(image_size=(12, 12)))
+    assert data.task == "multiclass" and data.class_names == ["0", "1", "2", "3", "4"]
+    assert data.channels == 3 and data.own_splits == ["train", "val", "test"]
+    assert {s: len(p) for s, p in data.splits.items()} == {"train": 60, "val": 20, "test": 20}
+    assert data.splits["train"].labels.shape == (60,)  # the (n, 1) labels, flattened
+    assert data.splits["test"].images.shape == (20, 12, 12, 3)
+
+
+def test_dicom_encodings_of_one_image_read_alike(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 4000, (12, 10)).astype(np.uint16)
+    read = {
+        name: read_dicom(write_dicom_as(tmp_path / f"{name}.dcm", pixels, syntax))
+        for name, syntax in (
+            ("explicit", ExplicitVRLittleEndian),
+            ("implicit", ImplicitVRLittleEndian),
+            ("big_endian", ExplicitVRBigEndian),
+            ("jpeg2000", JPEG2000Lossless),
+        )
+    }
+    expected = np.round((pixels - pixels.min()) / np.ptp(pixels) * 255).astype(np.uint8)
+    for name, image in read.items():
+        np.testing.assert_array_equal(image[..., 0], expected, err_msg=name)
+
+
+def test_rgb_dicom_stays_colour_without_a_window(tmp_path):
+    # The ultrasound file in pydicom's tests (RGB, explicit VR big endian) was turned to gray
+    # and stretched to its own range; colour DICOM is display values, as stored.
+    rgb = np.random.default_rng(1).integers(20, 200, (12, 10, 3)).astype(np.uint8)
+    path = write_dicom_as(tmp_path / "us.dcm", rgb, ExplicitVRBigEndian, "RGB", "US")
+    assert is_colour(path) and not is_colour(dicom_of(picture(0, 8, np.random.default_rng(0)),
+                                                      tmp_path / "g.dcm"))  # fmt: skip
+    np.testing.assert_array_equal(read_dicom(path), rgb)
+    root = tmp_path / "folder"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            write_dicom_as(
+                root / label / f"{i}.dcm", rgb, ExplicitVRLittleEndian, "RGB", "US", f"{label}{i}"
+            )
+    data = mdata.read(root, "auto", mdata.ReadOptions(image_size=(12, 10)))
+    assert data.channels == 3
+    np.testing.assert_array_equal(data.splits["train"].images[0], rgb)
+
+
+def test_a_folder_of_one_patient_cannot_be_split_by_patient_and_says_so(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            dicom_of(picture(0, 8, np.random.default_rng(i)), tmp_path / label / f"{i}.dcm")
+    with pytest.raises(DataError, match="belongs to 1 patient \\(e.g. 'P1'\\)"):
+        mdata.read(tmp_path, "auto", mdata.ReadOptions(image_size=(8, 8)))
+
+
+def test_multi_frame_dicom_is_refused_from_its_header_naming_the_frames(tmp_path):
+    frames = np.zeros((15, 10, 10), np.uint16)
+    path = write_dicom_as(
+        tmp_path / "rtdose.dcm", frames, ImplicitVRLittleEndian, modality="RTDOSE"
+    )
+    with pytest.raises(
+        ImageError, match="multi-frame DICOM \\(15 frames of 10 x 10, modality RTDOSE\\)"
+    ):
+        read_dicom(path)
+
+
+def test_csv_manifest_split_column_and_what_dev_means(tmp_path):
+    root = write_png_folder(tmp_path / "images", per_class=8)
+    rows = [
+        (str(f.relative_to(tmp_path)), f.parent.name, ("train", "TRAIN", "dev", "test")[i % 4])
+        for i, f in enumerate(sorted(root.rglob("*.png")))
+    ]
+    pd.DataFrame(rows, columns=["path", "label", "fold"]).to_csv(tmp_path / "m.csv", index=False)
+    options = mdata.ReadOptions(image_size=(16, 16), split_column="fold")
+    data = mdata.read(tmp_path / "m.csv", "auto", options)
+    assert {s: len(p) for s, p in data.splits.items()} == {"train": 8, "val": 4, "test": 4}
+    as_test = mdata.ReadOptions(image_size=(16, 16), split_column="fold", dev_split="test")
+    data = mdata.read(tmp_path / "m.csv", "auto", as_test)
+    assert len(data.splits["test"]) == 8 and data.own_splits == ["test", "train"]
+    rows[3] = (rows[3][0], rows[3][1], "holdout")
+    pd.DataFrame(rows, columns=["path", "label", "fold"]).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match="unknown split value\\(s\\) 'holdout'"):
+        mdata.read(tmp_path / "m.csv", "auto", options)
+    with pytest.raises(DataError, match="split \\(data.split_column\\)"):
+        mdata.read(tmp_path / "m.csv", "auto", mdata.ReadOptions(split_column="split"))
+
+
+def test_split_folders_val_as_test_and_a_stray_folder_is_rejected_not_skipped(tmp_path):
+    write_png_folder(tmp_path / "d" / "train", per_class=8)
+    write_png_folder(tmp_path / "d" / "val", per_class=3, seed=1)
+    (tmp_path / "d" / "extra").mkdir()
+    (tmp_path / "d" / "extra" / "x.png").write_bytes(b"x")
+    options = mdata.ReadOptions(image_size=(16, 16), dev_split="test")
+    data = mdata.read(tmp_path / "d", "auto", options)
+    assert data.own_splits == ["test", "train"] and len(data.splits["test"]) == 6
+    assert all("/val/" in i for i in data.splits["test"].ids)
+    assert data.rejects == [
+        (str(tmp_path / "d" / "extra" / "x.png"), "not under train/, val/ or test/")
+    ]

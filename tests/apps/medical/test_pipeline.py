@@ -7,11 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+)
 
 from apps.medical.generate import generate, write_sample
 from shared.calibration import scaled_probabilities
 from shared.cli import main
-from tests.apps.medical.conftest import write_npz
+from tests.apps.medical.conftest import write_dicom_as, write_npz, write_retinamnist
 
 SMOKE = "apps/medical/configs/smoke.yaml"
 SAMPLES = "datasets/medical/samples"
@@ -99,6 +105,88 @@ def test_metrics_and_operating_point(trained):
     assert meta["val_nll_after"] <= meta["val_nll_before"] + 1e-6  # the fitted T minimises it
     assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
     assert metrics["data"]["patient_leakage"]["overlapping_patients"] == 0
+
+
+def test_leaderboard_selects_on_validation_auc_beside_the_pixel_baseline(trained):
+    _, _, run = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    board = metrics["leaderboard"]["classification"]
+    assert board["metric"] == "macro_roc_auc" and board["selected"] == "cnn"
+    assert board["history_column"] == "val_macro_roc_auc"
+    network, baseline = board["models"]["cnn"], board["models"]["pixels_logreg"]
+    assert network["test"]["macro_roc_auc"] == metrics["test"]["macro_roc_auc"]["value"]
+    assert set(baseline["test"]) == {"macro_roc_auc", "accuracy"}
+    assert 0.0 <= baseline["validation"]["macro_roc_auc"] <= 1.0
+    assert baseline["train_seconds"] > 0 and network["train_seconds"] > 0
+    # The epoch score is the checkpoint's monitor, logged per epoch in the history.
+    summary = json.loads((run / "checkpoints" / "cnn.json").read_text())
+    assert summary["monitor"] == "val_macro_roc_auc"
+    history = pd.read_csv(run / "history.csv")
+    assert history["val_macro_roc_auc"].between(0, 1).all() and len(history) == 2
+    card = (run / "model_card.md").read_text()
+    assert "## Leaderboard" in card and "pixels_logreg (baseline)" in card
+
+
+def test_test_input_is_the_test_split_as_an_npz_that_score_reads(trained, tmp_path):
+    _, sets, run = trained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_input"] == "test_split.npz"
+    with np.load(run / "test_split.npz", allow_pickle=False) as archive:
+        assert archive["images"].shape[0] == metrics["test"]["examples"]
+    out = tmp_path / "test.csv"
+    assert cli("score", *sets, "--input", str(run / "test_split.npz"), "--output", str(out)) == 0
+    assert len(pd.read_csv(out)) == metrics["test"]["examples"]
+
+
+def test_retinamnist_layout_end_to_end_and_every_dicom_encoding_scored_or_rejected(tmp_path):
+    npz = write_retinamnist(tmp_path / "retinamnist.npz")
+    sets = tiny_sets(tmp_path, "data.image_size=[12,12]", data=npz)
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "medical" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "multiclass" and metrics["class_names"] == list("01234")
+    board = metrics["leaderboard"]["classification"]
+    assert set(board["models"]) == {"cnn", "pixels_logreg"}
+    assert json.loads((run / "model_meta.json").read_text())["channels"] == 3
+    # pydicom's test files in miniature: four encodings of one image, colour ultrasound, a
+    # multi-frame dose grid, and the folder's README; each lands in outputs or rejects.
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    gray = np.random.default_rng(0).integers(0, 4000, (20, 16)).astype(np.uint16)
+    for name, syntax in (("CT_small", ExplicitVRLittleEndian), ("MR_implicit", ImplicitVRLittleEndian),
+                         ("MR_bigendian", ExplicitVRBigEndian), ("JPEG2000", JPEG2000Lossless)):  # fmt: skip
+        write_dicom_as(folder / f"{name}.dcm", gray, syntax)
+    rgb = np.random.default_rng(1).integers(0, 255, (20, 16, 3)).astype(np.uint8)
+    write_dicom_as(folder / "ExplVR_BigEnd.dcm", rgb, ExplicitVRBigEndian, "RGB", "US")
+    frames = np.zeros((15, 10, 10), np.uint32)
+    write_dicom_as(folder / "rtdose.dcm", frames, ImplicitVRLittleEndian, modality="RTDOSE")
+    (folder / "README.txt").write_text("test files\n")
+    out = tmp_path / "dicom.csv"
+    assert cli("score", *sets, "--input", str(folder), "--output", str(out)) == 0
+    scores, rejects = pd.read_csv(out), pd.read_csv(tmp_path / "dicom.rejects.csv")
+    assert len(scores) == 5 and sorted(scores.row.tolist() + rejects.row.tolist()) == list(
+        range(1, 8)
+    )
+    reasons = dict(zip(rejects.path.map(lambda p: p.split("/")[-1]), rejects.reason, strict=True))
+    assert set(reasons) == {"rtdose.dcm", "README.txt"}
+    assert reasons["rtdose.dcm"].startswith("multi-frame DICOM (15 frames of 10 x 10")
+    same = scores[scores.id.str.contains("CT_small|MR_|JPEG2000")].filter(like="p_")
+    np.testing.assert_allclose(same.to_numpy(), same.to_numpy()[:1].repeat(4, 0), atol=1e-6)
+
+
+def test_a_diverging_network_fails_the_run_exits_1_and_never_becomes_latest(tmp_path, capsys):
+    sets = tiny_sets(tmp_path, "train.learning_rate=1000")
+    assert cli("train", *sets) == 1
+    out = capsys.readouterr()
+    assert "cnn diverged" in out.out and "learning rate 1e+03" in out.out
+    assert "error: every network failed (cnn)" in out.err and "Traceback" not in out.err
+    runs = tmp_path / "runs" / "medical"
+    assert not (runs / "latest").exists()
+    [run] = [p for p in runs.iterdir() if p.name != "prepared"]
+    assert not (run / "FINISHED").exists() and not (run / "model.keras").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["failed_networks"]["cnn"]
+    assert "Status: failed" in (run / "model_card.md").read_text()
 
 
 def test_score_the_committed_sample(trained, tmp_path):

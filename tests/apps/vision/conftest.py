@@ -49,3 +49,20 @@ def arrays(n_per_class: int = 8, size: int = 16, seed: int = 0):
 @pytest.fixture
 def image_folder(tmp_path):
     return write_folder(tmp_path / "images")
+
+
+def write_hymenoptera(root, per_class=(8, 5), seed: int = 0):
+    """The hymenoptera_data layout: train/{ants,bees}/*.jpg and val/{ants,bees}/*.jpg, JPEGs of
+    several sizes, plus the placeholder train/ants/imageNotFound.gif the published zip ships."""
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "val"), per_class, strict=True):
+        for label, name in enumerate(("ants", "bees")):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                size = (24, 32, 40)[i % 3]
+                gray = pattern(label, size, rng)
+                rgb = np.stack([gray, gray, np.full_like(gray, 90)], axis=-1)
+                Image.fromarray(rgb).resize((size + 8 * (i % 2), size)).save(folder / f"{i}.jpg")
+    Image.new("P", (30, 30), 3).save(root / "train" / "ants" / "imageNotFound.gif")
+    return root

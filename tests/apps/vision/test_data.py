@@ -9,13 +9,13 @@ from PIL import Image
 
 from apps.vision import data as vdata
 from shared.io import DataError
-from tests.apps.vision.conftest import CLASSES, arrays, write_folder
+from tests.apps.vision.conftest import CLASSES, arrays, write_folder, write_hymenoptera
 
 PLAN = vdata.SplitPlan(val_fraction=0.2, test_fraction=0.2, seed=0)
 
 
-def read(path, fmt="auto", channels=None, max_pixels=10_000_000):
-    return vdata.read(path, fmt, channels, max_pixels, PLAN)
+def read(path, fmt="auto", channels=None, max_pixels=10_000_000, plan=PLAN):
+    return vdata.read(path, fmt, channels, max_pixels, plan)
 
 
 def test_folder_reader_splits_stratified_and_rejects_bad_files(image_folder):
@@ -51,6 +51,33 @@ def test_folder_with_own_train_and_test(tmp_path):
     assert len(data.splits["test"]) == 6
     assert all("/test/" in p for p in data.splits["test"].paths)
     assert len(data.splits["train"]) + len(data.splits["val"]) == 18
+
+
+def test_hymenoptera_layout_val_is_the_test_set_and_the_gif_is_rejected_with_the_reason(
+    tmp_path,
+):
+    root = write_hymenoptera(tmp_path / "hymenoptera_data")
+    plan = vdata.SplitPlan(val_fraction=0.25, test_fraction=0.2, seed=0, dev_split="test")
+    data = read(root, plan=plan)
+    assert data.class_names == ["ants", "bees"] and data.own_splits == ["test", "train"]
+    test = data.splits["test"]
+    assert len(test) == 10 and all("/val/" in p for p in test.paths)
+    assert len(data.splits["train"]) == 12 and len(data.splits["val"]) == 4  # from train/
+    assert all("/train/" in p for s in ("train", "val") for p in data.splits[s].paths)
+    [(path, reason)] = data.rejects
+    assert path.endswith("train/ants/imageNotFound.gif") and reason.startswith("GIF image")
+    # By default val/ is the validation set and the test set is drawn from train/.
+    default = read(root, plan=vdata.SplitPlan(val_fraction=0.25, test_fraction=0.2, seed=0))
+    assert all("/val/" in p for p in default.splits["val"].paths)
+    assert all("/train/" in p for p in default.splits["test"].paths)
+
+
+def test_folders_naming_one_split_twice_are_refused(tmp_path):
+    for split in ("train", "val", "test"):
+        write_folder(tmp_path / "d" / split, per_class=2)
+    plan = vdata.SplitPlan(dev_split="test")
+    with pytest.raises(DataError, match="two folders name the same split"):
+        read(tmp_path / "d", plan=plan)
 
 
 def test_folder_bad_input(tmp_path):
@@ -164,6 +191,29 @@ def test_csv_manifest(tmp_path, image_folder):
     assert sum(len(p) for p in data.splits.values()) == 18
     reasons = " | ".join(r for _, r in data.rejects)
     assert "no such file" in reasons and "empty path or label" in reasons
+
+
+def test_csv_manifest_split_column_named_by_the_config(tmp_path, image_folder):
+    rows = [(f"images/{c}/{i}.png", c, ("train", "train", "dev", "Test ")[i % 4])
+            for c in CLASSES for i in range(8)]  # fmt: skip
+    pd.DataFrame(rows, columns=["path", "label", "fold"]).to_csv(tmp_path / "m.csv", index=False)
+    plan = vdata.SplitPlan(split_column="fold")
+    data = read(tmp_path / "m.csv", plan=plan)
+    assert {s: len(p) for s, p in data.splits.items()} == {"train": 12, "val": 6, "test": 6}
+    assert data.own_splits == ["test", "train", "val"]
+    as_test = read(tmp_path / "m.csv", plan=vdata.SplitPlan(split_column="fold", dev_split="test"))
+    assert len(as_test.splits["test"]) == 12 and as_test.own_splits == ["test", "train"]
+    # Without data.split_column the `fold` column means nothing: the splits are drawn.
+    assert read(tmp_path / "m.csv").own_splits == []
+
+
+def test_csv_manifest_unknown_split_value_or_missing_split_column_is_one_line(tmp_path):
+    rows = [("a.png", "x", "train"), ("b.png", "y", "holdout")]
+    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match="unknown split value\\(s\\) 'holdout'"):
+        read(tmp_path / "m.csv")
+    with pytest.raises(DataError, match="fold \\(data.split_column\\)"):
+        read(tmp_path / "m.csv", plan=vdata.SplitPlan(split_column="fold"))
 
 
 def test_csv_manifest_bad_input(tmp_path):

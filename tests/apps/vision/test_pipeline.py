@@ -13,7 +13,7 @@ from apps.vision.config import Config
 from apps.vision.pipeline import prepare, write_digits
 from shared.cli import main
 from shared.config import load_config
-from tests.apps.vision.conftest import CLASSES, pattern, write_folder
+from tests.apps.vision.conftest import CLASSES, arrays, pattern, write_folder, write_hymenoptera
 from tests.apps.vision.test_model import make_tiny_preset
 
 SMOKE = "apps/vision/configs/smoke.yaml"
@@ -89,6 +89,88 @@ def test_metrics_are_consistent(trained):
     assert len(history) == 2 and {"accuracy", "val_accuracy", "loss"} <= set(history.columns)
 
 
+def test_leaderboard_sets_the_network_beside_the_pixel_baseline(trained):
+    root, _ = trained
+    run = root / "runs" / "vision" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    board = metrics["leaderboard"]["classification"]
+    assert board["metric"] == "accuracy" and board["higher_is_better"]
+    assert board["selected"] == "cnn" and board["history_column"] == "val_accuracy"
+    assert board["best_baseline"] == "pixels_logreg"
+    network, baseline = board["models"]["cnn"], board["models"]["pixels_logreg"]
+    assert network["kind"] == "network" and baseline["kind"] == "baseline"
+    assert network["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert set(baseline["test"]) == set(baseline["validation"]) == {"accuracy", "macro_f1"}
+    assert network["train_seconds"] > 0 and baseline["train_seconds"] > 0
+    assert "time_to_baseline_s" in network and "beats_baseline_on_test" in network
+    fit = metrics["baselines"]["pixels_logreg"]
+    assert fit["features"] == 16 * 16 * 3 and fit["C"] in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0)
+    card = (run / "model_card.md").read_text()
+    assert "## Leaderboard" in card and "pixels_logreg (baseline)" in card
+    assert "cnn (network, selected)" in card
+
+
+def test_test_input_lists_the_test_images_and_score_takes_it(trained, tmp_path):
+    root, sets = trained
+    run = root / "runs" / "vision" / "latest"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_input"] == "@test_split.txt"
+    listed = (run / "test_split.txt").read_text().splitlines()
+    assert len(listed) == metrics["test"]["examples"] and all(p.startswith("/") for p in listed)
+    out = tmp_path / "test.csv"
+    assert cli("score", *sets, "--input", f"@{run / 'test_split.txt'}", "--output", str(out)) == 0
+    scores = pd.read_csv(out)
+    assert scores.path.tolist() == listed and scores.row.tolist() == [1, 2, 3, 4, 5]
+
+
+def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set(tmp_path, capsys):
+    root = write_hymenoptera(tmp_path / "hymenoptera_data")
+    sets = tiny_sets(tmp_path, root, "data.dev_split=test", "data.image_size=[24,24]")
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    assert "imageNotFound.gif: GIF image" in capsys.readouterr().out
+    run = tmp_path / "runs" / "vision" / "latest"
+    listed = (run / "test_split.txt").read_text().splitlines()
+    assert sorted(listed) == sorted(str(p) for p in root.glob("val/*/*.jpg"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["own_splits"] == ["test", "train"]
+    assert metrics["data"]["rejected_files"] == 1
+    assert set(metrics["leaderboard"]["classification"]["models"]) == {"cnn", "pixels_logreg"}
+
+
+def test_npz_source_writes_its_test_images_as_png_files_for_score(tmp_path):
+    x, y = arrays(n_per_class=10, size=16)
+    xt, yt = arrays(n_per_class=2, size=16, seed=1)
+    np.savez(tmp_path / "digits.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    sets = tiny_sets(tmp_path, tmp_path / "digits.npz", "train.epochs=1")
+    assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
+    run = tmp_path / "runs" / "vision" / "latest"
+    listed = (run / "test_split.txt").read_text().splitlines()
+    assert len(listed) == 6 and all(p.endswith(".png") for p in listed)
+    np.testing.assert_array_equal(np.asarray(Image.open(listed[3])), xt[3])
+    out = tmp_path / "s.csv"
+    assert cli("score", *sets, "--input", f"@{run / 'test_split.txt'}", "--output", str(out)) == 0
+    assert len(pd.read_csv(out)) == 6
+
+
+def test_a_diverging_network_fails_the_run_exits_1_and_never_becomes_latest(tmp_path, capsys):
+    # The 802-parameter smoke CNN at lr 1000 ends at chance with a loss 300x its start: broken
+    # but under the guard's 1000x rule. A hidden layer of 16 makes the same rate explode.
+    images = write_folder(tmp_path / "images", per_class=10)
+    sets = tiny_sets(tmp_path, images, "train.learning_rate=1000", "model.dense_units=16")
+    assert cli("train", *sets) == 1
+    err = capsys.readouterr()
+    assert "cnn diverged" in err.out and "learning rate 1e+03" in err.out
+    assert "error: every network failed (cnn)" in err.err and "Traceback" not in err.err
+    runs = tmp_path / "runs" / "vision"
+    assert not (runs / "latest").exists()
+    [run] = [p for p in runs.iterdir() if p.name != "prepared"]
+    assert not (run / "FINISHED").exists() and not (run / "model.keras").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["failed_networks"]["cnn"]
+    assert "Status: failed" in (run / "model_card.md").read_text()
+    assert json.loads((run / "checkpoints" / "cnn.json").read_text())["status"] == "failed"
+
+
 def test_score_puts_every_file_in_outputs_or_rejects(trained, tmp_path):
     root, sets = trained
     inbox = tmp_path / "inbox"
@@ -154,9 +236,13 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
     assert cli("train", *sets, "--set", "model.architecture=transfer") == 2
     assert cli("evaluate", *sets, "--run", str(tmp_path / "no-run")) == 2
     assert cli("train", *sets, "--set", "data.image_size=[16]") == 2
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\na.png,x,train\nb.png,y,holdout\n")
+    assert cli("train", *tiny_sets(root, manifest)) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 5 and "Traceback" not in err
+    assert len(lines) == 6 and "Traceback" not in err
+    assert "unknown split value(s) 'holdout'" in lines[5]
     assert "no such file or folder" in lines[0] and "model.backbone" in lines[2]
 
 

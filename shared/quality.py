@@ -192,9 +192,8 @@ def run_dataset(spec: dict, data: Path, out: Path, quick: bool, progress) -> dic
         done = run_step(command, out / "logs" / f"{spec['dataset']}-score-{name}.log")
         result["steps"][f"score {name}"] = done
         if done["exit"] != 0:
-            return result | {"status": "failed", "failed_step": f"score {name}"} | {
-                "error": done["error"]
-            }
+            failure = {"status": "failed", "failed_step": f"score {name}", "error": done["error"]}
+            return result | failure
         result.setdefault("extra_scores", {})[name] = score_summary(
             output, rejects, done["seconds"]
         )

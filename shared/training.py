@@ -370,8 +370,12 @@ class EpochScore(keras.callbacks.Callback):
         self.name, self.score = name, score
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs[f"val_{self.name}"] = float(self.score(self.model))
+        if logs is None:
+            return
+        # After the divergence guard: a model it stopped may output NaN, which the score's own
+        # checks (scikit-learn's) would turn into a traceback instead of the one-line failure.
+        stopped = self.model.stop_training
+        logs[f"val_{self.name}"] = float("nan") if stopped else float(self.score(self.model))
 
 
 def fit(
@@ -411,7 +415,7 @@ def fit(
     guard = DivergenceGuard(initial_loss(model, train), config.learning_rate)
     budget = TimeBudget(config.max_minutes)
     start = time.perf_counter()
-    callbacks = [EpochThroughput(examples), *scores, guard, budget]
+    callbacks = [EpochThroughput(examples), guard, *scores, budget]
     model.fit(
         train,
         validation_data=validation,

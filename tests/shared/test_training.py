@@ -252,3 +252,18 @@ def test_fail_run_records_the_failure_and_never_finishes(run_root):
     assert metrics == {"status": "failed", "failed_networks": {"net": "diverged at epoch 1"}}
     assert "diverged at epoch 1" in run.card_path.read_text()
     assert not (run.path / "FINISHED").exists() and not (run_root / "demo" / "latest").exists()
+
+
+def test_a_diverged_network_gets_its_one_line_not_a_traceback_from_an_epoch_score(run_root):
+    def strict(model):
+        raise AssertionError("scored a model the guard had stopped")
+
+    config = TrainConfig(epochs=3, patience=0, verbose=0)
+    run = RunDir.create("demo", {"x": 9}, str(run_root))
+    x, y = np.ones((32, 3), "float32"), np.full(32, np.nan, "float32")
+    model = regression_model()
+    training.compile_model(model, config, 32, "mean_squared_error")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    scores = [training.EpochScore("strict", strict)]
+    with pytest.raises(training.Diverged):
+        training.fit(model, dataset, None, run, config, "net", monitor="loss", scores=scores)

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from shared.io import DataError
+from shared.splits import split_folders
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Leading bytes of each format we read: the header decides, not the file name.
@@ -103,3 +104,40 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple], list, bool]:
+    """Every file of an image tree `root/<class>/*` or `root/{train,val,test}/<class>/*`.
+
+    Returns (path, class, split or None) for each file `reason(file)` accepts (it returns '' or
+    why the file is not used), the (path, reason) of every other file (loose files, files beside
+    the split folders, files `reason` refuses), and whether the tree was split by folders.
+    Nothing under `root` is skipped silently; hidden files and folders are not looked at.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    groups = split_folders(root, dev_split)
+    files, rejects = [], []
+    if groups is not None:  # files beside train/ val/ test/ are not used: each is a reject
+        named = {folder for _, folder in groups}
+        for other in _visible(root, dirs=True):
+            if other not in named:
+                rejects += [(str(f), "not under train/, val/ or test/")
+                            for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
+    for split, folder in groups or [(None, root)]:
+        rejects += [(str(f), "not inside a class sub-folder") for f in _visible(folder)]
+        for class_dir in _visible(folder, dirs=True):
+            for file in sorted(class_dir.rglob("*")):
+                if not file.is_file() or file.name.startswith("."):
+                    continue
+                why = reason(file)
+                if why:
+                    rejects.append((str(file), why))
+                else:
+                    files.append((str(file), class_dir.name, split))
+    return files, rejects, groups is not None
+
+
+def _visible(folder: Path, dirs: bool = False) -> list[Path]:
+    kind = Path.is_dir if dirs else Path.is_file
+    return sorted(p for p in folder.iterdir() if kind(p) and not p.name.startswith("."))

@@ -18,7 +18,7 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
-from shared.io import atomic_path
+from shared.io import atomic_path, read_json, write_json
 
 NAME = "pixels_logreg"  # the baseline's name in metrics.json and the leaderboard
 
@@ -173,3 +173,22 @@ class PixelLogisticRegression:
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+
+def save_fitted(model: PixelLogisticRegression, folder: Path, seconds: float) -> None:
+    """Save a fitted baseline and what it was fitted on into a run's baselines/ folder."""
+    model.save(folder / f"{NAME}.npz")
+    write_json(folder / f"{NAME}.json", model.summary() | {"fit_seconds": round(seconds, 2)})
+    print(
+        f"train: baseline {NAME} (C {model.C_:g}, {model.train_images_:,} images, "
+        f"{model.coef_.shape[1]:,} pixels each) fitted in {seconds:.1f}s",
+        flush=True,
+    )
+
+
+def load_fitted(folder: Path) -> tuple[PixelLogisticRegression, dict] | None:
+    """The baseline saved in a run's baselines/ folder and its summary; None if there is none."""
+    path = folder / f"{NAME}.npz"
+    if not path.exists():
+        return None
+    return PixelLogisticRegression.load(path), read_json(path.with_suffix(".json"))

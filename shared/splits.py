@@ -7,6 +7,8 @@ publish only train and dev). Any other value stops `prepare` with one line namin
 silently moved to the training set would leak or vanish.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from shared.io import DataError
@@ -22,6 +24,7 @@ _NAMES = {
 }
 DEV_NAMES = ("dev", "val", "valid")
 DEV_SPLIT_CHOICES = ("validation", "test")
+SPLIT_FOLDERS = (*_NAMES, *DEV_NAMES)  # folder names an image tree may split itself by
 
 
 def split_names(values, source: str, dev_split: str = "validation") -> np.ndarray:
@@ -43,3 +46,21 @@ def split_names(values, source: str, dev_split: str = "validation") -> np.ndarra
             "(dev/val/valid count as validation, or as test with data.dev_split=test)"
         )
     return mapped.astype(str)
+
+
+def split_folders(root: Path, dev_split: str = "validation") -> list[tuple[str, Path]] | None:
+    """The split folders of an image tree (`train/`, `val/`, `test/`, ...) with each one's split,
+    or None when `root` has no `train/` folder (its sub-folders are then the classes).
+
+    Two folders that name one split (`val/` and `dev/`) are refused with one line.
+    """
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    named = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
+    if not any(p.name.lower() in ("train", "training") for p in named):
+        return None
+    splits = split_names([p.name for p in named], f"{root}: split folders", dev_split)
+    if len(set(splits)) < len(splits):
+        raise DataError(
+            f"{root}: two folders name the same split ({', '.join(p.name for p in named)})"
+        )
+    return list(zip(splits.tolist(), named, strict=True))

@@ -18,12 +18,11 @@ from PIL import Image
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from apps.medical.dicom import is_colour, is_dicom, patient_id, read_dicom
-from shared.images import IMAGE_SUFFIXES, ImageError, image_info, read_image
+from shared.images import IMAGE_SUFFIXES, ImageError, class_folder_files, image_info, read_image
 from shared.io import DataError, read_table
-from shared.splits import DEV_NAMES, split_names
+from shared.splits import split_names
 
 SPLITS = ("train", "val", "test")
-SPLIT_FOLDERS = ("train", "training", "validation", "test", "testing", *DEV_NAMES)
 FILE_SUFFIXES = IMAGE_SUFFIXES + (".dcm", ".dicom")
 NORMAL_NAMES = ("normal", "negative", "healthy", "no_finding", "no finding", "benign", "0")
 
@@ -244,44 +243,14 @@ def read_folder(root: Path, dev_split: str = "validation") -> tuple[list[dict], 
     Split folders are named as `shared.splits` reads them: `val`, `valid` and `dev` are the
     validation set, or the test set with `dev_split="test"`.
     """
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    named = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
-    layout = any(p.name.lower() in ("train", "training") for p in named)
-    groups = [(None, root)]
-    if layout:
-        splits = split_names([p.name for p in named], f"{root}: split folders", dev_split)
-        if len(set(splits)) < len(splits):
-            raise DataError(
-                f"{root}: two folders name the same split ({', '.join(p.name for p in named)})"
-            )
-        groups = list(zip(splits.tolist(), named, strict=True))
-    records, rejects = [], []
-    for split, folder in groups:
-        for file in sorted(
-            f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
-        ):
-            rejects.append((str(file), "not inside a class sub-folder"))
-        for class_dir in sorted(
-            p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
-        ):
-            for file in sorted(class_dir.rglob("*")):
-                if not file.is_file() or file.name.startswith("."):
-                    continue
-                if file.suffix.lower() not in FILE_SUFFIXES and not is_dicom(file):
-                    rejects.append(
-                        (str(file), f"not an image or DICOM file ({file.suffix or 'no suffix'})")
-                    )
-                    continue
-                records.append(
-                    {"path": str(file), "label": class_dir.name, "split": split, "patient": ""}
-                )
-    if layout:  # files beside train/ val/ test/ are not used: each is a reject, with why
-        for other in subdirs:
-            if other not in named:
-                rejects += [(str(f), "not under train/, val/ or test/")
-                            for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
+
+    def reason(file: Path) -> str:
+        if file.suffix.lower() in FILE_SUFFIXES or is_dicom(file):
+            return ""
+        return f"not an image or DICOM file ({file.suffix or 'no suffix'})"
+
+    found, rejects, _ = class_folder_files(root, dev_split, reason)
+    records = [{"path": p, "label": c, "split": s, "patient": ""} for p, c, s in found]
     if not records:
         raise DataError(
             f"{root}: no images found; expected {root}/<class>/*.png|jpg|dcm "

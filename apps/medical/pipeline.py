@@ -40,7 +40,13 @@ from shared.io import (
 )
 from shared.model_card import metrics_table, write_model_card
 from shared.pixel_baseline import NAME as BASELINE
-from shared.pixel_baseline import PixelLogisticRegression, pixel_features, subsample
+from shared.pixel_baseline import (
+    PixelLogisticRegression,
+    load_fitted,
+    pixel_features,
+    save_fitted,
+    subsample,
+)
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
     Progress,
@@ -296,14 +302,7 @@ def fit_baseline(config: Config, data: mdata.MedicalData, run: RunDir) -> None:
         val.labels,
     )
     seconds = time.perf_counter() - start
-    folder = run.subdir("baselines")
-    model.save(folder / f"{BASELINE}.npz")
-    write_json(folder / f"{BASELINE}.json", model.summary() | {"fit_seconds": round(seconds, 2)})
-    print(
-        f"train: baseline {BASELINE} (C {model.C_:g}, {len(keep):,} images, "
-        f"{model.coef_.shape[1]:,} pixels each) fitted in {seconds:.1f}s",
-        flush=True,
-    )
+    save_fitted(model, run.subdir("baselines"), seconds)
 
 
 def _compile(model, cfg, n_train: int, multilabel: bool) -> None:
@@ -456,11 +455,10 @@ def evaluate(config: Config, options=None) -> dict:
 
 def evaluate_baselines(run: RunDir, data: mdata.MedicalData, meta: dict) -> dict:
     """The run's baselines on the validation and test splits, with their fit times."""
-    path = run.path / "baselines" / f"{BASELINE}.npz"
-    if not path.exists():
+    fitted = load_fitted(run.path / "baselines")
+    if fitted is None:
         return {}
-    model = PixelLogisticRegression.load(path)
-    out = read_json(path.with_suffix(".json"))
+    model, out = fitted
     positive = meta.get("positive_index")
     for split, key in (("test", "test"), ("val", "validation")):
         part = data.splits[split]

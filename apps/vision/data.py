@@ -15,13 +15,12 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from shared.images import IMAGE_SUFFIXES, ImageError, image_info, read_image
+from shared.images import IMAGE_SUFFIXES, ImageError, class_folder_files, image_info, read_image
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, read_table
-from shared.splits import DEV_NAMES, split_names
+from shared.splits import split_names
 
 SPLITS = ("train", "val", "test")
-SPLIT_FOLDERS = ("train", "training", "validation", "test", "testing", *DEV_NAMES)
 IDX_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
               "validation": "val", "test": "test", "t10k": "test", "testing": "test"}  # fmt: skip
 # Image formats Pillow knows that the app does not train on: named in the reject, not skipped.
@@ -114,41 +113,12 @@ def read_folder(
     validation set, or the test set with `dev_split="test"` (a dataset that ships train/ and
     val/ only, such as hymenoptera, uses its val/ as the test set).
     """
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    named = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
-    layout = any(p.name.lower() in ("train", "training") for p in named)
-    groups = [(None, root)]
-    if layout:
-        splits = split_names([p.name for p in named], f"{root}: split folders", dev_split)
-        if len(set(splits)) < len(splits):
-            raise DataError(
-                f"{root}: two folders name the same split ({', '.join(p.name for p in named)})"
-            )
-        groups = list(zip(splits.tolist(), named, strict=True))
-    paths, names, splits, rejects = [], [], [], []
-    if layout:  # files beside train/ val/ test/ are not used
-        for other in subdirs:
-            if other not in named:
-                rejects += [(str(f), "not under train/, val/ or test/")
-                            for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
-    for split, folder in groups:
-        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for file in sorted(
-            f for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
-        ):
-            rejects.append((str(file), "not inside a class sub-folder"))
-        for class_dir in classes:
-            for file in sorted(class_dir.rglob("*")):
-                if not file.is_file() or file.name.startswith("."):
-                    continue
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    rejects.append((str(file), unread_reason(file)))
-                    continue
-                paths.append(str(file))
-                names.append(class_dir.name)
-                splits.append(split)
+
+    def reason(file: Path) -> str:
+        return "" if file.suffix.lower() in IMAGE_SUFFIXES else unread_reason(file)
+
+    found, rejects, layout = class_folder_files(root, dev_split, reason)
+    paths, names, splits = ([f[i] for f in found] for i in range(3))
     if not paths:
         raise DataError(
             f"{root}: no images found; expected {root}/<class>/*.png|jpg|jpeg|bmp "

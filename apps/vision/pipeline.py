@@ -30,7 +30,13 @@ from shared.io import (
 )
 from shared.model_card import metrics_table, write_model_card
 from shared.pixel_baseline import NAME as BASELINE
-from shared.pixel_baseline import PixelLogisticRegression, pixel_features, subsample
+from shared.pixel_baseline import (
+    PixelLogisticRegression,
+    load_fitted,
+    pixel_features,
+    save_fitted,
+    subsample,
+)
 from shared.run import RunDir, config_digest, load_meta
 from shared.scoring import (
     default_output_paths,
@@ -253,14 +259,7 @@ def fit_baseline(config: Config, data: vdata.ImageData, run: RunDir) -> None:
     val = data.splits["val"]
     model.fit(_pixels(config, data, part), part.labels, _pixels(config, data, val), val.labels)
     seconds = time.perf_counter() - start
-    folder = run.subdir("baselines")
-    model.save(folder / f"{BASELINE}.npz")
-    write_json(folder / f"{BASELINE}.json", model.summary() | {"fit_seconds": round(seconds, 2)})
-    print(
-        f"train: baseline {BASELINE} (C {model.C_:g}, {len(keep):,} images, "
-        f"{model.coef_.shape[1]:,} pixels each) fitted in {seconds:.1f}s",
-        flush=True,
-    )
+    save_fitted(model, run.subdir("baselines"), seconds)
 
 
 def _pixels(config: Config, data: vdata.ImageData, split: vdata.Split) -> np.ndarray:
@@ -379,11 +378,10 @@ def evaluate(config: Config, options=None) -> dict:
 
 def evaluate_baselines(run: RunDir, config: Config, data: vdata.ImageData, top_k: int) -> dict:
     """The run's baselines on the validation and test splits, with their fit times."""
-    path = run.path / "baselines" / f"{BASELINE}.npz"
-    if not path.exists():
+    fitted = load_fitted(run.path / "baselines")
+    if fitted is None:
         return {}
-    model = PixelLogisticRegression.load(path)
-    out = read_json(path.with_suffix(".json"))
+    model, out = fitted
     for split, key in (("test", "test"), ("val", "validation")):
         part = data.splits[split]
         prob = model.predict_proba(_pixels(config, data, part))

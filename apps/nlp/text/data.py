@@ -24,10 +24,8 @@ from sklearn.model_selection import train_test_split
 
 from apps.nlp.text.config import DataConfig
 from shared.io import DataError
-from shared.splits import DEV_NAMES, SPLITS, split_names
+from shared.splits import SPLIT_FOLDERS, SPLITS, split_names
 
-# Folder names that make a folder a split (aclImdb's train/ and test/), as shared.splits reads.
-SPLIT_FOLDERS = ("train", "training", "validation", "test", "testing", *DEV_NAMES)
 TEXT_FALLBACKS = ("text", "sentence", "review", "content", "document")  # GLUE, IMDb-style CSVs
 LABEL_FALLBACKS = ("label", "labels", "sentiment", "class", "category")
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "lines"}

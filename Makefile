@@ -31,12 +31,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The test suite without the slow marker (what CI runs); test-all includes slow tests.
+# The test suite without the slow marker (what CI runs); test-all includes slow tests. Tests run
+# in up to 4 processes (one per core): TensorFlow trains each tiny model on about one core.
+PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4
 test: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 lint: setup
 	$(VENV)/bin/ruff check apps shared tests

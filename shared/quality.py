@@ -226,6 +226,7 @@ def to_markdown(report: dict) -> str:
         f"{report['cpu_count']} CPU(s), {report['seconds']:.0f} s in all.",
         "",
     ]
+    lines += [summary_table(report), ""]
     for name, entry in report["datasets"].items():
         lines += [f"## {name} ({entry['app']})", "", f"Split: {entry['split']}", ""]
         if entry["status"] == "missing":
@@ -250,6 +251,42 @@ def to_markdown(report: dict) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def summary_table(report: dict) -> str:
+    """One line per dataset and task: the run's model beside the best baseline, on test."""
+    lines = [
+        "| dataset | task (metric) | run's model | test | best baseline | test | time to "
+        "baseline s | train step s | peak MiB |",
+        "|---" * 9 + "|",
+    ]
+    for name, entry in report["datasets"].items():
+        if entry["status"] != "ok":
+            lines.append(f"| {name} | {entry['status']} |" + " |" * 7)
+            continue
+        steps = entry["steps"]
+        peak = max(step["peak_rss_mib"] for step in steps.values())
+        for task, block in entry["leaderboard"].items():
+            metric, models = block["metric"], block["models"]
+            chosen, base = block["selected"], block["best_baseline"]
+            reached = models.get(chosen, {}).get("time_to_baseline_s")
+            cells = [
+                name,
+                f"{task} ({metric})",
+                chosen or "none",
+                _cell(models.get(chosen, {}).get("test", {}).get(metric)),
+                base or "none",
+                _cell(models.get(base, {}).get("test", {}).get(metric)),
+                "never" if reached is None else f"{reached:.1f}",
+                f"{steps['train']['seconds']:.0f}",
+                f"{peak:,.0f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv=None) -> int:

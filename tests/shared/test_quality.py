@@ -90,3 +90,4 @@ def test_a_small_pack_runs_every_step_and_reports_models_beside_the_baseline(tmp
     assert abs(entry["score"]["rows"] - test_rows) <= 1
     text = (out / "quality.md").read_text()
     assert "## tiny-sms (nlp)" in text and "tfidf_logreg (baseline)" in text
+    assert "| tiny-sms | classification (accuracy) | bilstm |" in text  # the summary line

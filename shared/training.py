@@ -298,7 +298,8 @@ class TrainingFailed(RuntimeError):
 
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops training at the end of the first epoch whose loss or weights are not finite, or
-    whose training loss has exploded past EXPLODED times the loss before training.
+    whose training loss has exploded past EXPLODED times the loss before training (measured on
+    one batch, as `initial_loss`).
 
     An optimiser driven far too hard (AdamW at a learning rate of 1e3) often keeps its loss
     finite but astronomically high: that network has diverged as surely as a NaN one. Checked
@@ -330,14 +331,16 @@ class DivergenceGuard(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-def initial_loss(model: keras.Model, train: tf.data.Dataset) -> float | None:
-    """The loss on one training batch before training: what an exploded loss is measured by.
+def initial_loss(model: keras.Model, data: tf.data.Dataset) -> float | None:
+    """The loss on one batch before training: what an exploded loss is measured by.
 
-    Skipped under several workers, where one batch cannot be shared out to every worker.
+    Taken from the validation data when there is some: reading a batch of the shuffled
+    training data would move every later epoch's order, and the guard must not change what a
+    run learns. Skipped under several workers, where one batch cannot be shared out.
     """
     if isinstance(tf.distribute.get_strategy(), MultiWorkerStrategy):
         return None
-    loss = model.evaluate(train.take(1), verbose=0, return_dict=True).get("loss")
+    loss = model.evaluate(data.take(1), verbose=0, return_dict=True).get("loss")
     return float(loss) if loss is not None and math.isfinite(loss) and loss > 0 else None
 
 
@@ -412,7 +415,8 @@ def fit(
         model.load_weights(str(final))
         print(f"[{name}] already trained in this run; loaded {final.name}", flush=True)
         return model
-    guard = DivergenceGuard(initial_loss(model, train), config.learning_rate)
+    reference = validation if validation is not None else train
+    guard = DivergenceGuard(initial_loss(model, reference), config.learning_rate)
     budget = TimeBudget(config.max_minutes)
     start = time.perf_counter()
     callbacks = [EpochThroughput(examples), guard, *scores, budget]

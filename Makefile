@@ -18,9 +18,13 @@ INPUT ?=
 WORKERS ?= 1
 WORKERS_ARG := $(if $(filter-out 1,$(WORKERS)),--workers $(WORKERS),)
 
-.PHONY: all setup test test-all lint format bench quality gpu-check tensorboard clean fraud vision recsys medical nlp speech
+# The apps come from the one registry, shared/apps.py (standard library only, so the system
+# Python reads it before the virtual environment exists).
+APP_NAMES := $(shell $(PYTHON) -m shared.apps names)
 
-all: setup fraud vision recsys medical nlp speech
+.PHONY: all setup test test-all lint format bench quality gpu-check tensorboard clean $(APP_NAMES)
+
+all: setup $(APP_NAMES)
 
 # Create the virtual environment and install the project with its dev tools (once per change
 # of pyproject.toml).
@@ -89,25 +93,10 @@ tensorboard: setup
 	@test -n "$(USERS)" || { echo "usage: make $*-recommend USERS=ids.txt|id1,id2 [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
 	$(PY) -m shared.cli $* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
 
-# --- whole pipelines on the sample data ---------------------------------------------------------
-fraud: fraud-prepare fraud-train fraud-evaluate
-	$(PY) -m apps.fraud score $(CONFIG_ARG) $(SET_ARGS) --input datasets/fraud/score_sample.csv --output runs/fraud/latest/scores.csv
-
-vision: vision-prepare vision-train vision-evaluate
-	$(PY) -m apps.vision score $(CONFIG_ARG) $(SET_ARGS) --input datasets/vision/samples --output runs/vision/latest/scores.csv
-
-recsys: recsys-prepare recsys-train recsys-evaluate
-	$(PY) -m apps.recsys recommend $(CONFIG_ARG) $(SET_ARGS) --users datasets/recsys/users.txt --output runs/recsys/latest/recommendations.csv
-	$(PY) -m apps.recsys score $(CONFIG_ARG) $(SET_ARGS) --input datasets/recsys/pairs.csv --output runs/recsys/latest/pair_scores.csv
-
-medical: medical-prepare medical-train medical-evaluate
-	$(PY) -m shared.cli medical score $(CONFIG_ARG) $(SET_ARGS) --input datasets/medical/samples --output runs/medical/latest/scores.csv
-
-nlp: nlp-prepare nlp-train nlp-evaluate
-	$(PY) -m shared.cli nlp score $(CONFIG_ARG) $(SET_ARGS) --input datasets/nlp/score_sample.csv --output runs/nlp/latest/scores.csv
-
-speech: speech-prepare speech-train speech-evaluate
-	$(PY) -m shared.cli speech score $(CONFIG_ARG) $(SET_ARGS) --input datasets/speech/samples --output runs/speech/latest/scores.csv
+# --- whole pipelines on the sample data: prepare, train, evaluate, then the app's sample
+# scoring commands (its `demo` entry in shared/apps.py) with the latest run -----------------------
+$(APP_NAMES): %: %-prepare %-train %-evaluate
+	$(PY) -m shared.apps demo $* $(CONFIG_ARG) $(SET_ARGS)
 
 clean:
 	rm -rf runs datasets/*/generated .pytest_cache .ruff_cache

@@ -18,16 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from shared.apps import APPS
 from shared.io import write_json
-
-BENCHES = {
-    "fraud": "apps.fraud.bench",
-    "vision": "apps.vision.bench",
-    "recsys": "apps.recsys.bench",
-    "medical": "apps.medical.bench",
-    "nlp": "apps.nlp.text.bench",
-    "speech": "apps.nlp.speech.bench",
-}
 
 
 def peak_rss_mb() -> float:
@@ -99,7 +91,7 @@ def workers_report(workers: dict) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.bench", description=__doc__)
     parser.add_argument("--output", default="runs/bench/bench.json", help="JSON report path")
-    parser.add_argument("--apps", nargs="*", default=list(BENCHES), help="apps to benchmark")
+    parser.add_argument("--apps", nargs="*", default=list(APPS), help="apps to benchmark")
     parser.add_argument(
         "--rows", type=int, default=None, help="override the fraud scoring row count"
     )
@@ -123,7 +115,7 @@ def main(argv=None) -> int:
     for app in args.apps:
         import importlib
 
-        bench = importlib.import_module(BENCHES[app])
+        bench = importlib.import_module(APPS[app].bench)
         print(f"bench: {app}", flush=True)
         report["apps"][app] = bench.run(run_measurement, rows=args.rows)
         write_json(args.output, report)

@@ -1,29 +1,19 @@
 """The `deepfield` command: `deepfield <app> <step> [--config FILE] [--set key=value ...]`.
 
-Each app's pipeline module provides `Config` (a dataclass), `DEFAULT_CONFIG` (a YAML path) and
-one function per step taking `(config, options)`.
+The apps are those of `shared.apps`. Each app's pipeline module provides `Config` (a
+dataclass), `DEFAULT_CONFIG` (a YAML path) and one function per step taking
+`(config, options: shared.steps.StepOptions)`.
 """
 
 import argparse
-import dataclasses
 import importlib
 import os
 import signal
 import sys
 
-# app -> (pipeline module, extra steps beyond the five with their help). Modules are imported
-# only when a step runs, so `--help` stays fast.
-APPS = {
-    "fraud": ("apps.fraud.pipeline", {}),
-    "vision": ("apps.vision.pipeline", {}),
-    "recsys": (
-        "apps.recsys.pipeline",
-        {"recommend": "top-K items for users, popularity fallback for unknown users"},
-    ),
-    "medical": ("apps.medical.pipeline", {}),
-    "nlp": ("apps.nlp.text.pipeline", {}),
-    "speech": ("apps.nlp.speech.pipeline", {}),
-}
+from shared.apps import APPS
+from shared.steps import StepOptions
+
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {
     "prepare": "read or generate the data, build features and splits",
@@ -35,36 +25,15 @@ STEP_HELP = {
 USES_RUN = ("evaluate", "score", "export", "recommend")
 
 
-@dataclasses.dataclass
-class StepOptions:
-    """Command-line options that are not part of the config."""
-
-    run: str | None = None  # run folder to use (default runs/<app>/latest)
-    inputs: list[str] = dataclasses.field(default_factory=list)  # files or folders to score
-    output: str | None = None  # where score/export/recommend write
-    rejects: str | None = None  # where score writes rejected rows
-    users: str | None = None  # recommend: comma-separated user ids, or a file of them
-    k: int | None = None  # recommend: how many items per user
-
-    @property
-    def input(self) -> str:
-        """The one input file of steps that take exactly one."""
-        from shared.io import DataError
-
-        if len(self.inputs) != 1:
-            raise DataError(f"expected one --input file, got {len(self.inputs)}")
-        return self.inputs[0]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepfield", description="Deepfield deep-learning apps.")
     apps = parser.add_subparsers(dest="app", required=True, metavar="APP")
-    for app, (_, extra_steps) in APPS.items():
+    for app, entry in APPS.items():
         app_parser = apps.add_parser(
             app, help=f"the {app} app", description=f"Deepfield {app} app."
         )
         steps = app_parser.add_subparsers(dest="step", required=True, metavar="STEP")
-        for step, help_text in {**STEP_HELP, **extra_steps}.items():
+        for step, help_text in {**STEP_HELP, **dict(entry.extra_steps)}.items():
             sub = steps.add_parser(step, help=help_text, description=help_text)
             sub.add_argument(
                 "--config", help="YAML config file (default: the app's configs/default.yaml)"
@@ -144,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.training import Diverged, TrainingFailed
 
     try:
-        pipeline = importlib.import_module(APPS[args.app][0])
+        pipeline = importlib.import_module(APPS[args.app].pipeline)
         config = load_config(
             pipeline.Config, args.config or pipeline.DEFAULT_CONFIG, args.overrides
         )

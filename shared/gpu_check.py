@@ -26,13 +26,13 @@ def measure(app: str, mixed: bool, xla: bool, allow_cpu: bool = False) -> dict:
     """Train `app`'s smoke config once in this process and read its throughput and memory."""
     import tensorflow as tf
 
-    from shared.cli import APPS
+    from shared.apps import APPS
     from shared.config import load_config
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not allow_cpu:
         raise SystemExit("gpu-check: no GPU in this process")
-    pipeline = importlib.import_module(APPS[app][0])
+    pipeline = importlib.import_module(APPS[app].pipeline)
     smoke = Path(pipeline.DEFAULT_CONFIG).with_name("smoke.yaml")
     with tempfile.TemporaryDirectory() as root:
         overrides = [
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         return 0
     import tensorflow as tf
 
-    from shared.cli import APPS
+    from shared.apps import APPS
 
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and not args.allow_cpu:

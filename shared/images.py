@@ -141,3 +141,57 @@ def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple],
 def _visible(folder: Path, dirs: bool = False) -> list[Path]:
     kind = Path.is_dir if dirs else Path.is_file
     return sorted(p for p in folder.iterdir() if kind(p) and not p.name.startswith("."))
+
+
+def to_uint8(images: np.ndarray, source: str) -> np.ndarray:
+    """(n, h, w) or (n, h, w, c) arrays of any numeric type as uint8 (n, h, w, 1 or 3).
+
+    uint8 stays as it is; floats in [0, 1] scale by 255; values in [0, 255] round; any wider
+    range (16-bit, Hounsfield units, negatives) stretches its minimum to 0 and maximum to 255.
+    One rule for every app, so the same array gives the same image in vision and medical.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{source}: expected images (n, h, w) or (n, h, w, c), got {images.shape}")
+    images = images[..., :3]
+    if images.dtype == np.uint8:
+        return images
+    values = images.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise DataError(f"{source}: images contain NaN or infinite values")
+    low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
+    if low >= 0 and high <= 1.0:  # floats in [0, 1]
+        values = values * 255.0
+    elif low < 0 or high > 255:
+        values = (values - low) / max(high - low, 1e-9) * 255.0
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def set_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (n, h, w, 1 or 3) as `channels` channels: gray repeated, or ITU-R 601 luma."""
+    if images.shape[-1] == channels:
+        return images
+    if channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    weights = np.array([0.299, 0.587, 0.114])
+    return np.round(images.astype(np.float64) @ weights)[..., None].astype(np.uint8)
+
+
+def resize_all(images: np.ndarray, size) -> np.ndarray:
+    """uint8 images at [height, width] `size` (bilinear); unchanged when already that size."""
+    height, width = size
+    if images.shape[1:3] == (height, width):
+        return images
+    return np.stack([resize(image, size) for image in images])
+
+
+def resize(image: np.ndarray, size) -> np.ndarray:
+    """One uint8 (h, w, c) image at [height, width] `size` (PIL bilinear)."""
+    height, width = size
+    channels = image.shape[-1]
+    mode = "L" if channels == 1 else "RGB"
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode)
+    out = np.asarray(pil.resize((width, height), Image.BILINEAR), dtype=np.uint8)
+    return out[..., None] if channels == 1 else out

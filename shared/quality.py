@@ -27,11 +27,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from shared import apps as apps_registry
 from shared.io import read_json, write_json, write_text
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks" / "quality"
 DEFAULT_DATA = os.environ.get("DEEPFIELD_REALDATA", "../shared/realdata")
-APP_ALIASES = {"text": "nlp"}  # what people call an app -> its CLI name
 STEPS = ("prepare", "train", "evaluate", "score")
 SPEC_KEYS = {
     "dataset",
@@ -73,7 +73,10 @@ def load_specs(folder: Path = BENCHMARKS) -> list[dict]:
 
 
 def select(specs: list[dict], apps: list[str] | None, datasets: list[str] | None) -> list[dict]:
-    wanted = {APP_ALIASES.get(a, a) for a in apps} if apps else None
+    try:
+        wanted = {apps_registry.get(a).name for a in apps} if apps else None
+    except KeyError as exc:
+        raise SpecError(str(exc).strip("'\"")) from exc
     chosen = [s for s in specs if wanted is None or s["app"] in wanted]
     if datasets:
         chosen = [s for s in chosen if s["dataset"] in datasets]

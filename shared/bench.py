@@ -1,4 +1,4 @@
-"""`make bench`: every app's benchmarks, each against a bare Keras baseline measured in the same run.
+"""`make bench`: every app's benchmarks, each beside a bare Keras baseline measured in the same run.
 
 Each measurement runs in its own process so that its peak memory is its own. The report is
 JSON: per app, the measured throughputs, the baselines, their ratio, and peak memory.
@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shared.apps import APPS
@@ -85,6 +86,68 @@ def workers_report(workers: dict) -> dict:
         "note": "CPU workers share 2 cores here: this checks the cluster path, not speed-up",
         **{f"{n}_worker_examples_per_s": w["examples_per_s"] for n, w in workers.items()},
         "weights_identical_across_workers": workers[max(workers)]["identical"],
+    }
+
+
+def bench_config(config_cls, default_config, work: Path, *overrides: str, **sets):
+    """An app's benchmark config: its default config, run root under `work`, run id `bench`,
+    two quiet epochs, then `overrides` ("key=value") and `sets` (key=value)."""
+    from shared.config import load_config
+
+    base = [f"run.root={work / 'runs'}", "run.run_id=bench", "train.epochs=2", "train.verbose=0"]
+    extra = [*overrides, *(f"{k}={v}" for k, v in sets.items())]
+    return load_config(config_cls, default_config, base + extra)
+
+
+def compare_fits(fit_ours, fit_bare, examples: int, trials: int, work: Path) -> dict:
+    """Examples/s of the app's training loop beside a bare `model.fit`, interleaved over
+    `trials` so that a busy moment on a shared machine hits both.
+
+    `fit_ours(run, timer)` and `fit_bare(timer)` each build a fresh model and fit it with the
+    `EpochTimer` among its callbacks; the first epoch (tracing) is left out of each rate.
+    """
+    from shared.run import RunDir
+    from shared.training import EpochTimer
+
+    seconds = {"ours": [], "bare": []}
+    for trial in range(trials):
+        run = RunDir(work / f"train-{trial}")
+        shutil.rmtree(run.path, ignore_errors=True)
+        ours, bare = EpochTimer(), EpochTimer()
+        fit_ours(run, ours)
+        fit_bare(bare)
+        seconds["ours"].append(ours.steady_epoch_s())
+        seconds["bare"].append(bare.steady_epoch_s())
+    return {name: round(examples / float(np.median(t)), 1) for name, t in seconds.items()}
+
+
+def training_section(train: dict, unit: str, target_ratio: float = 0.9, **extra) -> dict:
+    """The report's training block: the pipeline's `unit`/s beside the bare fit's, their ratio,
+    the input pipeline alone (is training waiting on input?) and peak memory."""
+    return {
+        unit: train[unit],
+        f"pipeline_{unit}_per_s": train["ours"],
+        f"bare_fit_{unit}_per_s": train["bare"],
+        "ratio": round(train["ours"] / train["bare"], 3),
+        "target_ratio": target_ratio,
+        **extra,
+        f"input_pipeline_{unit}_per_s": train["input"],
+        "input_bound": train["input"] < 1.5 * train["ours"],
+        "peak_rss_mb": train["peak_rss_mb"],
+    }
+
+
+def scoring_section(ours: dict, bare: dict, unit: str, ours_name: str, bare_name: str, **extra):
+    """The report's scoring block: the app's scorer (input files to CSV) beside a bare predict
+    on the same rows in memory, as `unit`/s, their ratio and peak memory."""
+    rate = f"{unit}_per_s"
+    return {
+        unit: ours[unit],
+        f"{ours_name}_{rate}": ours[rate],
+        f"{bare_name}_{rate}": bare[rate],
+        "ratio": round(ours[rate] / bare[rate], 3),
+        **extra,
+        "peak_rss_mb": ours["peak_rss_mb"],
     }
 
 

@@ -19,7 +19,8 @@ from shared.evaluation import save_figure  # noqa: E402
 
 
 def last_conv_layer_name(model: keras.Model) -> str:
-    """The last top-level layer whose output is a 4-D feature map (batch, height, width, channels)."""
+    """The last top-level layer whose output is a 4-D feature map (batch, height, width,
+    channels)."""
     for layer in reversed(model.layers):
         output = getattr(layer, "output", None)
         if output is not None and len(output.shape) == 4:
@@ -54,7 +55,8 @@ def gradcam_heatmaps(
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The heatmap, resized to the image and coloured (jet), blended over it: float RGB in [0, 1]."""
+    """The heatmap, resized to the image and coloured (jet), blended over it: float RGB in
+    [0, 1]."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[..., None]

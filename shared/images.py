@@ -122,8 +122,11 @@ def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple],
         named = {folder for _, folder in groups}
         for other in _visible(root, dirs=True):
             if other not in named:
-                rejects += [(str(f), "not under train/, val/ or test/")
-                            for f in sorted(other.rglob("*")) if f.is_file()]  # fmt: skip
+                rejects += [
+                    (str(f), "not under train/, val/ or test/")
+                    for f in sorted(other.rglob("*"))
+                    if f.is_file()
+                ]
     for split, folder in groups or [(None, root)]:
         rejects += [(str(f), "not inside a class sub-folder") for f in _visible(folder)]
         for class_dir in _visible(folder, dirs=True):

@@ -13,7 +13,8 @@ import tensorflow as tf
 def in_memory_dataset(
     features, target, batch_size: int, shuffle: bool, seed: int | None = None
 ) -> tf.data.Dataset:
-    """Batches of (features, target) from NumPy arrays (or a dict of them), reshuffled every epoch."""
+    """Batches of (features, target) from NumPy arrays (or a dict of them), reshuffled every
+    epoch."""
     n = len(target)
     features = tf.nest.map_structure(tf.convert_to_tensor, features)
     target = tf.convert_to_tensor(target)

@@ -131,7 +131,8 @@ def read_table(path: str | os.PathLike, dtype=None) -> pd.DataFrame:
 
 
 def iter_table_chunks(path: str | os.PathLike, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Stream a CSV/TSV/Parquet file in chunks of `chunk_rows` rows, so files larger than memory work.
+    """Stream a CSV/TSV/Parquet file in chunks of `chunk_rows` rows, so files larger than
+    memory work.
 
     CSV values arrive as strings (empty string for an empty field) so that the caller validates
     types row by row instead of pandas guessing per chunk; undecodable bytes are replaced with
@@ -187,7 +188,8 @@ def check_table_path(path: str | os.PathLike) -> Path:
         raise DataError(f"{path}: is a folder, expected a CSV or Parquet file")
     if path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(
-            f"{path}: unsupported file type {path.suffix!r}; expected one of {', '.join(TABLE_SUFFIXES)}"
+            f"{path}: unsupported file type {path.suffix!r}; "
+            f"expected one of {', '.join(TABLE_SUFFIXES)}"
         )
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes)")

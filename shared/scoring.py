@@ -200,8 +200,8 @@ def score_file(
     extra = schema.check_header(read_table_header(input_path), source)
     if extra:
         print(
-            f"note: ignoring {len(extra)} column(s) the model does not use: {', '.join(map(str, extra[:10]))}"
-            + (" ..." if len(extra) > 10 else ""),
+            f"note: ignoring {len(extra)} column(s) the model does not use: "
+            f"{', '.join(map(str, extra[:10]))}" + (" ..." if len(extra) > 10 else ""),
             file=sys.stderr,
         )
     counts = ScoreCounts()

@@ -164,7 +164,8 @@ def xla_split(
     text vectorisation and random augmentation do not, so one such layer silently turned XLA
     off for the whole network. The head (inputs up to the outputs of the `boundary` layers,
     which may name inputs the core takes as they are) then runs in the tf.data pipeline and
-    the core, which shares the model's layers and weights, trains compiled. Without `xla`, or when every layer compiles, the head is None.
+    the core, which shares the model's layers and weights, trains compiled. Without `xla`, or
+    when every layer compiles, the head is None.
     """
     if not config.xla or _supports_jit(model):
         return None, model

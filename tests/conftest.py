@@ -1,4 +1,4 @@
-"""Test set-up shared by the whole suite: quiet TensorFlow, small thread pools, a temp run root."""
+"""Test set-up shared by the whole suite: quiet TensorFlow, a temp run root, a float32 swap."""
 
 import os
 

@@ -63,7 +63,7 @@ def test_demo_commands_write_into_the_latest_run_of_their_app():
 @pytest.mark.parametrize("name", list(APPS))
 def test_every_app_has_the_standard_files(name):
     present = {p.name for p in app_folder(name).glob("*.py")}
-    assert APP_FILES <= present, sorted(APP_FILES - present)
+    assert present >= APP_FILES, sorted(APP_FILES - present)
 
 
 @pytest.mark.parametrize("name", list(APPS))

@@ -8,7 +8,8 @@ from shared.gradcam import gradcam_heatmaps, last_conv_layer_name, overlay, plot
 
 
 def bright_spot_model():
-    """Class 1's score is the mean of a 1x1 'feature' conv output: evidence is where pixels are bright."""
+    """Class 1's score is the mean of a 1x1 'feature' conv output: evidence is where pixels are
+    bright."""
     inputs = keras.Input((8, 8, 1))
     features = keras.layers.Conv2D(1, 1, use_bias=False, name="features")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)

@@ -18,9 +18,17 @@ def run_workers(*args):
 )
 def test_two_workers_train_one_model(tmp_path, app, data_path):
     done = run_workers(
-        app, "train", "--workers", "2", "--config", f"apps/{app}/configs/smoke.yaml",
-        "--set", f"run.root={tmp_path / 'runs'}", "--set", f"data.path={tmp_path / data_path}",
-    )  # fmt: skip
+        app,
+        "train",
+        "--workers",
+        "2",
+        "--config",
+        f"apps/{app}/configs/smoke.yaml",
+        "--set",
+        f"run.root={tmp_path / 'runs'}",
+        "--set",
+        f"data.path={tmp_path / data_path}",
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     digests = dict(
         re.findall(r"\[worker (\d)\] train: finished.*weights sha256 ([^;\n]+)", done.stdout)

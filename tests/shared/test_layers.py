@@ -45,9 +45,16 @@ def test_validation(kwargs, message):
 def test_config_and_save_load_round_trip(tmp_path):
     block = ResidualBlock(8, strides=2, kernel_size=5, l2=1e-4, momentum=0.8, name="rb")
     config = block.get_config()
-    assert {k: config[k] for k in ("filters", "strides", "kernel_size", "l2", "momentum", "name")} == {
-        "filters": 8, "strides": 2, "kernel_size": 5, "l2": 1e-4, "momentum": 0.8, "name": "rb",
-    }  # fmt: skip
+    assert {
+        k: config[k] for k in ("filters", "strides", "kernel_size", "l2", "momentum", "name")
+    } == {
+        "filters": 8,
+        "strides": 2,
+        "kernel_size": 5,
+        "l2": 1e-4,
+        "momentum": 0.8,
+        "name": "rb",
+    }
     assert block.bn1.momentum == 0.8
     inputs = keras.Input((None, None, 3))
     x = block(inputs)
@@ -96,8 +103,9 @@ def test_transformer_block_ignores_padded_positions():
     # Changing what sits in the padded positions must not change the real ones: the mask hides
     # them from attention. Without the mask it does change them.
     noise = x + np.concatenate([np.zeros((1, 3, 8)), np.ones((1, 3, 8))], axis=1).astype("float32")
-    np.testing.assert_allclose(block(x, mask=mask)[0, :3], block(noise, mask=mask)[0, :3],
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        block(x, mask=mask)[0, :3], block(noise, mask=mask)[0, :3], atol=1e-5
+    )
     assert not np.allclose(block(x)[0, :3], block(noise)[0, :3], atol=1e-3)
 
 
@@ -119,16 +127,19 @@ def test_transformer_validation(factory, message):
 def test_transformer_layers_save_load_round_trip(tmp_path):
     model = _encoder()
     embed, block = model.get_layer("embed"), model.get_layer("block")
-    assert {k: embed.get_config()[k] for k in ("vocabulary_size", "sequence_length",
-            "embedding_dim", "mask_zero")} == {"vocabulary_size": 20, "sequence_length": 6,
-            "embedding_dim": 8, "mask_zero": True}  # fmt: skip
-    assert {k: block.get_config()[k] for k in ("embedding_dim", "num_heads", "feed_forward_dim",
-            "dropout")} == {"embedding_dim": 8, "num_heads": 2, "feed_forward_dim": 16,
-            "dropout": 0.0}  # fmt: skip
+    assert {
+        k: embed.get_config()[k]
+        for k in ("vocabulary_size", "sequence_length", "embedding_dim", "mask_zero")
+    } == {"vocabulary_size": 20, "sequence_length": 6, "embedding_dim": 8, "mask_zero": True}
+    assert {
+        k: block.get_config()[k]
+        for k in ("embedding_dim", "num_heads", "feed_forward_dim", "dropout")
+    } == {"embedding_dim": 8, "num_heads": 2, "feed_forward_dim": 16, "dropout": 0.0}
     ids = np.array([[1, 2, 3, 0, 0, 0], [4, 5, 6, 7, 8, 9]])
     path = tmp_path / "encoder.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.get_layer("block"), TransformerBlock)
-    np.testing.assert_allclose(loaded.predict(ids, verbose=0), model.predict(ids, verbose=0),
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        loaded.predict(ids, verbose=0), model.predict(ids, verbose=0), atol=1e-6
+    )

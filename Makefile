@@ -36,8 +36,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The test suite without the slow marker (what CI runs); test-all includes slow tests. Tests run
-# in up to 4 processes (one per core): TensorFlow trains each tiny model on about one core.
-PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4
+# in up to 4 processes (one per core): TensorFlow trains each tiny model on about one core; the
+# tests that share an app's trained run stay on one process (tests/conftest.py), so it trains once.
+PYTEST := $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadgroup
 test: setup
 	$(PYTEST) -m "not slow"
 

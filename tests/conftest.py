@@ -32,3 +32,15 @@ def swap_in_float32_twin():
         float32_twin(model).save(path)
 
     return swap
+
+
+# Fixtures that train an app's tiny run once per test session (in each app's conftest.py).
+TRAINED_RUN_FIXTURES = {"trained", "contract_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`), the tests that use an app's session-scoped
+    trained run go to one worker, so the suite trains each app's run once, not once a worker."""
+    for item in items:
+        if TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(item.path.parent.name))

@@ -1,4 +1,5 @@
-"""Vision data: readers for image folders, IDX, NPZ and CSV manifests; splits; tf.data pipelines.
+"""Vision data: readers for image folders, IDX, NPZ and CSV manifests; splits; tf.data
+pipelines; the prepared file list; the test split as `score` reads it.
 
 Every reader returns an `ImageData`: class names and, per split, either the image files (decoded
 in parallel by tf.data, so folders larger than memory stream) or arrays already in memory.
@@ -15,19 +16,37 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from shared.images import IMAGE_SUFFIXES, ImageError, class_folder_files, image_info, read_image
+from shared.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    class_folder_files,
+    image_info,
+    read_image,
+    set_channels,
+    to_uint8,
+)
 from shared.input_pipeline import in_memory_dataset
-from shared.io import DataError, read_table
+from shared.io import DataError, atomic_path, read_table, write_text
+from shared.run import RunDir
 from shared.splits import split_names
 
 SPLITS = ("train", "val", "test")
-IDX_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-              "validation": "val", "test": "test", "t10k": "test", "testing": "test"}  # fmt: skip
+IDX_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "t10k": "test",
+    "testing": "test",
+}
 # Image formats Pillow knows that the app does not train on: named in the reject, not skipped.
 OTHER_IMAGE_SUFFIXES = {".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WebP"}
 IDX_IMAGES = re.compile(r"^(?P<prefix>.+?)[-_.]images[-.]idx3-ubyte(?P<gz>\.gz)?$")
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 NPZ_KEYS = (("x_{}", "y_{}"), ("{}_images", "{}_labels"))
+TEST_LIST = "test_split.txt"  # the test images, one path a line, as `score` reads them
 
 
 @dataclasses.dataclass
@@ -237,7 +256,8 @@ def read_idx_file(path: Path) -> np.ndarray:
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise DataError(
-            f"{path}: IDX size mismatch: header says {shape} ({expected:,} bytes), file has {len(raw):,}"
+            f"{path}: IDX size mismatch: header says {shape} ({expected:,} bytes), "
+            f"file has {len(raw):,}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
 
@@ -313,13 +333,7 @@ def _from_arrays(arrays: dict, fmt: str, channels: int | None, plan: SplitPlan) 
             )
         if not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
             raise DataError(f"{split}: labels must be non-negative integers, got {labels.dtype}")
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-            raise DataError(
-                f"{split}: expected images (n, h, w) or (n, h, w, c), got {images.shape}"
-            )
-        checked[split] = (_to_uint8(images[..., :3], split), labels.astype(np.int64))
+        checked[split] = (to_uint8(images, split), labels.astype(np.int64))
     sizes = {v[0].shape[1:3] for v in checked.values()}
     if len(sizes) > 1:
         raise DataError(f"image sizes differ between splits: {sorted(sizes)}")
@@ -329,8 +343,10 @@ def _from_arrays(arrays: dict, fmt: str, channels: int | None, plan: SplitPlan) 
     lookup = {int(v): i for i, v in enumerate(values)}
     class_names = [str(int(v)) for v in values]
     own = sorted(checked)
-    merged = {s: (_channels(x, channels), np.array([lookup[int(v)] for v in y], np.int32))
-              for s, (x, y) in checked.items()}  # fmt: skip
+    merged = {
+        s: (set_channels(x, channels), np.array([lookup[int(v)] for v in y], np.int32))
+        for s, (x, y) in checked.items()
+    }
     # Splits the data lacks are drawn from its train split.
     x_train, y_train = merged["train"]
     groups = np.array(["train"] * len(y_train))
@@ -341,29 +357,6 @@ def _from_arrays(arrays: dict, fmt: str, channels: int | None, plan: SplitPlan) 
         if split != "train":
             parts[split] = Split(merged[split][1], images=merged[split][0])
     return ImageData(class_names, channels, parts, fmt, own)
-
-
-def _to_uint8(images: np.ndarray, split: str) -> np.ndarray:
-    if images.dtype == np.uint8:
-        return images
-    values = images.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"{split}: images contain NaN or infinite values")
-    top = values.max() if values.size else 1.0
-    if values.min() >= 0 and top <= 1.0:  # floats in [0, 1]
-        values = values * 255.0
-    elif top > 255:  # 16-bit or other wide ranges
-        values = values / top * 255.0
-    return np.clip(np.round(values), 0, 255).astype(np.uint8)
-
-
-def _channels(images: np.ndarray, channels: int) -> np.ndarray:
-    if images.shape[-1] == channels:
-        return images
-    if channels == 3:
-        return np.repeat(images, 3, axis=-1)
-    weights = np.array([0.299, 0.587, 0.114])
-    return np.round(images.astype(np.float64) @ weights)[..., None].astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,8 +406,9 @@ def decode_file(path, image_size, channels: int):
     if channels == 1:
         image = tf.cond(have == 3, lambda: tf.image.rgb_to_grayscale(image), lambda: image[..., :1])
     else:
-        image = tf.cond(have == 1, lambda: tf.image.grayscale_to_rgb(image[..., :1]),
-                        lambda: image[..., :3])  # fmt: skip
+        image = tf.cond(
+            have == 1, lambda: tf.image.grayscale_to_rgb(image[..., :1]), lambda: image[..., :3]
+        )
     image = tf.image.resize(image, image_size, method="bilinear", antialias=True)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     return tf.ensure_shape(image, [*image_size, channels])
@@ -501,3 +495,58 @@ def summary(data: ImageData) -> dict:
 
 def rejects_frame(rejects: list[tuple[str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rejects, columns=["path", "reason"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the prepared file list and the test list
+
+
+def manifest_frame(data: ImageData) -> pd.DataFrame:
+    """Every checked file with its class and split (path, label, split), for the prepare cache."""
+    rows = [
+        (path, data.class_names[label], split)
+        for split, part in data.splits.items()
+        for path, label in zip(part.paths, part.labels, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=["path", "label", "split"])
+
+
+def from_manifest(path: Path, info: dict) -> ImageData:
+    """The `ImageData` of a cached file list (`manifest_frame`), its `prepare.json` `info` and
+    the rejects.csv beside it: the files are not checked again."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    lookup = {name: i for i, name in enumerate(info["classes"])}
+    splits = {}
+    for split in SPLITS:
+        part = frame[frame.split == split]
+        labels = np.array([lookup[v] for v in part.label], dtype=np.int32)
+        splits[split] = Split(labels, paths=part.path.tolist())
+    rejects_file = path.parent / "rejects.csv"
+    rejects = (
+        pd.read_csv(rejects_file, dtype=str, keep_default_na=False)
+        if rejects_file.exists()
+        else None
+    )
+    pairs = list(rejects.itertuples(index=False, name=None)) if rejects is not None else []
+    return ImageData(
+        info["classes"], info["channels"], splits, info["format"], info["own_splits"], pairs
+    )
+
+
+def write_test_list(run: RunDir, test: Split, channels: int) -> Path:
+    """The test images as `score` takes them: one path a line. Images that came as arrays
+    (NPZ, IDX) are written as PNG files first, under test_split/."""
+    paths = test.paths
+    if paths is None:
+        from PIL import Image
+
+        folder = run.subdir("test_split")
+        paths = []
+        for index, image in enumerate(test.images):
+            target = folder / f"{index:06d}.png"
+            with atomic_path(target, suffix=".png") as tmp:
+                Image.fromarray(image[..., 0] if channels == 1 else image).save(tmp, format="PNG")
+            paths.append(str(target))
+    target = run.path / TEST_LIST
+    write_text(target, "".join(f"{Path(path).absolute()}\n" for path in paths))
+    return target

@@ -1,19 +1,39 @@
-"""Vision networks: a small CNN, a residual network, and a KerasHub backbone with a new head.
+"""Vision networks: a small CNN, a residual network, and a KerasHub backbone with a new head;
+loading and exporting a run's model, and its metadata.
 
 Every model takes raw uint8 images of any size and does its own rescaling and resizing, so the
 saved and exported models need no preprocessing outside them. The last feature map is the layer
 named `features`, which Grad-CAM explains.
 """
 
+import dataclasses
+
 import keras
 
 from apps.vision.config import AugmentConfig, ModelConfig
+from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
+from shared.run import RunDir
+from shared.steps import ModelMeta
 
 FEATURES = "features"  # name of the last 4-D feature map (for Grad-CAM)
 # Batch-norm moving statistics must settle within the few hundred steps a small image set
 # gives; with Keras's default 0.99 validation accuracy stayed near chance for many epochs.
 BN_MOMENTUM = 0.9
+INPUT = "uint8 images (batch, height, width, channels), any height and width"  # what it serves
+
+
+@dataclasses.dataclass
+class Meta(ModelMeta):
+    """The vision run's `model_meta.json`."""
+
+    class_names: list[str]  # the classes, in the order of the model's outputs
+    image_size: list[int]  # [height, width] the model resizes every image to
+    channels: int  # 1 gray or 3 RGB: what the model and the scorer read images as
+    architecture: str  # cnn, resnet or transfer
+    backbone: str | None  # transfer: the KerasHub preset folder; None otherwise
+
+    APP = "vision"
 
 
 def build_model(
@@ -103,7 +123,7 @@ def load_backbone(preset: str) -> keras.Model:
 
 def _backbone_body(x, config: ModelConfig, channels: int):
     backbone = load_backbone(config.backbone)
-    backbone.trainable = False  # frozen for the first phase; `unfreeze` starts fine-tuning
+    backbone.trainable = False  # frozen for the head; `train` unfreezes it to fine-tune
     wanted = backbone.input_shape[-1] if backbone.input_shape else None
     if channels == 1 and wanted == 3:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
@@ -124,3 +144,15 @@ def find_backbone(model: keras.Model) -> keras.Model | None:
         if isinstance(layer, keras_hub.models.Backbone):
             return layer
     return None
+
+
+def load_model(run: RunDir) -> keras.Model:
+    """The run's saved model, loaded safely (custom layers and KerasHub classes registered)."""
+    import keras_hub  # noqa: F401  registers the backbone classes a transfer model contains
+
+    return load_saved_model(run.model_path)
+
+
+def write_saved_model(model: keras.Model, folder: str) -> None:
+    """`model` as a SavedModel in `folder`, its `serve` signature taking raw uint8 images."""
+    export_saved_model(model, folder, image_spec(model.input.shape[-1]))

@@ -1,14 +1,19 @@
-"""Tiny image datasets written in the formats the vision readers take."""
+"""Tiny image datasets written in the formats the vision readers take, and one tiny trained
+run that the pipeline and contract tests share."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from shared.cli import main
+
 CLASSES = ("horizontal", "vertical", "dots")
+SMOKE = "apps/vision/configs/smoke.yaml"
 
 
 def pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A 16-px-ish uint8 image whose class is easy to learn: stripes one way or the other, or dots."""
+    """A 16-px-ish uint8 image whose class is easy to learn: stripes one way or the other, or
+    dots."""
     grid = np.indices((size, size))
     phase = rng.integers(0, 4)
     if label == 0:
@@ -66,3 +71,39 @@ def write_hymenoptera(root, per_class=(8, 5), seed: int = 0):
                 Image.fromarray(rgb).resize((size + 8 * (i % 2), size)).save(folder / f"{i}.jpg")
     Image.new("P", (30, 30), 3).save(root / "train" / "ants" / "imageNotFound.gif")
     return root
+
+
+def cli(*args) -> int:
+    return main(["vision", *args])
+
+
+def tiny_sets(root, images, *extra) -> list[str]:
+    """CLI arguments of a tiny run on `images`: the smoke config, a one-stage CNN, 2 epochs,
+    runs under `root`/runs, and `extra` "key=value" overrides."""
+    sets = {
+        "run.root": root / "runs",
+        "data.source": "files",
+        "data.path": images,
+        "model.filters": "[8]",
+        "train.epochs": 2,
+        "train.batch_size": 8,
+        "evaluate.gradcam_images": 3,
+    }
+    args = ["--config", SMOKE]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    for item in extra:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A prepared, trained and evaluated run on 30 pattern images: (root, its CLI arguments)."""
+    root = tmp_path_factory.mktemp("vision")
+    images = write_folder(root / "images", per_class=10)
+    sets = tiny_sets(root, images)
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets

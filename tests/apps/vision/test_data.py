@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from apps.vision import data as vdata
+from shared.images import to_uint8
 from shared.io import DataError
 from tests.apps.vision.conftest import CLASSES, arrays, write_folder, write_hymenoptera
 
@@ -146,8 +147,15 @@ def test_npz_keras_and_medmnist_keys(tmp_path):
     med = tmp_path / "m.npz"
     rgb = np.repeat(x[..., None], 3, axis=-1).astype(np.float32) / 255.0
     labels = y[:, None].astype(np.int64) + 5  # (n, 1) labels, not starting at 0
-    np.savez(med, train_images=rgb, train_labels=labels, val_images=rgb[:3], val_labels=labels[:3],
-             test_images=rgb[:3], test_labels=labels[:3])  # fmt: skip
+    np.savez(
+        med,
+        train_images=rgb,
+        train_labels=labels,
+        val_images=rgb[:3],
+        val_labels=labels[:3],
+        test_images=rgb[:3],
+        test_labels=labels[:3],
+    )
     data = read(med)
     assert data.channels == 3 and data.class_names == ["5", "6", "7"]
     assert data.splits["val"].images.dtype == np.uint8 and data.splits["val"].images.shape == (
@@ -158,6 +166,19 @@ def test_npz_keras_and_medmnist_keys(tmp_path):
     )
     np.testing.assert_array_equal(data.splits["val"].images[..., 0], x[:3])
     np.testing.assert_array_equal(data.splits["val"].labels, y[:3])
+
+
+def test_npz_wide_range_images_follow_the_one_rule_of_shared_images(tmp_path):
+    # 16-bit values (and negatives) stretch min..max to 0..255, as medical reads them too.
+    x, y = arrays(6)
+    wide = x.astype(np.int32) * 40 - 3000
+    np.savez(tmp_path / "w.npz", x_train=wide, y_train=y, x_test=wide[:3], y_test=y[:3])
+    data = read(tmp_path / "w.npz")
+    np.testing.assert_array_equal(data.splits["test"].images, to_uint8(wide[:3], "test"))
+    test = data.splits["test"].images.astype(int)
+    assert test.min() == 0 and test.max() == 255
+    scaled = (x[:3].astype(float) - x[:3].min()) / (x[:3].max() - x[:3].min()) * 255
+    np.testing.assert_allclose(test[..., 0], scaled, atol=1)
 
 
 def test_npz_bad_input(tmp_path):
@@ -181,8 +202,11 @@ def test_npz_bad_input(tmp_path):
 
 
 def test_csv_manifest(tmp_path, image_folder):
-    rows = [(f"images/{c}/{i}.png" if i % 3 != 1 else str(image_folder / c / f"{i}.png"), c)
-            for c in CLASSES for i in (0, 1, 2, 3, 6, 7)]  # fmt: skip
+    rows = [
+        (f"images/{c}/{i}.png" if i % 3 != 1 else str(image_folder / c / f"{i}.png"), c)
+        for c in CLASSES
+        for i in (0, 1, 2, 3, 6, 7)
+    ]
     rows.append(("images/dots/absent.png", "dots"))
     rows.append(("", "dots"))
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(tmp_path / "m.csv", index=False)
@@ -194,8 +218,11 @@ def test_csv_manifest(tmp_path, image_folder):
 
 
 def test_csv_manifest_split_column_named_by_the_config(tmp_path, image_folder):
-    rows = [(f"images/{c}/{i}.png", c, ("train", "train", "dev", "Test ")[i % 4])
-            for c in CLASSES for i in range(8)]  # fmt: skip
+    rows = [
+        (f"images/{c}/{i}.png", c, ("train", "train", "dev", "Test ")[i % 4])
+        for c in CLASSES
+        for i in range(8)
+    ]
     pd.DataFrame(rows, columns=["path", "label", "fold"]).to_csv(tmp_path / "m.csv", index=False)
     plan = vdata.SplitPlan(split_column="fold")
     data = read(tmp_path / "m.csv", plan=plan)

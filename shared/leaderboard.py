@@ -46,6 +46,21 @@ def model_entry(
     return entry
 
 
+def baseline_entries(baselines: dict, metrics: tuple[str, ...] | None = None) -> dict:
+    """The leaderboard rows of an app's fitted baselines, `{name: {"test": {...}, "validation":
+    {...}, "fit_seconds": s}}` as evaluate measures them, keeping only `metrics` when given."""
+
+    def keep(scores: dict) -> dict:
+        return {m: scores[m] for m in metrics} if metrics else scores
+
+    return {
+        name: model_entry(
+            BASELINE, keep(entry["test"]), keep(entry["validation"]), entry["fit_seconds"]
+        )
+        for name, entry in baselines.items()
+    }
+
+
 def build(
     metric: str,
     higher_is_better: bool,

@@ -311,13 +311,7 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
             history,
         )
     }
-    for name, entry in report["baselines"].items():
-        models[name] = leaderboard.model_entry(
-            leaderboard.BASELINE,
-            scores(entry["test"]),
-            scores(entry["validation"]),
-            entry["fit_seconds"],
-        )
+    models |= leaderboard.baseline_entries(report["baselines"], BOARD_METRICS)
     return leaderboard.build(
         BOARD_METRICS[0], True, models, meta.architecture, history_column="val_accuracy"
     )

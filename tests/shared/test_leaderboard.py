@@ -59,3 +59,19 @@ def test_lower_is_better_metrics_pick_the_lowest_baseline_and_time():
 def test_model_entry_checks_its_kind():
     with pytest.raises(ValueError, match="Received: kind='model'"):
         lb.model_entry("model")
+
+
+def test_baseline_entries_keep_the_named_metrics_and_the_fit_time():
+    fitted = {
+        "logreg": {
+            "test": {"accuracy": 0.8, "macro_f1": 0.7, "examples": 10},
+            "validation": {"accuracy": 0.75, "macro_f1": 0.6, "examples": 5},
+            "fit_seconds": 1.234,
+        }
+    }
+    entries = lb.baseline_entries(fitted, ("accuracy", "macro_f1"))
+    assert entries["logreg"]["kind"] == lb.BASELINE
+    assert entries["logreg"]["test"] == {"accuracy": 0.8, "macro_f1": 0.7}
+    assert entries["logreg"]["validation"] == {"accuracy": 0.75, "macro_f1": 0.6}
+    assert entries["logreg"]["train_seconds"] == 1.23
+    assert lb.baseline_entries(fitted)["logreg"]["test"]["examples"] == 10

@@ -59,7 +59,8 @@ def check_audio(samples: np.ndarray, sample_rate: int, min_seconds: float, silen
 
 
 def fit_clip(samples: np.ndarray, length: int) -> np.ndarray:
-    """Exactly `length` samples: a short clip is centred in zeros, a long one keeps its loudest part."""
+    """Exactly `length` samples: a short clip is centred in zeros, a long one keeps its loudest
+    part."""
     if len(samples) == length:
         return samples
     if len(samples) < length:
@@ -72,7 +73,8 @@ def fit_clip(samples: np.ndarray, length: int) -> np.ndarray:
 
 
 def windows(samples: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of `length` samples every `hop` (the last one flush with the end), and their starts."""
+    """Windows of `length` samples every `hop` (the last one flush with the end), and their
+    starts."""
     starts = list(range(0, len(samples) - length + 1, hop))
     if starts[-1] != len(samples) - length:
         starts.append(len(samples) - length)

@@ -31,7 +31,7 @@ class _RandomLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="deepfield.speech")
 class TimeShift(_RandomLayer):
-    """Shift each clip in time by up to `max_fraction` of its frames, filling with its quietest value.
+    """Shift each clip in time by up to `max_fraction` of its frames, filling with its lowest value.
 
     Args:
         max_fraction: largest shift as a fraction of the frames, in [0, 1).
@@ -121,8 +121,13 @@ class SpecAugment(_RandomLayer):
 
     def __init__(self, time_masks=2, time_width=6, freq_masks=2, freq_width=5, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        for name, value, low in (("time_masks", time_masks, 0), ("time_width", time_width, 1),
-                                 ("freq_masks", freq_masks, 0), ("freq_width", freq_width, 1)):  # fmt: skip
+        smallest = (
+            ("time_masks", time_masks, 0),
+            ("time_width", time_width, 1),
+            ("freq_masks", freq_masks, 0),
+            ("freq_width", freq_width, 1),
+        )
+        for name, value, low in smallest:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value}")
         self.time_masks, self.time_width = time_masks, time_width
@@ -147,9 +152,13 @@ class SpecAugment(_RandomLayer):
         return ops.where(masked, ops.mean(x, axis=(1, 2), keepdims=True), x)
 
     def get_config(self):
-        return {**super().get_config(), "time_masks": self.time_masks,
-                "time_width": self.time_width, "freq_masks": self.freq_masks,
-                "freq_width": self.freq_width}  # fmt: skip
+        return {
+            **super().get_config(),
+            "time_masks": self.time_masks,
+            "time_width": self.time_width,
+            "freq_masks": self.freq_masks,
+            "freq_width": self.freq_width,
+        }
 
 
 def augmentation(config, kind: str) -> keras.Sequential | None:
@@ -160,9 +169,15 @@ def augmentation(config, kind: str) -> keras.Sequential | None:
     if config.time_shift:
         layers.append(TimeShift(config.time_shift, dtype="float32"))
     if config.noise_probability and kind == "logmel":
-        layers.append(BackgroundNoise(config.noise_probability, config.noise_snr_db,
-                                      dtype="float32"))  # fmt: skip
+        noise = BackgroundNoise(config.noise_probability, config.noise_snr_db, dtype="float32")
+        layers.append(noise)
     if config.time_masks or config.freq_masks:
-        layers.append(SpecAugment(config.time_masks, config.time_mask_frames, config.freq_masks,
-                                  config.freq_mask_bins, dtype="float32"))  # fmt: skip
+        masks = SpecAugment(
+            config.time_masks,
+            config.time_mask_frames,
+            config.freq_masks,
+            config.freq_mask_bins,
+            dtype="float32",
+        )
+        layers.append(masks)
     return keras.Sequential(layers, name="augment") if layers else None

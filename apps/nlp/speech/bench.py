@@ -14,14 +14,21 @@ import numpy as np
 
 from apps.nlp.speech import pipeline
 from apps.nlp.speech.config import Config
-from apps.nlp.speech.features import extract_files, feature_shape
-from apps.nlp.speech.model import build_model
+from apps.nlp.speech.features import audio_checks, extract_files, feature_params, feature_shape
+from apps.nlp.speech.model import build_model, load_model
 from shared import training
-from shared.bench import input_rate, local_workers, workers_report
-from shared.cli import StepOptions
-from shared.config import load_config
+from shared.bench import (
+    bench_config,
+    compare_fits,
+    input_rate,
+    local_workers,
+    scoring_section,
+    training_section,
+    workers_report,
+)
 from shared.input_pipeline import in_memory_dataset
 from shared.run import RunDir
+from shared.steps import StepOptions
 
 WORK = Path("runs/bench/speech")
 TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
@@ -37,6 +44,10 @@ def run(measure, rows: int | None = None) -> dict:
     ours = measure(__name__, "score", {"folder": setup["folder"]})
     bare = measure(__name__, "predict", {"folder": setup["folder"]})
     workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    note = (
+        "scoring decodes audio and computes librosa features; the bare predict starts from "
+        "features already in memory"
+    )
     return {
         "features": {
             "files": cold[1]["files"],
@@ -44,26 +55,11 @@ def run(measure, rows: int | None = None) -> dict:
             "cold_2_workers_files_per_s": cold[2]["files_per_s"],
             "cached_files_per_s": warm["files_per_s"],
         },
-        "training": {
-            "clips": train["clips"],
-            "pipeline_clips_per_s": train["ours"],
-            "bare_fit_clips_per_s": train["bare"],
-            "ratio": round(train["ours"] / train["bare"], 3),
-            "target_ratio": 0.9,
-            "input_pipeline_clips_per_s": train["input"],
-            "input_bound": train["input"] < 1.5 * train["ours"],
-            "peak_rss_mb": train["peak_rss_mb"],
-        },
+        "training": training_section(train, "clips"),
         "local_workers": workers_report(workers),
-        "scoring": {
-            "clips": ours["clips"],
-            "files_to_csv_clips_per_s": ours["clips_per_s"],
-            "bare_predict_on_features_clips_per_s": bare["clips_per_s"],
-            "ratio": round(ours["clips_per_s"] / bare["clips_per_s"], 3),
-            "note": "scoring decodes audio and computes librosa features; the bare predict "
-            "starts from features already in memory",
-            "peak_rss_mb": ours["peak_rss_mb"],
-        },
+        "scoring": scoring_section(
+            ours, bare, "clips", "files_to_csv", "bare_predict_on_features", note=note
+        ),
     }
 
 
@@ -79,12 +75,8 @@ def measure(name: str, args: dict) -> dict:
     return steps[name](**args)
 
 
-def _config(**sets) -> Config:
-    overrides = [f"run.root={WORK / 'runs'}", "run.run_id=bench", "train.epochs=2",
-                 "train.verbose=0"]  # fmt: skip
-    return load_config(
-        Config, pipeline.DEFAULT_CONFIG, overrides + [f"{k}={v}" for k, v in sets.items()]
-    )
+def _config() -> Config:
+    return bench_config(Config, pipeline.DEFAULT_CONFIG, WORK)
 
 
 def _setup(clips: int) -> dict:
@@ -108,13 +100,13 @@ def _features(workers: int, cold: bool) -> dict:
     """Files/s of feature extraction over the whole sample, into a fresh cache or a filled one."""
     config = _config()
     paths = sorted(str(p) for p in Path(config.data.path).glob("*.wav"))
-    cache, checks = WORK / ("cache-cold" if cold else "cache-warm"), pipeline._checks(config)
+    cache, checks = WORK / ("cache-cold" if cold else "cache-warm"), audio_checks(config)
+    params = feature_params(config)
     if cold:
         shutil.rmtree(cache, ignore_errors=True)
     else:
-        extract_files(paths, pipeline.feature_params(config), checks, cache)
+        extract_files(paths, params, checks, cache)
     start = time.perf_counter()
-    params = pipeline.feature_params(config)
     _, _, stats = extract_files(paths, params, checks, cache, workers, min_parallel=0)
     seconds = time.perf_counter() - start
     return {"files": len(paths), "files_per_s": round(len(paths) / seconds, 1), **stats}
@@ -127,7 +119,7 @@ def _train() -> dict:
     part, n_classes = data.splits["train"], len(data.class_names)
     y = np.eye(n_classes, dtype=np.float32)[part.y]
     cfg = dataclasses.replace(config.train, epochs=TRAIN_EPOCHS, patience=0)
-    shape = feature_shape(pipeline.feature_params(config))
+    shape = feature_shape(feature_params(config))
     mean, variance = part.x.mean(axis=(0, 1)), part.x.var(axis=(0, 1))
 
     def model():
@@ -136,24 +128,18 @@ def _train() -> dict:
         training.compile_model(built, cfg, len(part), "categorical_crossentropy")
         return built
 
-    seconds = {"ours": [], "bare": []}
-    for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
-        run = RunDir(WORK / f"train-{trial}")
-        shutil.rmtree(run.path, ignore_errors=True)
-        run.path.mkdir(parents=True)
-        ours, bare = training.EpochTimer(), training.EpochTimer()
-        dataset = in_memory_dataset(part.x, y, cfg.batch_size, True, trial)
-        callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
-        model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=[*callbacks, ours], shuffle=False,
-                    verbose=0)  # fmt: skip
-        model().fit(part.x, y, batch_size=cfg.batch_size, epochs=TRAIN_EPOCHS, callbacks=[bare],
-                    verbose=0)  # fmt: skip
-        seconds["ours"].append(ours.steady_epoch_s())
-        seconds["bare"].append(bare.steady_epoch_s())
-    per_s = {name: len(part) / float(np.min(times)) for name, times in seconds.items()}
+    def fit_ours(run: RunDir, timer) -> None:
+        dataset = in_memory_dataset(part.x, y, cfg.batch_size, True, cfg.seed)
+        callbacks = [*training.make_callbacks(run, cfg, "bench", "loss", "min"), timer]
+        model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=callbacks, shuffle=False, verbose=0)
+
+    def fit_bare(timer) -> None:
+        batch = cfg.batch_size
+        model().fit(part.x, y, batch_size=batch, epochs=TRAIN_EPOCHS, callbacks=[timer], verbose=0)
+
+    rates = compare_fits(fit_ours, fit_bare, len(part), TRIALS, WORK)
     dataset = in_memory_dataset(part.x, y, cfg.batch_size, True, 0)
-    return {"clips": len(part), "ours": round(per_s["ours"], 1), "bare": round(per_s["bare"], 1),
-            "input": input_rate(dataset, len(part))}  # fmt: skip
+    return {"clips": len(part), **rates, "input": input_rate(dataset, len(part))}
 
 
 def _score(folder: str) -> dict:
@@ -167,9 +153,9 @@ def _score(folder: str) -> dict:
 def _predict(folder: str) -> dict:
     """model.predict on the same clips' features already in memory (the ceiling for scoring)."""
     config = _config()
-    model = pipeline.load_model(RunDir(WORK / "runs" / "speech" / "bench"))
+    model = load_model(RunDir(WORK / "runs" / "speech" / "bench"))
     paths = sorted(str(p) for p in Path(folder).glob("*.wav"))
-    params, checks = pipeline.feature_params(config), pipeline._checks(config)
+    params, checks = feature_params(config), audio_checks(config)
     features, _, _ = extract_files(paths, params, checks, WORK / "cache-warm")
     x = np.stack([features[p] for p in paths])
     model.predict(x[: config.score.batch_size], verbose=0)  # trace once

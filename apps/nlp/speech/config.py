@@ -68,7 +68,8 @@ class FeatureConfig:
     def validate(self) -> None:
         if self.win_length > self.n_fft:
             raise ConfigError(
-                f"features.win_length must be <= features.n_fft, got {self.win_length} > {self.n_fft}"
+                "features.win_length must be <= features.n_fft, got "
+                f"{self.win_length} > {self.n_fft}"
             )
         if self.fmin >= self.fmax:
             raise ConfigError(
@@ -130,7 +131,7 @@ class EvaluateConfig:
     """What the evaluation shows."""
 
     top_k: int = bounded(3, low=2)  # top-k accuracy, reported when there are more than k classes
-    example_inputs: int = bounded(8, low=0)  # test log-mel inputs plotted with their predictions
+    example_inputs: int = bounded(8, low=0)  # test inputs (features) plotted with their predictions
 
 
 @dataclasses.dataclass

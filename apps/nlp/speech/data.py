@@ -10,8 +10,10 @@ Three layouts, each read into one table of `path, label, speaker, split`:
 - csv: a manifest with `path,label[,speaker]` columns, paths relative to the manifest.
 
 Files that do not fit the layout land in the rejects with the reason, never silently dropped.
+The table and the clips' features become one `Split` of arrays per split (`feature_splits`).
 """
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -24,6 +26,30 @@ from shared.io import DataError, read_table
 SPLITS = ("train", "val", "test")
 LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 COLUMNS = ["path", "label", "speaker", "split"]
+
+
+@dataclasses.dataclass
+class Split:
+    """One split's feature tensors, integer labels, speakers and file paths."""
+
+    x: np.ndarray  # (clips, frames, bins) float32
+    y: np.ndarray  # (clips,) int32
+    speakers: np.ndarray  # (clips,) str, '' when unknown
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclasses.dataclass
+class SpeechData:
+    """What `prepare` returns: the words, the three splits and what it found."""
+
+    class_names: list[str]  # the words, sorted: label i is class_names[i]
+    splits: dict[str, Split]  # train, val and test
+    rejects: list[tuple[str, str]]  # (path, reason) of every file not used
+    info: dict  # what prepare found, as written to prepare.json
+    folder: Path  # the prepared-data folder (manifest, rejects, prepare.json)
 
 
 def pattern_regex(pattern: str) -> re.Pattern:
@@ -97,10 +123,38 @@ def list_coverage(root: Path, paths: list[str]) -> dict:
     listed = read_lists(root)
     used = {Path(p).relative_to(root).as_posix() for p in paths}
     return {
-        split: {"listed": sum(1 for s in listed.values() if s == split),
-                "used": sum(1 for k, s in listed.items() if s == split and k in used)}
+        split: {
+            "listed": sum(1 for s in listed.values() if s == split),
+            "used": sum(1 for k, s in listed.items() if s == split and k in used),
+        }
         for split in LISTS
-    }  # fmt: skip
+    }
+
+
+def lists_used(root: Path, mode: str, paths: list[str]) -> dict:
+    """`list_coverage` when the split came from a folder's own lists, else empty."""
+    if mode != "own" or not root.is_dir():
+        return {}
+    return list_coverage(root, paths)
+
+
+def feature_splits(table: pd.DataFrame, features: dict, source) -> tuple[list[str], dict]:
+    """(sorted words, {split: Split}) from the split table and each path's features; one clear
+    error for an empty split."""
+    class_names = sorted(table.label.unique())
+    lookup = {name: i for i, name in enumerate(class_names)}
+    splits = {}
+    for split in SPLITS:
+        part = table[table.split == split]
+        if part.empty:
+            raise DataError(f"{source}: the {split} split is empty; add files or change data.split")
+        splits[split] = Split(
+            np.stack([features[p] for p in part.path]),
+            part.label.map(lookup).to_numpy(np.int32),
+            part.speaker.to_numpy(str),
+            part.path.tolist(),
+        )
+    return class_names, splits
 
 
 def _read_folder(root: Path, speaker_pattern: str):

@@ -1,4 +1,5 @@
-"""librosa features of audio clips, and an on-disk cache keyed by file content and parameters.
+"""librosa features of audio clips (with the parameters a config gives), and an on-disk cache
+keyed by file content and parameters.
 
 Training, evaluation and scoring all call `extract`, so a model always sees the numbers it was
 trained on. Extraction is the slow part of a run: files are hashed, features of files seen
@@ -18,12 +19,28 @@ import librosa
 import numpy as np
 
 from apps.nlp.speech.audio import AudioError, clip_length, load_clip
+from apps.nlp.speech.config import Config
 from shared.io import atomic_path, write_json
 
 CHUNK = 64  # files per task sent to a worker process
 # Starting a worker process (spawn, importing librosa) costs seconds, and one process extracts
 # about 600 one-second clips/s: fewer uncached files than this are faster in-process.
 MIN_PARALLEL_FILES = 5000
+
+
+def feature_params(config: Config) -> dict:
+    """The run's feature parameters: the features config at the data's rate and clip length."""
+    return config.features.params(config.data.sample_rate, config.data.clip_seconds)
+
+
+def audio_checks(config: Config) -> dict:
+    """What makes a file usable (`extract_files`' `checks`): its length and level."""
+    return {"min_seconds": config.data.min_seconds, "silence_db": config.data.silence_db}
+
+
+def cache_root(config: Config) -> Path:
+    """features.cache_dir, else <run.root>/speech/feature-cache."""
+    return Path(config.features.cache_dir or Path(config.run.root) / "speech" / "feature-cache")
 
 
 def extract(samples: np.ndarray, params: dict) -> np.ndarray:
@@ -44,10 +61,8 @@ def extract(samples: np.ndarray, params: dict) -> np.ndarray:
     mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=params["n_mfcc"])
     if params["deltas"]:
         width = min(9, mfcc.shape[1] - (1 - mfcc.shape[1] % 2))
-        mfcc = np.concatenate(
-            [mfcc, librosa.feature.delta(mfcc, width=width, order=1),
-             librosa.feature.delta(mfcc, width=width, order=2)]
-        )  # fmt: skip
+        deltas = [librosa.feature.delta(mfcc, width=width, order=order) for order in (1, 2)]
+        mfcc = np.concatenate([mfcc, *deltas])
     return np.ascontiguousarray(mfcc.T, dtype=np.float32)
 
 
@@ -179,8 +194,12 @@ def extract_files(
             rejects[path] = result
         else:
             features[path] = result
-    stats = {"files": len(paths), "cached": len(paths) - len(todo) - _unreadable(rejects, todo),
-             "extracted": len(todo), "workers": min(workers, len(chunks)) if parallel else 1}  # fmt: skip
+    stats = {
+        "files": len(paths),
+        "cached": len(paths) - len(todo) - _unreadable(rejects, todo),
+        "extracted": len(todo),
+        "workers": min(workers, len(chunks)) if parallel else 1,
+    }
     return features, rejects, stats
 
 

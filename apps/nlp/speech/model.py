@@ -1,10 +1,13 @@
 """Speech models: networks on (frames, bins) feature tensors (a residual 2-D CNN and a CRNN),
-and the classic baselines on MFCC statistics (scikit-learn).
+the classic baselines on MFCC statistics (scikit-learn), and what a run saves of them: the
+model file, its SavedModel and its typed `model_meta.json`.
 
 librosa features cannot run inside a Keras graph, so the networks take the features; their
 first layers are the training-only augmentation and a Normalization layer holding the
 training set's per-bin mean and variance, so the saved model needs nothing else.
 """
+
+import dataclasses
 
 import keras
 import numpy as np
@@ -14,8 +17,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from apps.nlp.speech.augment import augmentation
-from apps.nlp.speech.config import AugmentConfig, BaselineConfig, ModelConfig
+from apps.nlp.speech.config import AugmentConfig, BaselineConfig, Config, ModelConfig
+from shared import training
+from shared.export import export_saved_model, load_saved_model, model_input_spec
 from shared.layers import ResidualBlock
+from shared.run import RunDir
+from shared.steps import ModelMeta
 
 BASELINE_NAMES = {"svm": "mfcc_svm", "logistic": "mfcc_logistic"}  # leaderboard names
 
@@ -64,8 +71,10 @@ def _cnn_body(x, config: ModelConfig):
     x = _conv_bn_relu(x, config.filters[0])
     x = keras.layers.MaxPooling2D(name="stem_pool")(x)
     for stage, filters in enumerate(config.filters):
-        x = ResidualBlock(filters, strides=2 if stage else 1, momentum=BN_MOMENTUM,
-                          name=f"stage{stage}")(x)  # fmt: skip
+        block = ResidualBlock(
+            filters, strides=2 if stage else 1, momentum=BN_MOMENTUM, name=f"stage{stage}"
+        )
+        x = block(x)
     return keras.layers.GlobalAveragePooling2D(name="pool")(x)
 
 
@@ -80,6 +89,51 @@ def _crnn_body(x, config: ModelConfig):
         keras.layers.GRU(config.rnn_units, return_sequences=True), name="bigru"
     )(x)
     return keras.layers.GlobalAveragePooling1D(name="pool")(x)
+
+
+def compile_network(model: keras.Model, config: Config, n_train: int, n_classes: int) -> None:
+    """Label-smoothed cross-entropy, accuracy and (with more words than k) top-k accuracy."""
+    top_k = config.evaluate.top_k
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if n_classes > top_k:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(top_k, name=f"top{top_k}"))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=config.model.label_smoothing)
+    training.compile_model(model, config.train, n_train, loss, metrics)
+
+
+def predict_features(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """The network's probabilities for (clips, frames, bins) features, `batch_size` at a time."""
+    if not len(x):
+        return np.zeros((0, model.output.shape[-1]), np.float32)
+    return np.concatenate(
+        [model.predict_on_batch(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    )
+
+
+@dataclasses.dataclass
+class Meta(ModelMeta):
+    """A speech run's `model_meta.json`: what scoring needs to feed the network its numbers."""
+
+    APP = "speech"
+
+    class_names: list[str]  # the words, in the order of the network's outputs
+    features: dict  # the feature parameters it was trained on; scoring refuses others
+    features_digest: str  # short digest of `features` (the feature cache folder's name)
+    feature_shape: list[int]  # (frames, bins) of one clip's features: the network's input
+    checks: dict  # min_seconds and silence_db: which recordings are usable
+    architecture: str  # the network: cnn or crnn
+    split_mode: str  # how the clips were split: own (lists, split column), speaker or random
+
+
+def load_model(run: RunDir) -> keras.Model:
+    """The run's saved network, loaded in safe mode (its augmentation layers are registered by
+    this module's import of them)."""
+    return load_saved_model(run.model_path)
+
+
+def write_saved_model(model: keras.Model, folder: str) -> None:
+    """The network as a SavedModel whose `serve` takes float32 features (batch, frames, bins)."""
+    export_saved_model(model, folder, model_input_spec(model))
 
 
 def build_baseline(kind: str, config: BaselineConfig, seed: int) -> Pipeline:

@@ -28,8 +28,9 @@ def test_folder_layout_with_speech_commands_lists(tmp_path):
     )
     assert sorted(table.label.unique()) == ["no", "yes"]  # _background_noise_ is not a word
     assert len(table) == 6 and set(table.speaker) == {"aa11", "bb22", "cc33"}
-    split = dict(zip(table.path.map(lambda p: p.split("/")[-1] + p.split("/")[-2]), table.split,
-                     strict=True))  # fmt: skip
+    split = dict(
+        zip(table.path.map(lambda p: p.split("/")[-1] + p.split("/")[-2]), table.split, strict=True)
+    )
     assert split["bb22_nohash_0.wavyes"] == "val" and split["cc33_nohash_0.wavno"] == "test"
     assert split["aa11_nohash_0.wavyes"] == "train"
     assert rejects == [(str(root / "yes" / "notes.txt"), "unsupported file type '.txt'")]
@@ -47,8 +48,12 @@ def test_pattern_layout_free_spoken_digit(tmp_path):
     table, rejects = read(root, "auto", "{label}_{speaker}_{index}.wav", "")
     assert len(table) == 12 and sorted(table.label.unique()) == ["0", "1", "2"]
     assert set(table.speaker) == {"jackson", "theo"}
-    assert rejects == [(str(root / "README.wav"), "file name does not match the pattern "
-                        "'{label}_{speaker}_{index}.wav'")]  # fmt: skip
+    assert rejects == [
+        (
+            str(root / "README.wav"),
+            "file name does not match the pattern '{label}_{speaker}_{index}.wav'",
+        )
+    ]
 
 
 def test_pattern_regex_escapes_literal_text():
@@ -63,9 +68,13 @@ def test_csv_manifest(tmp_path):
     write(tmp_path / "a" / "one.flac", word_clip("a"))
     write(tmp_path / "b" / "two.wav", word_clip("b"), subtype="PCM_16")
     manifest = tmp_path / "list.csv"
-    pd.DataFrame({"path": ["a/one.flac", "b/two.wav", "c/missing.wav"],
-                  "label": ["up", "down", "up"], "speaker": ["s1", "s2", "s3"]}).to_csv(
-        manifest, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "path": ["a/one.flac", "b/two.wav", "c/missing.wav"],
+            "label": ["up", "down", "up"],
+            "speaker": ["s1", "s2", "s3"],
+        }
+    ).to_csv(manifest, index=False)
     table, rejects = read(manifest, "auto", "", "")
     assert table[["label", "speaker"]].values.tolist() == [["up", "s1"], ["down", "s2"]]
     assert rejects == [(str(tmp_path / "c" / "missing.wav"), "no such file")]
@@ -76,8 +85,12 @@ def test_csv_manifest(tmp_path):
 
 
 def _table(speakers: int, per: int, known=True):
-    rows = [(f"{s}_{w}_{i}.wav", w, f"spk{s}" if known else "", "")
-            for s in range(speakers) for w in ("a", "b", "c") for i in range(per)]  # fmt: skip
+    rows = [
+        (f"{s}_{w}_{i}.wav", w, f"spk{s}" if known else "", "")
+        for s in range(speakers)
+        for w in ("a", "b", "c")
+        for i in range(per)
+    ]
     return pd.DataFrame(rows, columns=["path", "label", "speaker", "split"])
 
 
@@ -114,14 +127,11 @@ def test_official_lists_naming_clips_not_in_the_folder(tmp_path):
     root = speech_commands(tmp_path / "sc")
     write(root / "yes" / "cc33_nohash_1.wav", word_clip("yes", seconds=0.77), subtype="PCM_16")
     absent = ["bed/0c40e715_nohash_0.wav", "yes/zz99_nohash_0.wav"]
-    (root / "testing_list.txt").write_bytes(
-        "\r\n".join(["yes/cc33_nohash_0.wav", "no/cc33_nohash_0.wav", "yes/cc33_nohash_1.wav",
-                     *absent]).encode() + b"\r\n"
-    )  # fmt: skip
+    listed = ["yes/cc33_nohash_0.wav", "no/cc33_nohash_0.wav", "yes/cc33_nohash_1.wav", *absent]
+    (root / "testing_list.txt").write_bytes("".join(f"{line}\r\n" for line in listed).encode())
     table, _ = read(root, "auto", "", "{speaker}_nohash_{index}.wav")
-    assert len(table) == 7 and table.groupby("split").size().to_dict() == {
-        "test": 3, "train": 2, "val": 2,
-    }  # fmt: skip
+    assert len(table) == 7
+    assert table.groupby("split").size().to_dict() == {"test": 3, "train": 2, "val": 2}
     assert not any(table.path.str.contains("zz99|bed"))  # absent entries add nothing
     by_split = table.groupby("split").speaker.unique().map(set).to_dict()
     assert by_split == {"train": {"aa11"}, "val": {"bb22"}, "test": {"cc33"}}

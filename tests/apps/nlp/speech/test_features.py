@@ -17,17 +17,23 @@ def params(**changes):
 
 @pytest.fixture
 def clips(tmp_path):
-    paths = [str(write(tmp_path / "audio" / f"{w}.wav", word_clip(w), subtype="PCM_16"))
-             for w in ("up", "down", "left", "right")]  # fmt: skip
+    paths = [
+        str(write(tmp_path / "audio" / f"{w}.wav", word_clip(w), subtype="PCM_16"))
+        for w in ("up", "down", "left", "right")
+    ]
     (tmp_path / "audio" / "bad.wav").write_bytes(b"")
     return paths + [str(tmp_path / "audio" / "bad.wav")]
 
 
 @pytest.mark.parametrize(
     ("changes", "bins"),
-    [({}, 40), ({"n_mels": 24}, 24), ({"kind": "mfcc", "n_mfcc": 13}, 39),
-     ({"kind": "mfcc", "n_mfcc": 13, "deltas": False}, 13)],
-)  # fmt: skip
+    [
+        ({}, 40),
+        ({"n_mels": 24}, 24),
+        ({"kind": "mfcc", "n_mfcc": 13}, 39),
+        ({"kind": "mfcc", "n_mfcc": 13, "deltas": False}, 13),
+    ],
+)
 def test_extract_shapes(changes, bins):
     p = params(**changes)
     out = feat.extract(np.asarray(word_clip("x", seconds=1.0)), p)

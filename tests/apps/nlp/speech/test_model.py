@@ -14,9 +14,13 @@ X = np.random.default_rng(0).normal(-40.0, 10.0, size=(4, 20, 8)).astype("float3
 
 
 @pytest.mark.parametrize(
-    "layer", [TimeShift(0.3, seed=1), BackgroundNoise(1.0, (0.0, 5.0), seed=1),
-              SpecAugment(2, 4, 2, 3, seed=1)],
-)  # fmt: skip
+    "layer",
+    [
+        TimeShift(0.3, seed=1),
+        BackgroundNoise(1.0, (0.0, 5.0), seed=1),
+        SpecAugment(2, 4, 2, 3, seed=1),
+    ],
+)
 def test_augmentation_only_in_training(layer):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(X, training=False)), X)
     out = keras.ops.convert_to_numpy(layer(X, training=True))
@@ -28,8 +32,9 @@ def test_augmentation_only_in_training(layer):
 def test_what_each_augmentation_does():
     shifted = keras.ops.convert_to_numpy(TimeShift(0.3, seed=2)(X, training=True))
     for row, original in zip(shifted, X, strict=True):  # rows are whole shifted frames or floor
-        assert all(any(np.array_equal(f, g) for g in original) or (f == original.min()).all()
-                   for f in row)  # fmt: skip
+        assert all(
+            any(np.array_equal(f, g) for g in original) or (f == original.min()).all() for f in row
+        )
     noisy = keras.ops.convert_to_numpy(BackgroundNoise(1.0, (0.0, 0.0), seed=2)(X, training=True))
     assert (noisy >= X - 1e-3).all()  # noise adds power
     masked = keras.ops.convert_to_numpy(SpecAugment(1, 5, 1, 3, seed=3)(X, training=True))
@@ -42,11 +47,13 @@ def test_what_each_augmentation_does():
 
 @pytest.mark.parametrize(
     ("cls", "kwargs", "message"),
-    [(TimeShift, {"max_fraction": 1.0}, "Received: max_fraction=1.0"),
-     (BackgroundNoise, {"probability": 2.0}, "Received: probability=2.0"),
-     (BackgroundNoise, {"snr_db": (10.0, 0.0)}, "Received: snr_db"),
-     (SpecAugment, {"time_width": 0}, "Received: time_width=0")],
-)  # fmt: skip
+    [
+        (TimeShift, {"max_fraction": 1.0}, "Received: max_fraction=1.0"),
+        (BackgroundNoise, {"probability": 2.0}, "Received: probability=2.0"),
+        (BackgroundNoise, {"snr_db": (10.0, 0.0)}, "Received: snr_db"),
+        (SpecAugment, {"time_width": 0}, "Received: time_width=0"),
+    ],
+)
 def test_augmentation_validation(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
         cls(**kwargs)
@@ -70,16 +77,19 @@ def test_model_save_load_round_trip(tmp_path, architecture):
 
 
 def test_no_augmentation_and_bad_classes():
-    model = build_model(ModelConfig(filters=[4]), AugmentConfig(enabled=False), 2, (20, 8),
-                        np.zeros(8), np.ones(8))  # fmt: skip
+    model = build_model(
+        ModelConfig(filters=[4]), AugmentConfig(enabled=False), 2, (20, 8), np.zeros(8), np.ones(8)
+    )
     assert "augment" not in [layer.name for layer in model.layers]
     with pytest.raises(ValueError, match="Received: n_classes=1"):
         build_model(ModelConfig(), AugmentConfig(), 1, (20, 8), np.zeros(8), np.ones(8))
 
 
 def test_noise_only_on_logmel():
-    kinds = {k: [type(la).__name__ for la in augmentation(AugmentConfig(), k).layers]
-             for k in ("logmel", "mfcc")}  # fmt: skip
+    kinds = {
+        k: [type(la).__name__ for la in augmentation(AugmentConfig(), k).layers]
+        for k in ("logmel", "mfcc")
+    }
     assert kinds["logmel"] == ["TimeShift", "BackgroundNoise", "SpecAugment"]
     assert kinds["mfcc"] == ["TimeShift", "SpecAugment"]
 

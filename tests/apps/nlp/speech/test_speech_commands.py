@@ -30,8 +30,10 @@ def speech_commands(root):
     write(root / "_background_noise_" / "white_noise.wav", word_clip("n", seconds=2.0))
     (root / "README.md").write_text("Speech Commands\n")
     (root / "LICENSE").write_text("CC BY 4.0\n")
-    for list_name, speaker in (("validation_list.txt", SPEAKERS[4]), ("testing_list.txt",
-                                                                     SPEAKERS[5])):  # fmt: skip
+    for list_name, speaker in (
+        ("validation_list.txt", SPEAKERS[4]),
+        ("testing_list.txt", SPEAKERS[5]),
+    ):
         lines = [f"{w}/{speaker}_nohash_{n}.wav" for w in WORDS for n in range(2)]
         lines += [f"bed/{speaker}_nohash_0.wav", f"marvin/{speaker[::-1]}_nohash_3.wav"]  # absent
         (root / list_name).write_text("\n".join(lines) + "\n")
@@ -39,8 +41,13 @@ def speech_commands(root):
 
 
 def sets(tmp, *extra):
-    values = [f"run.root={tmp / 'runs'}", f"data.path={tmp / 'sc'}", "data.source=files",
-              "train.epochs=2", *extra]  # fmt: skip
+    values = [
+        f"run.root={tmp / 'runs'}",
+        f"data.path={tmp / 'sc'}",
+        "data.source=files",
+        "train.epochs=2",
+        *extra,
+    ]
     return ["--config", SMOKE, *(arg for v in values for arg in ("--set", v))]
 
 
@@ -58,9 +65,11 @@ def test_official_lists_split_by_speaker_and_ignore_absent_clips(evaluated):
     _, _, metrics = evaluated
     data = metrics["data"]
     assert data["split_mode"] == "own" and data["rejected_files"] == 0
-    assert data["splits"] == {"train": {"clips": 24, "speakers": 4},
-                              "val": {"clips": 6, "speakers": 1},
-                              "test": {"clips": 6, "speakers": 1}}  # fmt: skip
+    assert data["splits"] == {
+        "train": {"clips": 24, "speakers": 4},
+        "val": {"clips": 6, "speakers": 1},
+        "test": {"clips": 6, "speakers": 1},
+    }
     assert data["lists"] == {"val": {"listed": 8, "used": 6}, "test": {"listed": 8, "used": 6}}
     assert data["speakers_known"] and data["speaker_overlap_train_test"] == 0
     assert data["speaker_overlap_train_val"] == 0 and metrics["speaker_disjoint"]
@@ -107,13 +116,16 @@ def test_test_input_lists_the_test_clips_and_scores_every_one(evaluated, tmp_pat
     tmp, run, metrics = evaluated
     assert metrics["test_input"] == "@test_split.txt"
     listed = (run / "test_split.txt").read_text().splitlines()
-    expected = [str(tmp / "sc" / w / f"{SPEAKERS[5]}_nohash_{n}.wav") for w in sorted(WORDS)
-                for n in range(2)]  # fmt: skip
+    expected = [
+        str(tmp / "sc" / w / f"{SPEAKERS[5]}_nohash_{n}.wav")
+        for w in sorted(WORDS)
+        for n in range(2)
+    ]
     assert sorted(listed) == sorted(expected) and all(os.path.isabs(p) for p in listed)
     out = tmp_path / "scores.csv"
-    code = main(["speech", "score", *sets(tmp), "--run", str(run),
-                 "--input", f"@{run / 'test_split.txt'}", "--output", str(out)])  # fmt: skip
-    assert code == 0
+    source = f"@{run / 'test_split.txt'}"
+    args = [*sets(tmp), "--run", str(run), "--input", source, "--output", str(out)]
+    assert main(["speech", "score", *args]) == 0
     scores = pd.read_csv(out)
     assert scores.path.tolist() == listed and scores.row.tolist() == list(range(1, 7))
     assert len(pd.read_csv(tmp_path / "scores.rejects.csv")) == 0

@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
-from shared.io import atomic_dir, generated_is_current, record_generated
+from shared.io import DataError, atomic_dir, generated_is_current, record_generated
 
 # Adult formants (F1, F2, F3) in Hz of the vowels the words are made of (Peterson and Barney).
 VOWELS = {
@@ -49,13 +49,21 @@ WORDS = {
     "toy": [_gap(0.03), _n(4500, 3000, 0.03, 0.6), _v("o", "i", 0.34)],
     "how": [_n(1800, 2500, 0.07, 0.15), _v("a", "u", 0.34)],
     "fur": [_n(7000, 4000, 0.12, 0.2), _v("r", seconds=0.3)],
-    "kit": [_gap(0.03), _n(2500, 1500, 0.03, 0.6), _v("I", seconds=0.14), _gap(0.07),
-            _n(4500, 3000, 0.05, 0.5)],
-    "bat": [_n(700, 600, 0.015, 0.4), _v("ae", seconds=0.2), _gap(0.06),
-            _n(4500, 3000, 0.05, 0.5)],
-    "moon": [_v("m", seconds=0.08, amp=0.35), _v("u", seconds=0.22), _v("m", seconds=0.09, amp=0.35)],
+    "kit": [
+        _gap(0.03),
+        _n(2500, 1500, 0.03, 0.6),
+        _v("I", seconds=0.14),
+        _gap(0.07),
+        _n(4500, 3000, 0.05, 0.5),
+    ],
+    "bat": [_n(700, 600, 0.015, 0.4), _v("ae", seconds=0.2), _gap(0.06), _n(4500, 3000, 0.05, 0.5)],
+    "moon": [
+        _v("m", seconds=0.08, amp=0.35),
+        _v("u", seconds=0.22),
+        _v("m", seconds=0.09, amp=0.35),
+    ],
     "way": [_v("u", "e", 0.36)],
-}  # fmt: skip
+}
 BLOCK = 80  # samples per block of the time-varying formant filters (5 ms at 16 kHz)
 
 
@@ -167,8 +175,21 @@ def clip(word, voice, sample_rate, seconds, snr_db, rng) -> np.ndarray:
 
 def generator_params(synth, sample_rate: int, clip_seconds: float) -> dict:
     """Everything the generated files depend on (the regeneration stamp)."""
-    return dataclasses.asdict(synth) | {"sample_rate": sample_rate, "clip_seconds": clip_seconds,
-                                        "version": 1}  # fmt: skip
+    stamp = {"sample_rate": sample_rate, "clip_seconds": clip_seconds, "version": 1}
+    return dataclasses.asdict(synth) | stamp
+
+
+def refuse_foreign_folder(folder: str | Path) -> None:
+    """`write_dataset` replaces its whole folder when it (re)writes the sample: refuse a folder
+    it did not write, such as real recordings named in data.path without data.source=files."""
+    folder = Path(folder)
+    stamp = folder.with_name(folder.name + ".simulator.json")  # shared.io.record_generated's
+    if folder.exists() and any(folder.iterdir()) and not stamp.exists():
+        raise DataError(
+            f"{folder}: data.source=synthetic would replace this folder with the synthetic "
+            "sample, and it holds files the synthesizer did not write; set data.source=files "
+            "to read them (or delete the folder to have the sample written there)"
+        )
 
 
 def write_dataset(folder: str | Path, synth, sample_rate: int, clip_seconds: float) -> bool:
@@ -188,12 +209,15 @@ def write_dataset(folder: str | Path, synth, sample_rate: int, clip_seconds: flo
             for word in words:
                 for index in range(synth.repetitions):
                     samples = clip(word, voice, sample_rate, clip_seconds, synth.snr_db, rng)
-                    sf.write(tmp / f"{word}_{voice.name}_{index}.wav", samples, sample_rate,
-                             subtype="PCM_16")  # fmt: skip
+                    name = f"{word}_{voice.name}_{index}.wav"
+                    sf.write(tmp / name, samples, sample_rate, subtype="PCM_16")
     record_generated(folder, params)
     n = len(voices) * len(words) * synth.repetitions
-    print(f"prepare: synthesized {n:,} clips ({len(words)} words, {len(voices)} speakers) "
-          f"-> {folder}", flush=True)  # fmt: skip
+    print(
+        f"prepare: synthesized {n:,} clips ({len(words)} words, {len(voices)} speakers) "
+        f"-> {folder}",
+        flush=True,
+    )
     return True
 
 
@@ -205,15 +229,20 @@ def write_samples(folder: str | Path, sample_rate: int = 16000, seed: int = 2026
     voices = make_voices(3, rng, offset=900)
     for i, word in enumerate(["see", "go", "moon", "kit", "way", "fur"]):
         samples = clip(word, voices[i % 3], sample_rate, 1.0, [15.0, 25.0], rng)
-        sf.write(folder / f"{word}_{voices[i % 3].name}_0.wav", samples, sample_rate,
-                 subtype="PCM_16")  # fmt: skip
+        name = f"{word}_{voices[i % 3].name}_0.wav"
+        sf.write(folder / name, samples, sample_rate, subtype="PCM_16")
     long = background(4 * sample_rate, rng) * 0.01
     spoken = utterance("toy", voices[0], sample_rate, rng) * 0.5
     start = int(2.2 * sample_rate)
     long[start : start + len(spoken)] += spoken
-    sf.write(folder / "long_toy_at_2.2s.wav", long.astype(np.float32), sample_rate,
-             subtype="PCM_16")  # fmt: skip
+    sf.write(
+        folder / "long_toy_at_2.2s.wav", long.astype(np.float32), sample_rate, subtype="PCM_16"
+    )
     (folder / "empty.wav").write_bytes(b"")
     (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot really audio")
-    sf.write(folder / "silence.wav", np.zeros(sample_rate // 2, np.float32), sample_rate,
-             subtype="PCM_16")  # fmt: skip
+    sf.write(
+        folder / "silence.wav",
+        np.zeros(sample_rate // 2, np.float32),
+        sample_rate,
+        subtype="PCM_16",
+    )

@@ -121,6 +121,35 @@ def compare_fits(fit_ours, fit_bare, examples: int, trials: int, work: Path) -> 
     return {name: round(examples / float(np.median(t)), 1) for name, t in seconds.items()}
 
 
+def train_once(pipeline, config, app: str, work: Path) -> None:
+    """Train the benchmark's scoring model (run id `bench` under `work`) unless it exists."""
+    if not (work / "runs" / app / "bench" / "model.keras").exists():
+        pipeline.train(config)
+
+
+def sample_folder(sources: list, folder: Path, count: int, suffix: str) -> Path:
+    """A folder of `count` files to score, copied from `sources` in turn (written once, whole:
+    built under a temporary name, then renamed)."""
+    if not folder.exists():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for i in range(count):
+            shutil.copyfile(sources[i % len(sources)], tmp / f"{i:06d}{suffix}")
+        tmp.replace(folder)
+    return folder
+
+
+def time_scoring(pipeline, config, inputs: list[str], output: Path, unit: str) -> dict:
+    """The app's own `score` step on `inputs`, timed: how many files it scored and `unit`/s."""
+    from shared.steps import StepOptions
+
+    start = time.perf_counter()
+    counts = pipeline.score(config, StepOptions(inputs=inputs, output=str(output)))
+    seconds = time.perf_counter() - start
+    return {unit: counts["files"], f"{unit}_per_s": round(counts["files"] / seconds, 1)}
+
+
 def training_section(train: dict, unit: str, target_ratio: float = 0.9, **extra) -> dict:
     """The report's training block: the pipeline's `unit`/s beside the bare fit's, their ratio,
     the input pipeline alone (is training waiting on input?) and peak memory."""

@@ -3,7 +3,6 @@ run callbacks) against a bare `model.fit` on in-memory tensors of the same model
 images/s from files (decode, check, predict, CSV). Driven by `shared.bench`."""
 
 import itertools
-import shutil
 import time
 from pathlib import Path
 
@@ -20,12 +19,14 @@ from shared.bench import (
     compare_fits,
     input_rate,
     local_workers,
+    sample_folder,
     scoring_section,
+    time_scoring,
+    train_once,
     training_section,
     workers_report,
 )
 from shared.run import RunDir
-from shared.steps import StepOptions
 
 WORK = Path("runs/bench/vision")
 TRAIN_EPOCHS = 5  # the first epoch (tracing, filling the cache) is left out of every throughput
@@ -70,17 +71,9 @@ def _config() -> Config:
 def _setup(images: int) -> dict:
     """Train a scoring model (2 epochs) and copy the digit PNGs into a folder of `images` files."""
     config = _config()
-    if not (WORK / "runs" / "vision" / "bench" / "model.keras").exists():
-        pipeline.train(config)
-    folder = WORK / f"score_{images}"
-    if not folder.exists():
-        sources = sorted(Path(config.data.path).rglob("*.png"))
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for i in range(images):
-            shutil.copyfile(sources[i % len(sources)], tmp / f"{i:06d}.png")
-        tmp.replace(folder)
+    train_once(pipeline, config, "vision", WORK)
+    sources = sorted(Path(config.data.path).rglob("*.png"))
+    folder = sample_folder(sources, WORK / f"score_{images}", images, ".png")
     return {"folder": str(folder)}
 
 
@@ -125,12 +118,7 @@ def _train() -> dict:
 
 
 def _score(folder: str) -> dict:
-    config = _config()
-    output = WORK / "scores.csv"
-    start = time.perf_counter()
-    counts = pipeline.score(config, StepOptions(inputs=[folder], output=str(output)))
-    seconds = time.perf_counter() - start
-    return {"images": counts["files"], "images_per_s": round(counts["files"] / seconds, 1)}
+    return time_scoring(pipeline, _config(), [folder], WORK / "scores.csv", "images")
 
 
 def _predict(folder: str) -> dict:

@@ -22,13 +22,15 @@ from shared.bench import (
     compare_fits,
     input_rate,
     local_workers,
+    sample_folder,
     scoring_section,
+    time_scoring,
+    train_once,
     training_section,
     workers_report,
 )
 from shared.input_pipeline import in_memory_dataset
 from shared.run import RunDir
-from shared.steps import StepOptions
 
 WORK = Path("runs/bench/speech")
 TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
@@ -82,17 +84,9 @@ def _config() -> Config:
 def _setup(clips: int) -> dict:
     """Train a scoring model (2 epochs) and copy `clips` sample clips into a folder to score."""
     config = _config()
-    if not (WORK / "runs" / "speech" / "bench" / "model.keras").exists():
-        pipeline.train(config)
-    folder = WORK / f"score_{clips}"
-    if not folder.exists():
-        sources = sorted(Path(config.data.path).glob("*.wav"))[:clips]
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for source in sources:
-            shutil.copyfile(source, tmp / source.name)
-        tmp.replace(folder)
+    train_once(pipeline, config, "speech", WORK)
+    sources = sorted(Path(config.data.path).glob("*.wav"))
+    folder = sample_folder(sources, WORK / f"score_{clips}", clips, ".wav")
     return {"folder": str(folder)}
 
 
@@ -143,11 +137,7 @@ def _train() -> dict:
 
 
 def _score(folder: str) -> dict:
-    config = _config()
-    start = time.perf_counter()
-    counts = pipeline.score(config, StepOptions(inputs=[folder], output=str(WORK / "scores.csv")))
-    seconds = time.perf_counter() - start
-    return {"clips": counts["files"], "clips_per_s": round(counts["files"] / seconds, 1)}
+    return time_scoring(pipeline, _config(), [folder], WORK / "scores.csv", "clips")
 
 
 def _predict(folder: str) -> dict:

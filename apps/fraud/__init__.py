@@ -1,1 +1,1 @@
-"""Fraud detection on card transactions: supervised network, autoencoder, baselines, cost-based thresholds."""
+"""Fraud detection and credit risk on tables: networks, baselines and cost-based thresholds."""

@@ -5,7 +5,7 @@ from typing import Literal
 
 import pandas as pd
 
-from apps.fraud.simulate import SimulatorConfig
+from apps.fraud.sample import SimulatorConfig
 from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
 
 CREDITCARD_FEATURES = [f"V{i}" for i in range(1, 29)]
@@ -15,9 +15,8 @@ CREDITCARD_FEATURES = [f"V{i}" for i in range(1, 29)]
 class DataConfig:
     """Where the rows are, how the file is written, which column is which, and how to split."""
 
-    source: Literal["simulator", "file"] = (
-        "simulator"  # simulator: write the seeded sample to `path` first
-    )
+    source: Literal["simulator", "file"] = "simulator"  # simulator: write the seeded sample to
+    # `path` first; file: read `path` as it is
     path: str = "datasets/fraud/generated/transactions.parquet"  # CSV, TSV, text or Parquet file
     names: list[str] | None = None  # column names of a file without a header row, in file
     # order (the Statlog German credit file); None: the first line is the header
@@ -28,9 +27,8 @@ class DataConfig:
     positive_label: str = "1"  # label value of the positive class (fraud; bad credit)
     negative_label: str = "0"  # label value of the negative class; any other value is a reject
     id: str | None = "transaction_id"  # unique row id, copied to the scores (optional)
-    timestamp: str | None = (
-        "timestamp"  # transaction time; enables time splits and history features
-    )
+    timestamp: str | None = "timestamp"  # transaction time; enables time splits and history
+    # features
     timestamp_unit: Literal["datetime", "seconds", "year"] = "datetime"  # seconds: numeric
     # offsets; year: whole years (order and splits only, no calendar or history features); a
     # datetime column holding whole numbers 1000..9999 is read as years
@@ -54,12 +52,9 @@ class DataConfig:
     val_period: str | None = None  # with test_period: rows from this period up to the test
     # period are validation; None: the latest data.val_fraction of the rows before the test
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # validation share
-    test_fraction: float = bounded(
-        0.15, low=0.0, high=0.5, low_open=True
-    )  # test share (latest rows)
-    simulator: SimulatorConfig = dataclasses.field(
-        default_factory=SimulatorConfig
-    )  # sample generator
+    test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # test share
+    # (the latest rows, for a time split)
+    simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)  # the sample
 
     def validate(self) -> None:
         if self.val_fraction + self.test_fraction >= 0.9:
@@ -147,16 +142,13 @@ class ModelConfig:
     loss: Literal["bce", "focal"] = "bce"  # binary cross-entropy or focal loss
     focal_gamma: float = bounded(2.0, low=0.0)  # focusing parameter of the focal loss
     class_weight: Literal["none", "sqrt", "balanced"] = "sqrt"  # up-weighting of the rare class
-    autoencoder_units: list[int] = bounded(
-        [32, 8], low=1
-    )  # encoder widths; the decoder mirrors them
-    autoencoder_max_onehot: int = bounded(
-        50, low=0
-    )  # categoricals with more values stay out of the AE
+    autoencoder_units: list[int] = bounded([32, 8], low=1)  # encoder widths; the decoder
+    # mirrors them
+    autoencoder_max_onehot: int = bounded(50, low=0)  # categoricals with more values stay out
+    # of the autoencoder
     autoencoder_epochs: int = bounded(15, low=1)  # epochs for the autoencoder
-    autoencoder_learning_rate: float | None = bounded(
-        None, low=0.0, low_open=True
-    )  # peak rate of the autoencoder; None: train.learning_rate
+    autoencoder_learning_rate: float | None = bounded(None, low=0.0, low_open=True)  # its peak
+    # rate; None: train.learning_rate
 
 
 @dataclasses.dataclass
@@ -166,14 +158,12 @@ class EvaluateConfig:
     threshold_rule: Literal["auto", "cost", "f1"] = "auto"  # cost: minimise expected cost on
     # validation; f1: maximise F1 on validation; auto: cost when costs are known (a missed
     # positive costs its amount, or evaluate.fn_cost is set), else f1
-    fn_cost: float | None = bounded(
-        None, low=0.0
-    )  # cost of a missed positive when not its amount (None: not given)
+    fn_cost: float | None = bounded(None, low=0.0)  # cost of a missed positive when not its
+    # amount (None: not given)
     fn_cost_from_amount: bool = True  # a missed fraud costs its amount (needs an amount column)
     fp_cost: float = bounded(5.0, low=0.0)  # cost of reviewing one false alarm
-    alert_budgets: list[float] = bounded(
-        [0.005, 0.01], low=0.0, high=1.0, low_open=True
-    )  # top shares
+    alert_budgets: list[float] = bounded([0.005, 0.01], low=0.0, high=1.0, low_open=True)  # top
+    # shares of rows by score whose recall is reported
 
     def costs_known(self, amount: str | None) -> bool:
         """Whether a missed positive has a cost: its amount, or the configured constant."""

@@ -1,14 +1,16 @@
 """Reading tables as published (headers or not, any separator, Parquet), checking them, building
 features and the splits: a given split column, a time split on any date, year or time column,
-or a stratified one."""
+or a stratified one; then the arrays the networks take, and what prepare records."""
 
 import dataclasses
 import re
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
 from apps.fraud.config import DataConfig
@@ -59,6 +61,15 @@ class Columns:
         )
 
 
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare` hands to the other steps."""
+
+    frame: pd.DataFrame  # typed rows + features + a `split` column, in time order
+    columns: Columns  # the roles of the file's columns
+    folder: Path  # the prepared-data cache folder (frame.parquet, prepare.json, rejects.csv)
+
+
 def resolve_columns(
     config: DataConfig, header: list[str], dtypes: dict | None = None, unit: str | None = None
 ) -> Columns:
@@ -67,7 +78,6 @@ def resolve_columns(
     `unit` is the timestamp unit read from the data (`timestamp_unit` of the config if None).
     """
     config = config.resolved()
-    source = config.path
     split_by = _split_by(config)
     special = {
         "label": config.label,
@@ -78,29 +88,8 @@ def resolve_columns(
         "split_column": config.split_column,
         "split_by": split_by,
     }
-    for role, name in special.items():
-        if name and name not in header:
-            split_role = role in ("split_column", "split_by")
-            what = f"data.{role} {name!r}" if split_role else f"data.{role} column {name!r}"
-            hint = (
-                ""
-                if split_role or role == "label"
-                else (f"; set data.{role}=null if the file has none")
-            )
-            shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
-            raise DataError(f"{source}: {what} not found (columns: {shown}){hint}")
+    _check_roles(config, header, special)
     taken = {n for n in special.values() if n} | set(config.exclude)
-    for role in ("numeric", "categorical"):
-        for name in getattr(config, role) or []:
-            if name not in header:
-                raise DataError(
-                    f"{source}: data.{role} lists {name!r}, which is not a column of the file"
-                )
-            if name in taken - set(config.exclude):
-                raise DataError(
-                    f"{source}: data.{role} lists {name!r}, which is the label, split or "
-                    "another role's column"
-                )
     rest = [c for c in header if c not in taken]
     dtypes = dtypes or {}
     if config.numeric is None:
@@ -128,6 +117,34 @@ def resolve_columns(
         config.split_column,
         split_by,
     )
+
+
+def _check_roles(config: DataConfig, header: list[str], special: dict) -> None:
+    """Every named role's column is in the header, and no feature list names another role's."""
+    source = config.path
+    for role, name in special.items():
+        if name and name not in header:
+            split_role = role in ("split_column", "split_by")
+            what = f"data.{role} {name!r}" if split_role else f"data.{role} column {name!r}"
+            hint = (
+                ""
+                if split_role or role == "label"
+                else (f"; set data.{role}=null if the file has none")
+            )
+            shown = ", ".join(header[:12]) + (" ..." if len(header) > 12 else "")
+            raise DataError(f"{source}: {what} not found (columns: {shown}){hint}")
+    taken = {n for n in special.values() if n} - set(config.exclude)
+    for role in ("numeric", "categorical"):
+        for name in getattr(config, role) or []:
+            if name not in header:
+                raise DataError(
+                    f"{source}: data.{role} lists {name!r}, which is not a column of the file"
+                )
+            if name in taken:
+                raise DataError(
+                    f"{source}: data.{role} lists {name!r}, which is the label, split or "
+                    "another role's column"
+                )
 
 
 def _split_by(config: DataConfig) -> str | None:
@@ -459,3 +476,65 @@ def report_rejects(rejects: pd.DataFrame, where: str) -> None:
             f"{len(rejects):,} rows rejected before training ({summary}) -> {where}",
             file=sys.stderr,
         )
+
+
+def split_kind(columns: Columns) -> str:
+    """How the rows were split: by a `column`, by `time`, or `stratified` at random."""
+    if columns.split_column:
+        return "column"
+    return "time" if columns.split_by else "stratified"
+
+
+def prepare_summary(
+    frame: pd.DataFrame, columns: Columns, rejects: pd.DataFrame, config: DataConfig, seed: int
+) -> dict:
+    """prepare.json: the source, column roles, row and reject counts, and each split's rows and
+    positives (and time range, for a time split)."""
+    counts = frame.groupby("split")[columns.label].agg(["size", "sum"])
+    info = {
+        "source": str(Path(config.path)),
+        "columns": dataclasses.asdict(columns),
+        "rows": int(len(frame)),
+        "rejected_rows": int(len(rejects)),
+        "splits": {
+            s: {"rows": int(counts.loc[s, "size"]), "fraud": int(counts.loc[s, "sum"])}
+            for s in SPLITS
+        },
+        "split_by": split_kind(columns),
+        "split": split_description(columns, config, seed),
+    }
+    if columns.split_by:
+        info["time_ranges"] = {
+            s: [
+                str(frame.loc[frame.split == s, columns.split_by].min()),
+                str(frame.loc[frame.split == s, columns.split_by].max()),
+            ]
+            for s in SPLITS
+        }
+    return info
+
+
+def vocabulary(values: pd.Series, limit: int) -> list[str]:
+    """The `limit` most frequent values of a categorical column, sorted."""
+    counts = values.astype(str).value_counts()
+    return sorted(counts.index[:limit].tolist())
+
+
+def preprocess(
+    preprocessor: keras.Model, rows: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, np.ndarray]:
+    """Run the preprocessor once over a split (parallel map in tf.data) and keep the tensors."""
+    arrays = model_inputs(rows, numeric, categorical)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(arrays)
+        .batch(16384)
+        .map(lambda x: preprocessor(x, training=False), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    batches = list(dataset.as_numpy_iterator())
+    if not batches:
+        return {
+            name: np.zeros((0,) + tuple(t.shape[1:]), dtype=t.dtype)
+            for name, t in preprocessor.output.items()
+        }
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}

@@ -17,7 +17,8 @@ NO_PREVIOUS_S = 30 * 86400.0  # "time since previous" for an entity's first row:
 
 @dataclasses.dataclass
 class FeatureSpec:
-    """Which columns carry time, amount and entity, and the history windows. Saved with the model."""
+    """Which columns carry time, amount and entity, and the history windows; saved with the
+    model."""
 
     timestamp: str | None  # column with the time of the transaction
     timestamp_unit: str  # "datetime" (parsed), "seconds" (numeric offsets) or "year" (no clock)

@@ -1,16 +1,75 @@
-"""Model builders: the preprocessor, the supervised network, the autoencoder and the scorer.
+"""The fraud app's models: the preprocessor, the supervised network, the autoencoder, the scorer
+that chains them, and the scikit-learn baselines; loading and exporting a run's scorer, and
+what `model_meta.json` records about it.
 
 Training runs the preprocessor once over the data and fits the two networks on its outputs
 (numeric tensors, so XLA and mixed precision apply); the exported scorer chains the same
 preprocessor with the networks that trained, so it takes raw feature columns and strings.
 """
 
+import dataclasses
+import time
+
 import keras
 import numpy as np
 from keras import layers, ops
+from scipy import sparse
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 
 from apps.fraud.config import ModelConfig
 from apps.fraud.data import input_name
+from shared.export import export_saved_model, load_saved_model
+from shared.run import RunDir
+from shared.splits import SPLITS
+from shared.steps import ModelMeta
+
+NETWORKS = {"network": "fraud_probability", "autoencoder": "anomaly_score"}  # name: its output
+BASELINES = ("logistic_regression", "hist_gradient_boosting")
+
+
+@dataclasses.dataclass
+class Meta(ModelMeta):
+    """`model_meta.json` of a fraud run: what scoring checks and computes, and how it decides."""
+
+    label: str  # the label column of the training file
+    schema: dict  # the InputSchema (as a dict) every file to score is checked against
+    feature_spec: dict  # the FeatureSpec (as a dict) of the engineered features
+    numeric_inputs: list[str]  # the scorer's numeric input columns, raw and engineered
+    categorical_inputs: list[str]  # the scorer's categorical input columns
+    vocabulary_sizes: dict[str, int]  # categorical column: values kept (others are unknown)
+    networks: list[str]  # the networks that trained and are in the scorer
+    failed_networks: dict[str, str]  # network: why it failed (left out of the scorer)
+    decision_model: str  # the model whose score decides: the trained network with best AUPRC
+    decision_output: str  # the scorer output that decides (fraud_probability, anomaly_score)
+    threshold: float  # flag a row when the decision output is >= this
+    thresholds: dict[str, float]  # every model's threshold, networks and baselines
+    threshold_rule: str  # cost or f1: what the thresholds optimise on validation
+    threshold_optimises: str  # the rule in words, for the summary and the model card
+    validation_flagged_fraction: float  # share of validation rows the decision model flags
+    costs: dict  # the evaluate config the thresholds were chosen with
+    baseline_seconds: dict[str, float]  # baseline: fit seconds
+
+    APP = "fraud"
+
+
+def load_model(run: RunDir) -> keras.Model:
+    """The run's scorer (`model.keras`), with this module's layers registered."""
+    return load_saved_model(run.model_path)
+
+
+def serving_spec(model: keras.Model) -> dict[str, keras.InputSpec]:
+    """The scorer's inputs, any batch size: one (batch, 1) float32 or string tensor per column."""
+    return {
+        name: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=name)
+        for name, t in model.input.items()
+    }
+
+
+def write_saved_model(model: keras.Model, folder: str) -> None:
+    """The scorer as a SavedModel whose `serve` takes `serving_spec(model)` and returns each
+    trained network's score by its output name."""
+    export_saved_model(model, folder, serving_spec(model))
 
 
 @keras.saving.register_keras_serializable(package="deepfield.fraud")
@@ -94,7 +153,8 @@ def build_classifier(
 def build_autoencoder(
     n_numeric: int, vocabularies: dict[str, list[str]], config: ModelConfig
 ) -> keras.Model:
-    """Dense autoencoder over numerics and one-hot low-cardinality categoricals; outputs the error."""
+    """Dense autoencoder over numerics and one-hot low-cardinality categoricals; outputs its
+    reconstruction error."""
     inputs = _core_inputs(n_numeric, vocabularies)
     parts = [inputs["numeric"]]
     for column, vocabulary in vocabularies.items():
@@ -132,3 +192,77 @@ def build_scorer(preprocessor: keras.Model, networks: dict[str, keras.Model]) ->
         for output, network in networks.items()
     }
     return keras.Model(inputs, outputs, name="fraud_scorer")
+
+
+def predict_rows(model: keras.Model, features: dict, batch_size: int) -> np.ndarray:
+    """One score per row of preprocessed features, by calling the network directly: the
+    per-epoch score of a multi-worker fit runs it too, where `predict` would share the rows
+    out across workers."""
+    rows = len(next(iter(features.values())))
+    parts = [
+        keras.ops.convert_to_numpy(
+            model({k: v[i : i + batch_size] for k, v in features.items()}, training=False)
+        ).reshape(-1)
+        for i in range(0, rows, batch_size)
+    ]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def _baseline_matrix(features: dict, vocabularies: dict) -> sparse.csr_matrix:
+    """Standardised numerics plus one-hot categories, for logistic regression."""
+    blocks = [sparse.csr_matrix(features["numeric"])]
+    for column, vocabulary in vocabularies.items():
+        ids = features[f"cat_{input_name(column)}"].reshape(-1)
+        blocks.append(
+            sparse.csr_matrix(
+                (np.ones(len(ids)), (np.arange(len(ids)), ids)),
+                shape=(len(ids), len(vocabulary) + 1),
+            )
+        )
+    return sparse.hstack(blocks).tocsr()
+
+
+def _baseline_dense(features: dict, vocabularies: dict) -> np.ndarray:
+    """Standardised numerics plus category ids, for gradient boosting."""
+    cat_names = [f"cat_{input_name(c)}" for c in vocabularies]
+    return np.hstack([features["numeric"]] + [features[n].astype(np.float64) for n in cat_names])
+
+
+def fit_baselines(features: dict, labels: dict, vocabularies: dict, seed: int) -> tuple:
+    """scikit-learn baselines on the networks' preprocessed features and splits: each one's
+    validation and test scores ({name: {split: scores}}) and fit seconds ({name: seconds})."""
+    logistic = LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced")
+    matrices = {s: _baseline_matrix(features[s], vocabularies) for s in SPLITS}
+    dense = {s: _baseline_dense(features[s], vocabularies) for s in SPLITS}
+    n_numeric = features["train"]["numeric"].shape[1]
+    # Native categorical splits for columns that fit HGB's 255 bins; wider ones stay ordinal.
+    categorical_mask = [False] * n_numeric + [len(vocabularies[c]) + 1 < 255 for c in vocabularies]
+    boosting = HistGradientBoostingClassifier(
+        max_iter=300,
+        learning_rate=0.1,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        categorical_features=np.array(categorical_mask) if any(categorical_mask) else None,
+        random_state=seed,
+    )
+    fitted = {
+        "logistic_regression": (logistic, matrices),
+        "hist_gradient_boosting": (boosting, dense),
+    }
+    seconds = {}
+    for name, (model, inputs) in fitted.items():
+        start = time.perf_counter()
+        model.fit(inputs["train"], labels["train"])
+        seconds[name] = round(time.perf_counter() - start, 3)
+    print(
+        "train: baselines fitted (logistic regression "
+        f"{seconds['logistic_regression']:.1f}s, histogram gradient boosting "
+        f"{seconds['hist_gradient_boosting']:.1f}s)",
+        flush=True,
+    )
+    scores = {
+        name: {s: model.predict_proba(inputs[s])[:, 1] for s in ("val", "test")}
+        for name, (model, inputs) in fitted.items()
+    }
+    return scores, seconds

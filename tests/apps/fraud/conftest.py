@@ -1,8 +1,30 @@
-"""Tiny files in exactly the layouts the fraud app reads: a generic transactions table, the
-credit-card sample as pandas re-saved it, and Statlog German credit as UCI publishes it."""
+"""The fraud tests' shared pieces: one trained and evaluated smoke run for the whole session,
+and tiny files in exactly the layouts the app reads (a generic transactions table, the
+credit-card sample as pandas re-saved it, Statlog German credit as UCI publishes it)."""
 
 import numpy as np
 import pandas as pd
+import pytest
+
+from shared.cli import main
+
+SMOKE = "apps/fraud/configs/smoke.yaml"
+
+
+def cli(*args) -> int:
+    return main(["fraud", *args])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(root, CLI arguments) of a smoke run prepared, trained and evaluated under `root`."""
+    root = tmp_path_factory.mktemp("fraud")
+    sets = ["--config", SMOKE, "--set", f"run.root={root / 'runs'}"]
+    sets += ["--set", f"data.path={root / 'smoke.parquet'}"]
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets
 
 
 def generic_frame(n=60, seed=0):
@@ -41,10 +63,28 @@ def write_creditcard_sample(path, n_normal=30, n_fraud=12):
 
 
 STATLOG_NAMES = [
-    "checking", "duration", "history", "purpose", "credit_amount", "savings", "employment",
-    "installment_rate", "personal_status", "debtors", "residence", "property", "age", "plans",
-    "housing", "credits", "job", "liable", "telephone", "foreign", "class",
-]  # fmt: skip
+    "checking",
+    "duration",
+    "history",
+    "purpose",
+    "credit_amount",
+    "savings",
+    "employment",
+    "installment_rate",
+    "personal_status",
+    "debtors",
+    "residence",
+    "property",
+    "age",
+    "plans",
+    "housing",
+    "credits",
+    "job",
+    "liable",
+    "telephone",
+    "foreign",
+    "class",
+]
 STATLOG_CODES = {
     "checking": ["A11", "A12", "A13", "A14"],
     "history": ["A30", "A31", "A32", "A33", "A34"],

@@ -233,9 +233,16 @@ def year_frame(n=120):
 
 def year_config(path, **overrides):
     base = dict(
-        source="file", path=str(path), label="default", id="loan", timestamp=None,
-        entity=None, amount=None, split_by="year", test_period="2019",
-    )  # fmt: skip
+        source="file",
+        path=str(path),
+        label="default",
+        id="loan",
+        timestamp=None,
+        entity=None,
+        amount=None,
+        split_by="year",
+        test_period="2019",
+    )
     return DataConfig(**(base | overrides))
 
 

@@ -1,58 +1,31 @@
-"""The fraud app end to end on the smoke config, through the command line a user types."""
+"""The fraud app end to end on the smoke config, through the command line a user types: what
+only this app has (its models, thresholds, leaderboard and scores); the common contract is in
+test_contract.py."""
 
 import json
 import re
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
-from apps.fraud.simulate import simulate_creditcard
-from shared.cli import main
+from apps.fraud.data import preprocess
+from apps.fraud.model import BASELINES, Meta, load_model, predict_rows
+from apps.fraud.sample import simulate_creditcard
 from shared.run import RunDir
-from tests.apps.fraud.conftest import generic_frame, write_statlog_german
-
-SMOKE = "apps/fraud/configs/smoke.yaml"
+from tests.apps.fraud.conftest import SMOKE, cli, generic_frame, write_statlog_german
 
 
-def cli(*args):
-    return main(["fraud", *args])
+def latest(root) -> Path:
+    return (root / "runs" / "fraud" / "latest").resolve()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fraud")
-    sets = [
-        "--config",
-        SMOKE,
-        "--set",
-        f"run.root={root / 'runs'}",
-        "--set",
-        f"data.path={root / 'smoke.parquet'}",
-    ]
-    assert cli("prepare", *sets) == 0
-    assert cli("train", *sets) == 0
-    assert cli("evaluate", *sets) == 0
-    return root, sets
-
-
-def test_run_folder_has_every_artifact(trained):
+def test_run_holds_every_models_metrics_plots_and_card(trained):
     root, _ = trained
-    run = root / "runs" / "fraud" / "latest"
-    for name in [
-        "config.yaml",
-        "environment.json",
-        "metrics.json",
-        "history.csv",
-        "model.keras",
-        "model_meta.json",
-        "model_card.md",
-        "FINISHED",
-    ]:
-        assert (run / name).is_file(), name
-    assert (run / "saved_model" / "saved_model.pb").is_file()
+    run = latest(root)
+    assert (run / "model.keras").is_file() and (run / "baseline_scores.npz").is_file()
     assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     for plot in [
         "precision_recall",
@@ -89,13 +62,41 @@ def test_run_folder_has_every_artifact(trained):
     assert env["versions"]["tensorflow"].startswith("2.21")
 
 
+def validation_scores(run: Path, meta: Meta, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every model's validation scores as train computed them: the saved networks on the saved
+    preprocessor's outputs, and the baselines' scores train saved."""
+    scorer = load_model(RunDir(run))
+    features = preprocess(
+        scorer.get_layer("preprocessor"), rows, meta.numeric_inputs, meta.categorical_inputs
+    )
+    layers = {"network": "classifier", "autoencoder": "autoencoder"}
+    scores = {n: predict_rows(scorer.get_layer(layers[n]), features, 8192) for n in meta.networks}
+    saved = np.load(run / "baseline_scores.npz")
+    return scores | {name: saved[f"{name}__val"] for name in BASELINES}
+
+
 def test_threshold_saved_is_the_cost_minimiser_on_validation(trained):
     root, _ = trained
-    run = root / "runs" / "fraud" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    decision = meta["decision_model"]
-    assert meta["threshold"] == meta["thresholds"][decision] and np.isfinite(meta["threshold"])
-    assert meta["threshold_rule"] == "cost"  # the sample has amounts: a miss costs its amount
+    run = latest(root)
+    meta = Meta.read(RunDir(run))
+    assert meta.threshold_rule == "cost"  # the sample has amounts: a miss costs its amount
+    assert meta.threshold == meta.thresholds[meta.decision_model]
+    frame = pd.read_parquet(Path(meta.prepared) / "frame.parquet")
+    rows = frame[frame.split == "val"]
+    y = rows[meta.label].to_numpy().astype(bool)
+    missed = rows["amount"].to_numpy(np.float64)  # a missed fraud costs its amount
+    fp_cost = meta.costs["fp_cost"]
+
+    def cost(scores, threshold) -> float:
+        flagged = scores >= threshold
+        return float(missed[y & ~flagged].sum() + fp_cost * (~y & flagged).sum())
+
+    scores = validation_scores(run, meta, rows)
+    assert set(scores) == set(meta.thresholds)
+    for name, s in scores.items():
+        # Every distinct flag set: flag each score and above, or flag nothing.
+        best = min(cost(s, t) for t in [*np.unique(s), np.inf])
+        assert cost(s, meta.thresholds[name]) == pytest.approx(best, rel=1e-9), name
     point = json.loads((run / "metrics.json").read_text())["operating_point"]
     assert point["optimises"].startswith("minimises expected cost on validation")
     assert 0.0 < point["flagged_fraction"]["validation"] < 0.5
@@ -103,7 +104,7 @@ def test_threshold_saved_is_the_cost_minimiser_on_validation(trained):
 
 def test_leaderboard_puts_both_networks_beside_both_baselines(trained):
     root, _ = trained
-    run = root / "runs" / "fraud" / "latest"
+    run = latest(root)
     metrics = json.loads((run / "metrics.json").read_text())
     board = metrics["leaderboard"]["detection"]
     assert board["metric"] == "auprc" and board["history_column"] == "val_auprc"
@@ -126,21 +127,17 @@ def test_leaderboard_puts_both_networks_beside_both_baselines(trained):
     assert "Leaderboard (AUPRC)" in (run / "model_card.md").read_text()
 
 
-def test_score_on_the_test_split_evaluate_wrote(trained, tmp_path):
-    root, sets = trained
-    run = root / "runs" / "fraud" / "latest"
+def test_the_test_split_evaluate_wrote_is_in_the_scoring_layout(trained):
+    root, _ = trained
+    run = latest(root)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_input"] == "test_split.csv"
     test_rows = pd.read_csv(run / "test_split.csv")
     assert len(test_rows) == metrics["data"]["splits"]["test"]["rows"]
     assert "is_fraud" not in test_rows and "split" not in test_rows
-    out = tmp_path / "test_scores.csv"
-    assert cli("score", *sets, "--input", str(run / "test_split.csv"), "--output", str(out)) == 0
-    assert len(pd.read_csv(out)) == len(test_rows)
-    assert pd.read_csv(tmp_path / "test_scores.rejects.csv").empty
 
 
-def test_score_sample_and_parity_with_saved_model(trained, tmp_path):
+def test_scores_keep_the_ids_and_flag_at_the_saved_threshold(trained, tmp_path):
     root, sets = trained
     sample = pd.read_parquet(root / "smoke.parquet").tail(300)
     path = tmp_path / "new.csv"
@@ -152,37 +149,12 @@ def test_score_sample_and_parity_with_saved_model(trained, tmp_path):
         len(scores) == 300
         and scores["transaction_id"].tolist() == sample["transaction_id"].tolist()
     )
-    assert scores["decision"].isin(["flag", "pass"]).all()
     assert scores["fraud_probability"].between(0, 1).all() and (scores["anomaly_score"] >= 0).all()
     assert pd.read_csv(tmp_path / "scores.rejects.csv").empty
-
-    # The exported SavedModel and the reloaded .keras model give the same numbers.
-    run = RunDir.locate("fraud", None, str(root / "runs"))
-    meta = json.loads(run.meta_path.read_text())
-    model = keras.saving.load_model(run.model_path, safe_mode=True)
-    from apps.fraud.pipeline import TransactionScorer
-
-    scorer = TransactionScorer(run, batch_size=128)
-    assert set(model.input) == set(scorer.model.input)
-    exported = tf.saved_model.load(str(run.saved_model_path))
-    from shared.scoring import InputSchema
-
-    typed, _ = InputSchema.from_dict(meta["schema"]).validate(
-        pd.read_csv(path, dtype=str, keep_default_na=False)
-    )
-    frame = pd.concat(
-        [typed, scorer.features.__class__(scorer.features.spec).transform(typed)], axis=1
-    )
-    from apps.fraud.data import model_inputs
-
-    arrays = model_inputs(frame, meta["numeric_inputs"], meta["categorical_inputs"])
-    served = exported.serve({k: tf.constant(v) for k, v in arrays.items()})
-    np.testing.assert_allclose(
-        served["fraud_probability"].numpy(), scores["fraud_probability"], atol=2e-6
-    )
-    np.testing.assert_allclose(
-        served["anomaly_score"].numpy(), scores["anomaly_score"], rtol=1e-4, atol=2e-6
-    )
+    meta = Meta.read(RunDir(latest(root)))
+    flagged = scores[meta.decision_output] >= meta.threshold
+    near = np.isclose(scores[meta.decision_output], meta.threshold, atol=1e-6)
+    assert ((scores["decision"] == "flag") == flagged)[~near].all()
 
 
 BAD_ROWS = [
@@ -277,11 +249,6 @@ def test_bad_config_fails_before_work(tmp_path, capsys, override, message):
     assert not any(tmp_path.iterdir())
 
 
-def test_missing_run_is_one_line(tmp_path, capsys):
-    assert cli("evaluate", "--set", f"run.root={tmp_path}") == 2
-    assert "no trained run found" in capsys.readouterr().err
-
-
 def test_creditcard_layout_end_to_end(tmp_path):
     path = tmp_path / "creditcard.csv"
     simulate_creditcard(3000, fraud_rate=0.02, seed=3).to_csv(path, index=False)
@@ -336,9 +303,9 @@ def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path, swap_in_float
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run = tmp_path / "runs" / "fraud" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla_compiled"]
-    assert np.isfinite(meta["threshold"])
+    meta = Meta.read(RunDir(run))
+    assert meta.precision_policy == "mixed_bfloat16" and meta.xla_compiled
+    assert np.isfinite(meta.threshold)
     # Mixed-precision probabilities agree with float32 math on the same weights within 0.02
     # (bfloat16 keeps about 3 significant digits).
     sample, out = "datasets/fraud/score_sample.csv", {}
@@ -356,12 +323,14 @@ def test_mixed_precision_xla_and_focal_loss_train_on_cpu(tmp_path, swap_in_float
 # Training that cannot end silently broken
 
 
-def smoke_sets(tmp_path, *overrides):
-    sets = ["--config", SMOKE, "--set", f"run.root={tmp_path / 'runs'}"]
-    sets += ["--set", f"data.path={tmp_path / 's.parquet'}"]
-    for item in overrides:
-        sets += ["--set", item]
-    return sets
+def overrides(*items: str) -> list[str]:
+    """`--set item` for every item."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def smoke_sets(tmp_path, *items):
+    run_root, data = f"run.root={tmp_path / 'runs'}", f"data.path={tmp_path / 's.parquet'}"
+    return ["--config", SMOKE, *overrides(run_root, data, *items)]
 
 
 def test_a_diverging_network_is_failed_and_the_autoencoder_decides(tmp_path, capsys):
@@ -389,7 +358,7 @@ def test_a_diverging_network_is_failed_and_the_autoencoder_decides(tmp_path, cap
     )
     scores = pd.read_csv(out)
     assert "fraud_probability" not in scores and np.isfinite(scores["anomaly_score"]).all()
-    threshold = json.loads((run / "model_meta.json").read_text())["threshold"]
+    threshold = Meta.read(RunDir(run)).threshold
     assert (scores["decision"] == "flag").tolist() == (
         scores["anomaly_score"] >= threshold
     ).tolist()
@@ -419,13 +388,16 @@ def test_every_network_diverging_fails_the_run(tmp_path, capsys):
 def test_credit_table_without_amount_gets_an_f1_threshold_and_flagged_fractions(tmp_path, capsys):
     path = tmp_path / "german.data"
     write_statlog_german(path, n=300)
-    sets = [
-        "--config", "apps/fraud/configs/german_credit.yaml",
-        "--set", f"data.path={path}", "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", "data.amount=null", "--set", "evaluate.threshold_rule=auto",
-        "--set", "evaluate.fn_cost=null", "--set", "train.epochs=3",
-        "--set", "model.autoencoder_epochs=1", "--set", "train.verbose=0",
-    ]  # fmt: skip
+    sets = ["--config", "apps/fraud/configs/german_credit.yaml"] + overrides(
+        f"data.path={path}",
+        f"run.root={tmp_path / 'runs'}",
+        "data.amount=null",
+        "evaluate.threshold_rule=auto",
+        "evaluate.fn_cost=null",
+        "train.epochs=3",
+        "model.autoencoder_epochs=1",
+        "train.verbose=0",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     out = capsys.readouterr().out
@@ -452,7 +424,8 @@ def test_credit_table_without_amount_gets_an_f1_threshold_and_flagged_fractions(
 
 def test_german_credit_config_minimises_the_documented_5_to_1_cost(tmp_path):
     from apps.fraud.config import Config
-    from apps.fraud.pipeline import prepare, threshold_rule, threshold_text
+    from apps.fraud.metrics import threshold_rule, threshold_text
+    from apps.fraud.pipeline import prepare
     from shared.config import load_config
 
     path = tmp_path / "german.data"
@@ -471,7 +444,7 @@ def test_german_credit_config_minimises_the_documented_5_to_1_cost(tmp_path):
 
 
 def test_f1_threshold_is_the_best_cut_on_validation():
-    from apps.fraud.pipeline import f1_threshold
+    from apps.fraud.metrics import f1_threshold
 
     y = np.array([0, 0, 1, 0, 1, 1])
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
@@ -510,12 +483,17 @@ def test_bad_split_or_cost_settings_are_one_line_before_any_run(
 def test_unknown_value_in_a_split_column_is_one_line(tmp_path, capsys):
     path = tmp_path / "tx.csv"
     generic_frame(40).assign(fold=["train", "dev", "test", "later"] * 10).to_csv(path, index=False)
-    sets = [
-        "--set", f"run.root={tmp_path / 'runs'}", "--set", "data.source=file",
-        "--set", f"data.path={path}", "--set", "data.label=fraud", "--set", "data.id=tx",
-        "--set", "data.timestamp=when", "--set", "data.entity=customer",
-        "--set", "data.amount=value", "--set", "data.split_column=fold",
-    ]  # fmt: skip
+    sets = overrides(
+        f"run.root={tmp_path / 'runs'}",
+        "data.source=file",
+        f"data.path={path}",
+        "data.label=fraud",
+        "data.id=tx",
+        "data.timestamp=when",
+        "data.entity=customer",
+        "data.amount=value",
+        "data.split_column=fold",
+    )
     assert cli("prepare", *sets) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "unknown split value(s) 'later'" in error[0]

@@ -1,4 +1,5 @@
-"""Seeded simulator of card transactions with injected fraud, written for this project.
+"""The fraud app's sample data: a seeded simulator of card transactions with injected fraud,
+written for this project.
 
 `simulate_transactions` simulates one card per customer over a period of days: customers with
 their own activity rate, amount level, category preferences, favourite merchants and home
@@ -11,13 +12,19 @@ mistaken chargebacks. The result is the app's "generic layout".
 (Time, V1..V28, Amount, Class) with PCA-like components in which fraud is shifted.
 
 Everything is vectorised with numpy and drawn from one seeded generator, so the same config
-gives the same frame.
+gives the same frame. `write_sample` is what `prepare` calls: it writes the sample once per
+simulator config.
 """
 
 import dataclasses
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from shared.config import ConfigError, to_dict
+from shared.io import generated_is_current, record_generated, write_table
 
 # name, share of legit spending, share of merchants, median amount, log-sd of amount,
 # P(pos), P(online), P(atm), weekend factor
@@ -476,3 +483,23 @@ def simulate_creditcard(n_rows: int, fraud_rate: float = 0.005, seed: int = 0) -
     frame["Amount"] = amount[order]
     frame["Class"] = label[order]
     return frame
+
+
+def write_sample(path: str | Path, config: SimulatorConfig) -> None:
+    """Write `simulate_transactions(config)` to `path` unless the same sample is already there."""
+    path = Path(path)
+    wanted = to_dict(config)
+    if generated_is_current(path, wanted):
+        return
+    start = time.perf_counter()
+    try:
+        frame = simulate_transactions(config)
+    except ValueError as exc:
+        raise ConfigError(f"data.simulator: {exc}") from exc
+    write_table(path, frame)
+    record_generated(path, wanted)
+    print(
+        f"prepare: simulated {len(frame):,} transactions ({frame['is_fraud'].mean():.2%} "
+        f"fraud) -> {path} in {time.perf_counter() - start:.1f}s",
+        flush=True,
+    )

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.fraud.simulate import SimulatorConfig, simulate_creditcard, simulate_transactions
+from apps.fraud.sample import SimulatorConfig, simulate_creditcard, simulate_transactions
 
 COLUMNS = [
     "transaction_id",

@@ -1,1 +1,1 @@
-"""Recommendations: rating prediction (biased MF, neural CF) and top-K retrieval (two-tower, keras-rs)."""
+"""Recommendations: rating prediction (MF, neural CF), top-K retrieval (two-tower, keras-rs)."""

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Literal
 
-from apps.recsys.simulate import SimulatorConfig
+from apps.recsys.sample import SimulatorConfig
 from shared.config import ConfigError, RunConfig, TrainConfig, bounded
 
 
@@ -11,9 +11,7 @@ from shared.config import ConfigError, RunConfig, TrainConfig, bounded
 class DataConfig:
     """Where the interactions are, their layout, and how they are split."""
 
-    source: Literal["simulator", "file"] = (
-        "simulator"  # simulator: write the sample to `path` first
-    )
+    source: Literal["simulator", "file"] = "simulator"  # simulator: write the sample to `path`
     path: str = "datasets/recsys/generated/ratings.csv"  # ratings file (see `layout`)
     layout: Literal["generic", "movielens"] = "generic"  # movielens: u.data, ratings.csv or .dat
     items_path: str | None = "datasets/recsys/generated/items.csv"  # item metadata (optional)
@@ -24,9 +22,7 @@ class DataConfig:
     item: str = "item_id"  # item id column (generic layout)
     rating: str | None = "rating"  # explicit rating column; None: implicit interactions only
     # (play counts, clicks): no rating models, retrieval only
-    timestamp: str | None = (
-        "timestamp"  # time column (seconds or dates); enables the temporal split
-    )
+    timestamp: str | None = "timestamp"  # time column (seconds or dates): the temporal split
     split_column: str | None = None  # generic layout: a column naming each row's split (train,
     # validation/dev/val, test); needs rating_split=given
     dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid in the split

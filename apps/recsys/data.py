@@ -1,4 +1,5 @@
-"""Readers for MovieLens and generic interaction files, item metadata, splits and leak checks.
+"""Readers for MovieLens and generic interaction files, item metadata, splits and leak checks;
+the configured data as `prepare` caches it, and the held-out sets the ranking metrics take.
 
 Every reader returns the same frame: `user` and `item` as strings, `rating` as float (NaN for
 implicit data) and `timestamp` as int64 seconds (0 when the file has none); a generic file read
@@ -6,21 +7,39 @@ with a split column also has `given` (train, val or test).
 """
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from shared.io import DataError, read_table
+from apps.recsys.config import DataConfig, ModelConfig
+from shared.io import DataError, read_json, read_table, write_json, write_table
 from shared.splits import split_names
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
-    "Sci-Fi", "Thriller", "War", "Western",
-]  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]  # u.item's genre flags, in column order
 SPLITS = ("train", "val", "test")
 
 
@@ -373,3 +392,244 @@ def check_no_leak(frame: pd.DataFrame, column: str, temporal: bool) -> None:
                 f"split leak ({column}): user {late.index[0]} has training interactions after "
                 "held-out ones"
             )
+
+
+# ---------------------------------------------------------------------------------------------
+# the configured data: read, split and cached by `prepare`
+
+
+@dataclasses.dataclass
+class Prepared:
+    """The prepared interactions and item metadata, cached in `folder`."""
+
+    frame: pd.DataFrame  # user, item, rating, timestamp, rating_split, retrieval_split
+    items: pd.DataFrame  # item, title, genres (empty when there is no metadata)
+    folder: Path  # the cache folder (runs/recsys/prepared/<digest>)
+    info: dict  # what prepare.json says: sources, counts, split sizes, checks
+
+    @classmethod
+    def load(cls, folder: Path) -> "Prepared":
+        return cls(
+            pd.read_parquet(folder / "interactions.parquet"),
+            pd.read_parquet(folder / "items.parquet"),
+            folder,
+            read_json(folder / "prepare.json"),
+        )
+
+    def save(self, rejects: pd.DataFrame) -> None:
+        """Write the cache, prepare.json last (what marks it complete)."""
+        write_table(self.folder / "interactions.parquet", self.frame)
+        write_table(self.folder / "items.parquet", self.items)
+        write_table(self.folder / "rejects.csv", rejects)
+        write_json(self.folder / "prepare.json", self.info)
+
+
+def read_ratings(data: DataConfig, path: Path) -> pd.DataFrame:
+    """The interactions file at `path` in the configured layout."""
+    if data.layout == "movielens":
+        return read_movielens_ratings(path)
+    return read_interactions(
+        path,
+        data.user,
+        data.item,
+        data.rating,
+        data.timestamp,
+        data.separator,
+        data.split_column,
+        data.dev_split,
+    )
+
+
+def read_configured(data: DataConfig, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The interactions, each (user, item) pair once, and the rows set aside with the reason.
+
+    With a given test file the frame gains `given`: train for the base file's rows, test for
+    the test file's. A test pair that is also in the base file would be scored on a rating the
+    models trained on: it is set aside, the base row kept.
+    """
+    frame, rejects = deduplicate(read_ratings(data, path))
+    if not data.test_path:
+        return frame, rejects.assign(file=str(path))
+    test, test_rejects = deduplicate(read_ratings(data, Path(data.test_path)))
+    in_base = pd.MultiIndex.from_frame(test[["user", "item"]]).isin(
+        pd.MultiIndex.from_frame(frame[["user", "item"]])
+    )
+    both = test[in_base].copy()
+    both.insert(0, "reason", "pair also in the base file (data.path): the base row is kept")
+    frame = pd.concat(
+        [frame.assign(given="train"), test[~in_base].assign(given="test")], ignore_index=True
+    )
+    rejects = pd.concat(
+        [
+            rejects.assign(file=str(path)),
+            test_rejects.assign(file=data.test_path),
+            both.assign(file=data.test_path),
+        ],
+        ignore_index=True,
+    )
+    return frame, rejects
+
+
+def read_configured_items(data: DataConfig, path: Path | None) -> pd.DataFrame:
+    """The item metadata at `path` in the configured layout; an empty frame without one."""
+    if path is None:
+        return pd.DataFrame({"item": [], "title": [], "genres": []}, dtype=str)
+    if data.layout == "movielens":
+        return read_movielens_items(path)
+    return read_items(path, data.items_id or data.item, data.title, data.genres)
+
+
+def assign_splits(frame: pd.DataFrame, data: DataConfig, seed: int):
+    """(rating split, retrieval split, rows whose retrieval hold-out is by time or None).
+
+    Random: a seeded 80/10/10-style split of the ratings, and per user the last (or randomly
+    chosen) interactions held out for retrieval. Given (a test file or a split column): its
+    test rows are the test set of both; validation is the split's own, else drawn from its
+    training rows (a random share of the ratings; per user a hold-out for retrieval).
+    """
+    order, k, least = data.holdout_order, data.leave_out, data.min_user_interactions
+    if "given" not in frame:
+        rating = random_split(len(frame), data.val_fraction, data.test_fraction, seed)
+        retrieval = per_user_holdout(frame, k, least, order, seed)
+        return rating, retrieval, np.ones(len(frame), bool) if order == "time" else None
+    given = frame["given"].to_numpy(object)
+    rating, retrieval = given.copy(), given.copy()
+    if (given == "val").any():
+        return rating, retrieval, None
+    base = np.flatnonzero(given == "train")
+    val = random_split(len(base), data.val_fraction, 0.0, seed) == "val"
+    rating[base[val]] = "val"
+    retrieval[base] = per_user_holdout(frame.iloc[base], k, least, order, seed, held=("val",))
+    return rating, retrieval, (given == "train") if order == "time" else None
+
+
+def check_splits(frame: pd.DataFrame, temporal, has_rating: bool, data: DataConfig) -> None:
+    """Leak checks, and one line for a split left empty (nothing to fit or measure on)."""
+    check_no_leak(frame, "rating_split", temporal=False)
+    check_no_leak(frame, "retrieval_split", temporal=False)
+    if temporal is not None:
+        check_no_leak(frame[temporal], "retrieval_split", temporal=True)
+    empty = [s for s in ("train", "test") if not (frame.retrieval_split == s).any()]
+    if empty:
+        raise DataError(
+            f"{data.path}: the retrieval {' and '.join(empty)} split is empty "
+            f"({len(frame):,} interactions, {frame['user'].nunique():,} users): a user is held "
+            "out only with at least max(data.min_user_interactions, 2 * data.leave_out + 1) "
+            "interactions"
+        )
+    parts = rating_parts(frame) if has_rating else {}
+    empty = [s for s, rows in parts.items() if not len(rows)]
+    if empty:
+        raise DataError(
+            f"{data.path}: no {' or '.join(empty)} rating has a user and an item from the "
+            f"rating training split ({len(frame):,} interactions); no model could be measured "
+            "on it (a given test file of users or items not in the base file; too small a "
+            "data.val_fraction)"
+        )
+
+
+def rating_parts(frame: pd.DataFrame) -> dict:
+    """The rating splits; validation and test keep only pairs whose user and item are in the
+    training split (no model can know the others: they are counted, not scored)."""
+    parts = {s: frame[frame.rating_split == s] for s in SPLITS}
+    tr = parts["train"]
+    for s in ("val", "test"):
+        rows = parts[s]
+        parts[s] = rows[rows["user"].isin(tr["user"]) & rows["item"].isin(tr["item"])]
+    return parts
+
+
+def id_arrays(rows: pd.DataFrame) -> dict:
+    """The rating models' inputs: raw user and item ids as string arrays."""
+    return {"user": rows["user"].to_numpy(str), "item": rows["item"].to_numpy(str)}
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """One retrieval split's held-out interactions as matrices over the catalogue."""
+
+    users: list[str]  # users with at least one relevant held-out item, one row each
+    relevant: np.ndarray  # [users, items] bool: the relevant held-out items
+    exclude: np.ndarray  # [users, items] bool: the user's earlier items, never ranked
+    counts: dict  # held-out rows, and why some are not measured
+
+
+def held_out(
+    frame: pd.DataFrame,
+    split: str,
+    catalogue: list[str],
+    known_users: list[str],
+    min_rating: float | None,
+) -> HeldOut:
+    """The `split` ('val' or 'test') rows of the retrieval split as a ranking task.
+
+    Relevant: every held-out item, or (with `min_rating`) those rated at least that; a held-out
+    item rated lower stays rankable and counts as a miss. Excluded from the ranking: the
+    user's items in the splits before this one. Held-out rows whose user or item the models
+    never saw in training are counted, not measured.
+    """
+    column = pd.Series(np.arange(len(catalogue)), index=catalogue)
+    rows = frame[frame.retrieval_split == split]
+    new_user = ~rows["user"].isin(known_users)
+    new_item = ~new_user & ~rows["item"].isin(column.index)
+    below = ~(new_user | new_item)
+    below &= rows["rating"] < min_rating if min_rating is not None else False
+    keep = rows[~(new_user | new_item | below)]
+    users = sorted(keep["user"].unique())
+    row = pd.Series(np.arange(len(users)), index=users)
+    relevant = np.zeros((len(users), len(catalogue)), bool)
+    relevant[keep["user"].map(row).to_numpy(), keep["item"].map(column).to_numpy()] = True
+    earlier = frame[
+        frame.retrieval_split.isin(("train",) if split == "val" else ("train", "val"))
+        & frame["user"].isin(row.index)
+        & frame["item"].isin(column.index)
+    ]
+    exclude = np.zeros(relevant.shape, bool)
+    exclude[earlier["user"].map(row).to_numpy(), earlier["item"].map(column).to_numpy()] = True
+    counts = {
+        "held_out": int(len(rows)),
+        "relevant": int(len(keep)),
+        "user_not_in_training": int(new_user.sum()),
+        "item_not_in_training_catalogue": int(new_item.sum()),
+        "rated_below_relevant_min_rating": int(below.sum()),
+    }
+    return HeldOut(users, relevant, exclude, counts)
+
+
+class TowerInputs:
+    """The two-tower trainer's inputs from interaction rows: raw ids, each item's catalogue row,
+    its sampling probability (for the logQ correction) and its multi-hot genres."""
+
+    def __init__(
+        self, items: pd.DataFrame, catalogue: list[str], train: pd.DataFrame, model: ModelConfig
+    ):
+        self.item_row = {item: n for n, item in enumerate(catalogue)}
+        self.probability = train["item"].value_counts(normalize=True)
+        self.genres = genre_vocabulary(items) if model.item_features else []
+        self.item_genres = items.set_index("item")["genres"] if len(items) else None
+        self.sampling_correction = model.sampling_correction
+
+    def genre_rows(self, ids: np.ndarray) -> np.ndarray:
+        """Multi-hot genres of the items `ids` (none for an item without metadata)."""
+        text = (
+            pd.Series(ids).map(self.item_genres).fillna("")
+            if self.item_genres is not None
+            else pd.Series([""] * len(ids))
+        )
+        return genre_matrix(text, self.genres)
+
+    def __call__(self, rows: pd.DataFrame) -> dict:
+        out = id_arrays(rows)
+        out["item_index"] = rows["item"].map(self.item_row).to_numpy(np.int32)
+        if self.sampling_correction:
+            out["item_probability"] = rows["item"].map(self.probability).to_numpy(np.float32)
+        if self.genres:
+            out["genres"] = self.genre_rows(out["item"])
+        return out
+
+    def catalogue(self) -> dict:
+        """The item tower's inputs for every catalogue item, in catalogue order."""
+        out = {"item": np.asarray(list(self.item_row), dtype=str)}
+        if self.genres:
+            out["genres"] = self.genre_rows(out["item"])
+        return out

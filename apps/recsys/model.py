@@ -1,14 +1,28 @@
-"""Model builders: biased MF, neural CF, the two-tower retrieval model and its top-K index.
+"""Model builders (biased MF, neural CF, the two-tower retrieval model and its top-K index), the
+bias and popularity baselines, a run's metadata, and loading and exporting a run's networks.
 
-Every model takes raw ids (strings): the StringLookup layers inside map them to rows, index 0
+Every network takes raw ids (strings): the StringLookup layers inside map them to rows, index 0
 being the out-of-vocabulary bucket.
 """
 
+import dataclasses
+from pathlib import Path
+
 import keras
 import keras_rs
+import numpy as np
+import pandas as pd
 from keras import ops
 
 from apps.recsys.config import ModelConfig
+from shared.export import export_saved_model
+from shared.io import DataError, read_json
+from shared.run import RunDir
+from shared.steps import ModelMeta
+
+RATING_MODELS = ("mf", "ncf")  # the rating networks, in the order they train and serve
+MAX_K = 100  # recommend serves at most this many items per user
+RETRIEVAL_K = 10  # the retrieval leaderboard's cut-off (Recall@10, NDCG@10)
 
 
 @keras.saving.register_keras_serializable(package="deepfield_recsys")
@@ -232,3 +246,144 @@ def build_retrieval(user_tower: keras.Model, item_embeddings, k: int) -> keras.M
     embedding = user_tower(user_in)
     scores, rows = index(embedding)
     return keras.Model(user_in, {"scores": scores, "items": rows}, name="retrieval")
+
+
+# ---------------------------------------------------------------------------------------------
+# baselines
+
+
+def bias_baseline(rows: pd.DataFrame, damping: float) -> dict:
+    """Global mean plus damped item then user biases (Koren's baseline predictor)."""
+    mean = float(rows["rating"].mean())
+    resid = rows["rating"] - mean
+    grouped = resid.groupby(rows["item"])
+    item_bias = grouped.sum() / (grouped.count() + damping)
+    resid = resid - rows["item"].map(item_bias)
+    grouped = resid.groupby(rows["user"])
+    user_bias = grouped.sum() / (grouped.count() + damping)
+    return {"mean": mean, "item": item_bias, "user": user_bias}
+
+
+def bias_predict(bias: dict, rows: pd.DataFrame) -> np.ndarray:
+    return (
+        bias["mean"]
+        + rows["item"].map(bias["item"]).fillna(0.0).to_numpy()
+        + rows["user"].map(bias["user"]).fillna(0.0).to_numpy()
+    ).astype(np.float32)
+
+
+def fit_popularity(frame: pd.DataFrame) -> tuple[list[str], dict]:
+    """The retrieval catalogue (every training item, sorted) and the most-popular list: the
+    popularity baseline's whole fit."""
+    tr = frame[frame.retrieval_split == "train"]
+    counts = tr["item"].value_counts()
+    n = MAX_K + int(frame.groupby("user")["item"].size().max())
+    popularity = {
+        "items": counts.index[:n].tolist(),
+        "counts": counts.to_numpy()[:n].tolist(),
+        "interactions": int(len(tr)),
+    }
+    return sorted(tr["item"].unique()), popularity
+
+
+def popularity_scores(popularity: dict, items: list[str]) -> np.ndarray:
+    """Most-popular ranking as exact scores (n - rank); ties by catalogue order."""
+    counts = dict(zip(popularity["items"], popularity["counts"], strict=True))
+    order = np.argsort(-np.array([counts.get(i, 0) for i in items]), kind="stable")
+    scores = np.empty(len(items), np.float64)
+    scores[order] = len(items) - np.arange(len(items))
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# a run's metadata and networks
+
+
+@dataclasses.dataclass
+class Meta(ModelMeta):
+    """A recsys run's `model_meta.json`."""
+
+    explicit_ratings: bool  # whether the data had ratings (without: retrieval only)
+    networks: dict[str, dict]  # per network: {"status": "ok"} or {"status": "failed", "reason"}
+    rating_models: list[str]  # the rating networks that trained, of RATING_MODELS
+    retrieval_model: bool  # whether the two-tower retrieval model trained
+    baseline_seconds: dict[str, float]  # each baseline's measured fit seconds
+    schema: dict  # the id columns `score` reads (shared.scoring.InputSchema.to_dict)
+    max_k: int  # recommend serves at most this many items per user
+    popularity: dict  # the popularity baseline: items, their counts, training interactions
+    items: int  # items in the retrieval catalogue (catalogue.json)
+    rating_range: list[float] | None = None  # lowest and highest training rating (None: implicit)
+
+    APP = "recsys"
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The networks that failed to train, with why."""
+        return {n: v["reason"] for n, v in self.networks.items() if v["status"] == "failed"}
+
+    def rating_model(self, wanted: str) -> tuple[str | None, str | None]:
+        """The rating network that serves: `wanted` if it trained, else the other one (with a
+        note saying why); (None, why) when no rating network trained."""
+        if wanted in self.rating_models:
+            return wanted, None
+        if self.rating_models:
+            why = f"serve.rating_model={wanted} failed in this run ({self.failed[wanted]}); "
+            return self.rating_models[0], why
+        if not self.explicit_ratings:
+            return None, "the data had no explicit ratings"
+        return None, "every rating model failed in this run: " + "; ".join(self.failed.values())
+
+
+def model_path(run: RunDir, name: str) -> Path:
+    """MF is the run's model.keras (what `score` and `export` use by default)."""
+    return {"mf": run.model_path, "two_tower": run.path / "retrieval.keras"}.get(
+        name, run.path / f"{name}.keras"
+    )
+
+
+def load_model(run: RunDir, name: str = "mf") -> keras.Model:
+    """One of a run's networks: `mf` (model.keras, the default rating model), `ncf`, or
+    `two_tower` (retrieval.keras); a missing one (it failed to train) is one clear error."""
+    path = model_path(run, name)
+    if not path.exists():
+        raise DataError(f"{path}: no saved {name} model in this run (did it fail to train?)")
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def read_catalogue(run: RunDir) -> list[str]:
+    """The item ids that the retrieval index's rows stand for, in row order."""
+    return read_json(run.path / "catalogue.json")
+
+
+def serving_models(run: RunDir, wanted: str) -> dict[str, keras.Model]:
+    """The run's served networks by SavedModel sub-folder: `rating` (the `wanted` rating
+    network, or the one that trained) and `retrieval`; a network that failed is left out."""
+    meta = Meta.read(run)
+    rating, _ = meta.rating_model(wanted)
+    names = {"rating": rating, "retrieval": "two_tower" if meta.retrieval_model else None}
+    return {sub: load_model(run, name) for sub, name in names.items() if name}
+
+
+def served_text(rating: str | None, retrieval: bool) -> str:
+    """What the SavedModel's sub-folders take and give, in words (`rating`: the rating network
+    served, None without one; `retrieval`: whether the retrieval model is served)."""
+    parts = [f"rating/ ({rating}): user and item id strings -> rating"] * bool(rating)
+    parts += ["retrieval/: a user id string -> top-K scores and catalogue rows"] * retrieval
+    return "; ".join(parts)
+
+
+def write_saved_model(model: keras.Model, folder: str) -> None:
+    """`model` as a SavedModel whose `serve` takes its raw ids: {"user", "item"} string tensors
+    for a rating network, a user id string tensor for the retrieval model."""
+    # Each input's own name, so that the signature's arguments are `user` (and `item`).
+    spec = keras.tree.map_structure(
+        lambda x: keras.InputSpec(shape=(None, *x.shape[1:]), dtype=x.dtype, name=x.name),
+        model.input,
+    )
+    export_saved_model(model, folder, spec)
+
+
+def write_saved_models(models: dict[str, keras.Model], folder: str) -> None:
+    """Each of `models` (`serving_models`' layout) as a SavedModel in its sub-folder of `folder`."""
+    for sub, model in models.items():
+        write_saved_model(model, str(Path(folder) / sub))

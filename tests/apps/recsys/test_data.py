@@ -1,4 +1,4 @@
-"""Readers on small files written in each real layout, their bad input, and the split leak checks."""
+"""Readers on small files written in each real layout, their bad input, the split leak checks."""
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,8 @@ def test_movies_dat_and_csv(tmp_path):
     assert items.loc[0, "genres"] == "Animation|Children's|Comedy"
     csv = tmp_path / "movies.csv"
     csv.write_text(
-        'movieId,title,genres\n1,"Toy Story, The (1995)",Adventure|Animation\n2,X,(no genres listed)\n'
+        'movieId,title,genres\n1,"Toy Story, The (1995)",Adventure|Animation\n'
+        "2,X,(no genres listed)\n"
     )
     items = data.read_movielens_items(csv)
     assert items.loc[0, "title"] == "Toy Story, The (1995)"

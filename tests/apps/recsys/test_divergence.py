@@ -7,31 +7,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.recsys.pipeline import Recommender
-from shared.cli import main
+from apps.recsys.scorer import Recommender
 from shared.run import RunDir
+from tests.apps.recsys.conftest import cli, set_args, smoke_args
 
-SMOKE = "apps/recsys/configs/smoke.yaml"
-RATING_LR = ["--set", "train.learning_rate=1000"]  # MF and NCF explode past 1000x their loss
-MF_ONLY = ["--set", "model.mf_l2=1e38"]  # MF's penalty overflows to inf: NaN loss, MF only
+RATING_LR = set_args("train.learning_rate=1000")  # MF and NCF explode past 1000x their loss
+MF_ONLY = set_args("model.mf_l2=1e38")  # MF's penalty overflows to inf: NaN loss, MF only
 # The two-tower logits are cosines over a temperature, so its loss cannot explode and Adam's
 # bounded steps keep its weights finite at any rate; a decoupled weight decay of rate x decay
 # = 1000 per step multiplies the weights by -999 each step, which overflows to NaN.
-TOWER = ["--set", "model.retrieval_learning_rate=1000", "--set", "train.weight_decay=1"]
-
-
-def cli(*args):
-    return main(["recsys", *args])
+TOWER = set_args("model.retrieval_learning_rate=1000", "train.weight_decay=1")
 
 
 @pytest.fixture
 def sets(tmp_path):
-    return [
-        "--config", SMOKE,
-        "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", f"data.path={tmp_path / 'ratings.csv'}",
-        "--set", f"data.items_path={tmp_path / 'items.csv'}",
-    ]  # fmt: skip
+    return smoke_args(
+        f"run.root={tmp_path / 'runs'}",
+        f"data.path={tmp_path / 'ratings.csv'}",
+        f"data.items_path={tmp_path / 'items.csv'}",
+    )
 
 
 def _latest(tmp_path):
@@ -80,7 +74,8 @@ def test_a_failed_mf_falls_back_to_ncf_for_score_and_export(tmp_path, sets, caps
     pairs = pd.read_csv(tmp_path / "ratings.csv", dtype=str)[["user_id", "item_id"]].head(5)
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     out = tmp_path / "scored.csv"
-    assert cli("score", *sets, *MF_ONLY, "--input", str(tmp_path / "pairs.csv"), "--output", str(out)) == 0  # fmt: skip
+    pairs_args = ["--input", str(tmp_path / "pairs.csv"), "--output", str(out)]
+    assert cli("score", *sets, *MF_ONLY, *pairs_args) == 0
     assert "failed in this run" in capsys.readouterr().out
     assert np.isfinite(pd.read_csv(out)["predicted_rating"]).all()
     assert (_latest(tmp_path) / "saved_model" / "rating" / "saved_model.pb").is_file()

@@ -1,4 +1,5 @@
-"""The recsys app end to end on the smoke config, through the command line a user types."""
+"""The recsys app end to end on the smoke config, through the command line a user types (the
+common artifacts, scoring parity and export parity are the contract's: test_contract.py)."""
 
 import json
 from pathlib import Path
@@ -9,44 +10,23 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from apps.recsys.pipeline import Recommender, _read_users
-from shared.cli import main
+from apps.recsys.model import Meta
+from apps.recsys.scorer import Recommender, read_users
 from shared.io import DataError
 from shared.run import RunDir
-
-SMOKE = "apps/recsys/configs/smoke.yaml"
-
-
-def cli(*args):
-    return main(["recsys", *args])
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recsys")
-    sets = [
-        "--config", SMOKE,
-        "--set", f"run.root={root / 'runs'}",
-        "--set", f"data.path={root / 'ratings.csv'}",
-        "--set", f"data.items_path={root / 'items.csv'}",
-    ]  # fmt: skip
-    assert cli("prepare", *sets) == 0
-    assert cli("train", *sets) == 0
-    assert cli("evaluate", *sets) == 0
-    return root, sets
+from tests.apps.recsys.conftest import cli, set_args, smoke_args
 
 
 def _run(root):
     return root / "runs" / "recsys" / "latest"
 
 
-def test_run_folder_has_every_artifact(trained):
+def test_run_folder_has_each_networks_model_export_and_plots(trained):
     root, _ = trained
     run = _run(root)
-    for name in [
-        "config.yaml", "environment.json", "metrics.json", "history.csv", "model.keras",
-        "ncf.keras", "retrieval.keras", "model_meta.json", "model_card.md", "FINISHED",
-    ]:  # fmt: skip
+    for name in ("model.keras", "ncf.keras", "retrieval.keras", "catalogue.json"):
+        assert (run / name).is_file(), name
+    for name in ("known_items.parquet", "items.parquet", "baseline_predictions.npz"):
         assert (run / name).is_file(), name
     for sub in ("rating", "retrieval"):
         assert (run / "saved_model" / sub / "saved_model.pb").is_file()
@@ -55,6 +35,20 @@ def test_run_folder_has_every_artifact(trained):
         assert (run / "plots" / f"{plot}.png").stat().st_size > 1000
     history = pd.read_csv(run / "history.csv")
     assert set(history["network"]) == {"mf", "ncf", "two_tower"}
+
+
+def test_model_meta_says_which_networks_serve_and_what_they_take(trained):
+    root, _ = trained
+    run = RunDir(_run(root).resolve())
+    meta = Meta.read(run)
+    assert meta.explicit_ratings and meta.retrieval_model
+    assert meta.rating_models == ["mf", "ncf"] and meta.failed == {}
+    assert meta.rating_model("ncf") == ("ncf", None)
+    assert set(meta.networks) == {"mf", "ncf", "two_tower"}
+    assert 1 <= meta.rating_range[0] < meta.rating_range[1] <= 5
+    assert meta.items == len(json.loads((run.path / "catalogue.json").read_text()))
+    assert meta.input.startswith("rating/ (mf): ") and "retrieval/: " in meta.input
+    assert meta.train_seconds > 0 and set(meta.baseline_seconds) == {"bias_baseline", "popularity"}
 
 
 def test_metrics_report_every_model(trained):
@@ -94,14 +88,15 @@ def test_recommend_excludes_seen_items_and_flags_unknown_users(trained, tmp_path
     assert not any((u, i) in seen for u, i in zip(known["user"], known["item"], strict=True))
     fallback = recs[recs["user"] == "no-such-user"]
     assert (fallback["source"] == "popularity_fallback").all()
-    meta = json.loads((_run(root) / "model_meta.json").read_text())
-    assert fallback["item"].tolist() == [str(i) for i in meta["popularity"]["items"][:4]]
+    meta = Meta.read(RunDir(_run(root)))
+    assert fallback["item"].tolist() == [str(i) for i in meta.popularity["items"][:4]]
     assert (fallback["title"] != "").all()
     assert (known.groupby("user")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
 
 
-def test_save_load_recommend_parity(trained):
-    """The loaded retrieval model and the exported SavedModel rank as the towers' dot products."""
+def test_recommender_and_trained_export_rank_by_the_towers_dot_products(trained):
+    """The Recommender ranks each user's unseen items by the towers' dot products, and the
+    SavedModel that train wrote serves the retrieval model's top-K items."""
     root, _ = trained
     run = RunDir(_run(root).resolve())
     recommender = Recommender(run)
@@ -166,7 +161,7 @@ def test_bad_input_is_one_line_of_error(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("error:") == 5 and "Traceback" not in err
     with pytest.raises(DataError, match="empty user id"):
-        _read_users("1,,2")
+        read_users("1,,2")
 
 
 def test_movielens_folder_and_given_split(tmp_path, capsys):
@@ -187,11 +182,18 @@ def test_movielens_folder_and_given_split(tmp_path, capsys):
             f"{i}|Film {i} (199{i % 10})|01-Jan-1995||http://x|{genres}\n" for i in range(1, 21)
         ).encode("latin-1")
     )
-    base = ["--config", SMOKE, "--set", f"run.root={tmp_path / 'runs'}", "--set", "data.source=file",
-            "--set", "data.layout=movielens", "--set", "data.items_path=null"]  # fmt: skip
+    base = smoke_args(
+        f"run.root={tmp_path / 'runs'}",
+        "data.source=file",
+        "data.layout=movielens",
+        "data.items_path=null",
+    )
     assert cli("prepare", *base, "--set", f"data.path={folder}") == 0
-    given = ["--set", f"data.path={folder / 'u1.base'}", "--set", "data.rating_split=given",
-             "--set", f"data.test_path={folder / 'u1.test'}"]  # fmt: skip
+    given = set_args(
+        f"data.path={folder / 'u1.base'}",
+        "data.rating_split=given",
+        f"data.test_path={folder / 'u1.test'}",
+    )
     # No test user is in the base file: nothing to measure, said in one line.
     assert cli("prepare", *base, *given) == 2
     assert "no test rating has a user and an item" in capsys.readouterr().err
@@ -215,14 +217,13 @@ def test_movielens_folder_and_given_split(tmp_path, capsys):
 
 def test_implicit_interactions_train_retrieval_only(trained, tmp_path):
     root, _ = trained
-    sets = [
-        "--config", SMOKE,
-        "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", "data.source=file",
-        "--set", f"data.path={root / 'ratings.csv'}",
-        "--set", "data.items_path=null",
-        "--set", "data.rating=null",
-    ]  # fmt: skip
+    sets = smoke_args(
+        f"run.root={tmp_path / 'runs'}",
+        "data.source=file",
+        f"data.path={root / 'ratings.csv'}",
+        "data.items_path=null",
+        "data.rating=null",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     report = json.loads((tmp_path / "runs" / "recsys" / "latest" / "metrics.json").read_text())
@@ -243,23 +244,22 @@ def test_implicit_interactions_train_retrieval_only(trained, tmp_path):
 
 
 def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):
-    sets = [
-        "--config", SMOKE,
-        "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", f"data.path={tmp_path / 'ratings.csv'}",
-        "--set", f"data.items_path={tmp_path / 'items.csv'}",
-        "--set", "train.mixed_precision=true",
-        "--set", "train.xla=true",
-    ]  # fmt: skip
+    sets = smoke_args(
+        f"run.root={tmp_path / 'runs'}",
+        f"data.path={tmp_path / 'ratings.csv'}",
+        f"data.items_path={tmp_path / 'items.csv'}",
+        "train.mixed_precision=true",
+        "train.xla=true",
+    )
     try:
         assert cli("train", *sets) == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run = tmp_path / "runs" / "recsys" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16"
+    meta = Meta.read(RunDir(run))
+    assert meta.precision_policy == "mixed_bfloat16"
     # The id lookups ran in tf.data, so XLA compiled every network's train step.
-    assert meta["xla_compiled"] == {"mf": True, "ncf": True, "two_tower": True}
+    assert meta.xla_compiled == {"mf": True, "ncf": True, "two_tower": True}
     history = pd.read_csv(run / "history.csv")
     assert set(history["network"]) >= {"mf", "two_tower"}
     assert np.isfinite(history["loss"]).all()

@@ -4,19 +4,19 @@ import json
 
 import pytest
 
-from shared.cli import main
+from tests.apps.recsys.conftest import cli, set_args
 
 
 @pytest.mark.slow
 def test_default_config_beats_the_baselines(tmp_path):
-    sets = [
-        "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", f"data.path={tmp_path / 'ratings.csv'}",
-        "--set", f"data.items_path={tmp_path / 'items.csv'}",
-        "--set", "train.verbose=0",
-    ]  # fmt: skip
-    assert main(["recsys", "train", *sets]) == 0
-    assert main(["recsys", "evaluate", *sets]) == 0
+    sets = set_args(
+        f"run.root={tmp_path / 'runs'}",
+        f"data.path={tmp_path / 'ratings.csv'}",
+        f"data.items_path={tmp_path / 'items.csv'}",
+        "train.verbose=0",
+    )
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
     report = json.loads((tmp_path / "runs" / "recsys" / "latest" / "metrics.json").read_text())
     rating, retrieval = report["rating"], report["retrieval"]
     assert rating["mf"]["rmse"] < rating["bias_baseline"]["rmse"]

@@ -8,23 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.cli import main
-
-SMOKE = "apps/recsys/configs/smoke.yaml"
+from tests.apps.recsys.conftest import cli, smoke_args
 
 
-def cli(*args):
-    return main(["recsys", *args])
-
-
-def _base(tmp_path, *extra):
-    return [
-        "--config", SMOKE,
-        "--set", f"run.root={tmp_path / 'runs'}",
-        "--set", "data.source=file",
-        "--set", "data.items_path=null",
-        *extra,
-    ]  # fmt: skip
+def _base(tmp_path, *sets):
+    """A smoke run under tmp_path on files (no generated sample, no item metadata) with
+    `sets` ("key=value") as further overrides."""
+    root = f"run.root={tmp_path / 'runs'}"
+    return smoke_args(root, "data.source=file", "data.items_path=null", *sets)
 
 
 def _latest(tmp_path):
@@ -62,12 +53,12 @@ def given_run(tmp_path_factory):
     (tmp_path / "u1.test").write_text(_tab_lines(test + extra))
     sets = _base(
         tmp_path,
-        "--set", "data.layout=movielens",
-        "--set", f"data.path={tmp_path / 'u1.base'}",
-        "--set", "data.rating_split=given",
-        "--set", f"data.test_path={tmp_path / 'u1.test'}",
-        "--set", "evaluate.relevant_min_rating=4",
-    )  # fmt: skip
+        "data.layout=movielens",
+        f"data.path={tmp_path / 'u1.base'}",
+        "data.rating_split=given",
+        f"data.test_path={tmp_path / 'u1.test'}",
+        "evaluate.relevant_min_rating=4",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     report = json.loads((_latest(tmp_path) / "metrics.json").read_text())
@@ -156,7 +147,7 @@ def test_ml_latest_small_ratings_csv_keeps_leave_last_out_in_time(tmp_path):
         "movieId,title,genres\n"
         + "".join(f'{i},"Film, The ({1990 + i})",Comedy|Drama\n' for i in range(1, 41))
     )
-    sets = _base(tmp_path, "--set", "data.layout=movielens", "--set", f"data.path={folder}")
+    sets = _base(tmp_path, "data.layout=movielens", f"data.path={folder}")
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     info = _prepare_info(tmp_path)
@@ -183,16 +174,16 @@ def test_lastfm_user_artists_dat_trains_retrieval_only_on_a_random_holdout(tmp_p
     _write_lastfm(tmp_path)
     sets = _base(
         tmp_path,
-        "--set", f"data.path={tmp_path / 'user_artists.dat'}",
-        "--set", "data.user=userID",
-        "--set", "data.item=artistID",
-        "--set", "data.rating=null",
-        "--set", "data.timestamp=null",
-        "--set", f"data.items_path={tmp_path / 'artists.dat'}",
-        "--set", "data.items_id=id",
-        "--set", "data.title=name",
-        "--set", "data.genres=null",
-    )  # fmt: skip
+        f"data.path={tmp_path / 'user_artists.dat'}",
+        "data.user=userID",
+        "data.item=artistID",
+        "data.rating=null",
+        "data.timestamp=null",
+        f"data.items_path={tmp_path / 'artists.dat'}",
+        "data.items_id=id",
+        "data.title=name",
+        "data.genres=null",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     info = _prepare_info(tmp_path)
@@ -228,10 +219,10 @@ def test_split_column_gives_every_rows_split(tmp_path):
     rows = _write_split_column_file(path, ["train"] * 6 + ["dev", "dev", "test", "test"])
     sets = _base(
         tmp_path,
-        "--set", f"data.path={path}",
-        "--set", "data.rating_split=given",
-        "--set", "data.split_column=part",
-    )  # fmt: skip
+        f"data.path={path}",
+        "data.rating_split=given",
+        "data.split_column=part",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     info = _prepare_info(tmp_path)
@@ -243,7 +234,7 @@ def test_split_column_gives_every_rows_split(tmp_path):
 def test_unknown_split_value_and_bad_given_split_config_are_one_line(tmp_path, capsys):
     path = tmp_path / "events.csv"
     _write_split_column_file(path, ["train", "train", "holdout"])
-    sets = _base(tmp_path, "--set", f"data.path={path}")
+    sets = _base(tmp_path, f"data.path={path}")
     given = ["--set", "data.rating_split=given", "--set", "data.split_column=part"]
     assert cli("train", *sets, *given) == 2
     assert cli("train", *sets, "--set", "data.split_column=part") == 2  # needs given

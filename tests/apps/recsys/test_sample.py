@@ -2,7 +2,7 @@
 
 import pytest
 
-from apps.recsys.simulate import GENRES, SimulatorConfig, simulate_ratings
+from apps.recsys.sample import GENRES, SimulatorConfig, simulate_ratings
 
 SMALL = SimulatorConfig(n_users=80, n_items=60, mean_ratings_per_user=12, seed=5)
 

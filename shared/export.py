@@ -48,3 +48,12 @@ def image_spec(channels: int) -> keras.InputSpec:
 def model_input_spec(model: keras.Model) -> keras.InputSpec:
     """The model's own input shape and dtype, any batch size (for fixed-size tensors)."""
     return keras.InputSpec(shape=(None, *model.input.shape[1:]), dtype=model.input.dtype)
+
+
+def named_input_spec(model: keras.Model):
+    """Each of the model's inputs (one, or a dict of them) by its own name, any batch size, so
+    the `serve` signature's arguments are the input names (`user`, `item`, a column name)."""
+    return keras.tree.map_structure(
+        lambda x: keras.InputSpec(shape=(None, *x.shape[1:]), dtype=x.dtype, name=x.name),
+        model.input,
+    )

@@ -295,12 +295,20 @@ def non_finite_reason(row: list, columns: list[str]) -> str:
     return ""
 
 
-def print_counts(counts: ScoreCounts, output_path, rejects_path) -> None:
+def print_counts(counts: ScoreCounts, output_path, rejects_path) -> dict:
+    """Say what a `score` step did in one line, and return it as the step's result."""
     print(
         f"{counts.rows:,} rows read: {counts.scored:,} scored -> {output_path}, "
         f"{counts.rejected:,} rejected -> {rejects_path}",
         flush=True,
     )
+    return {
+        "rows": counts.rows,
+        "scored": counts.scored,
+        "rejected": counts.rejected,
+        "output": str(output_path),
+        "rejects": str(rejects_path),
+    }
 
 
 def default_output_paths(

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from apps.fraud.config import ModelConfig
 from apps.fraud.data import input_name
-from shared.export import export_saved_model, load_saved_model
+from shared.export import export_saved_model, load_saved_model, named_input_spec
 from shared.run import RunDir
 from shared.splits import SPLITS
 from shared.steps import ModelMeta
@@ -58,18 +58,10 @@ def load_model(run: RunDir) -> keras.Model:
     return load_saved_model(run.model_path)
 
 
-def serving_spec(model: keras.Model) -> dict[str, keras.InputSpec]:
-    """The scorer's inputs, any batch size: one (batch, 1) float32 or string tensor per column."""
-    return {
-        name: keras.InputSpec(shape=(None, *t.shape[1:]), dtype=t.dtype, name=name)
-        for name, t in model.input.items()
-    }
-
-
 def write_saved_model(model: keras.Model, folder: str) -> None:
-    """The scorer as a SavedModel whose `serve` takes `serving_spec(model)` and returns each
-    trained network's score by its output name."""
-    export_saved_model(model, folder, serving_spec(model))
+    """The scorer as a SavedModel whose `serve` takes one (batch, 1) float32 or string tensor
+    per column, by column name, and returns each trained network's score by its output name."""
+    export_saved_model(model, folder, named_input_spec(model))
 
 
 @keras.saving.register_keras_serializable(package="deepfield.fraud")

@@ -374,14 +374,7 @@ def score(config: Config, options: StepOptions) -> dict:
         scorer.output_columns,
         config.score.chunk_rows,
     )
-    print_counts(counts, output, rejects)
-    return {
-        "rows": counts.rows,
-        "scored": counts.scored,
-        "rejected": counts.rejected,
-        "output": str(output),
-        "rejects": str(rejects),
-    }
+    return print_counts(counts, output, rejects)
 
 
 def export(config: Config, options: StepOptions | None = None) -> Path:

@@ -15,7 +15,7 @@ import pandas as pd
 from keras import ops
 
 from apps.recsys.config import ModelConfig
-from shared.export import export_saved_model
+from shared.export import export_saved_model, named_input_spec
 from shared.io import DataError, read_json
 from shared.run import RunDir
 from shared.steps import ModelMeta
@@ -375,12 +375,7 @@ def served_text(rating: str | None, retrieval: bool) -> str:
 def write_saved_model(model: keras.Model, folder: str) -> None:
     """`model` as a SavedModel whose `serve` takes its raw ids: {"user", "item"} string tensors
     for a rating network, a user id string tensor for the retrieval model."""
-    # Each input's own name, so that the signature's arguments are `user` (and `item`).
-    spec = keras.tree.map_structure(
-        lambda x: keras.InputSpec(shape=(None, *x.shape[1:]), dtype=x.dtype, name=x.name),
-        model.input,
-    )
-    export_saved_model(model, folder, spec)
+    export_saved_model(model, folder, named_input_spec(model))
 
 
 def write_saved_models(models: dict[str, keras.Model], folder: str) -> None:

@@ -590,14 +590,7 @@ def score(config: Config, options: StepOptions | None = None) -> dict:
     counts = score_file(
         options.input, output, rejects, checked, predict, columns, config.serve.chunk_rows
     )
-    print_counts(counts, output, rejects)
-    return {
-        "rows": counts.rows,
-        "scored": counts.scored,
-        "rejected": counts.rejected,
-        "output": str(output),
-        "rejects": str(rejects),
-    }
+    return print_counts(counts, output, rejects)
 
 
 def export(config: Config, options: StepOptions | None = None) -> Path:

@@ -1,2 +1,1 @@
-"""Deepfield medical imaging app: disease detection from image folders, NPZ arrays (MedMNIST)
-and DICOM, with calibration, an operating point and Grad-CAM."""
+"""Deepfield medical imaging: disease detection from image folders, MedMNIST NPZ and DICOM."""

@@ -4,6 +4,7 @@ the input pipeline alone, scoring images/s from PNG and DICOM files (read, windo
 predict, CSV) against `model.predict` on arrays in memory, and training at 1 and 2 local
 workers. Driven by `shared.bench`."""
 
+import itertools
 import shutil
 import time
 from pathlib import Path
@@ -15,13 +16,21 @@ from PIL import Image
 from apps.medical import pipeline
 from apps.medical.config import Config
 from apps.medical.dicom import write_dicom
-from apps.medical.model import build_model
+from apps.medical.model import Meta, build_model, load_model
+from apps.medical.scorer import MedicalScorer
 from shared import training
-from shared.bench import input_rate, local_workers, workers_report
-from shared.cli import StepOptions
-from shared.config import load_config
+from shared.bench import (
+    bench_config,
+    compare_fits,
+    input_rate,
+    local_workers,
+    scoring_section,
+    training_section,
+    workers_report,
+)
 from shared.input_pipeline import in_memory_dataset
 from shared.run import RunDir
+from shared.steps import StepOptions
 
 WORK = Path("runs/bench/medical")
 TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
@@ -36,22 +45,8 @@ def run(measure, rows: int | None = None) -> dict:
     bare = measure(__name__, "predict", {"folder": setup["folder"]})
     workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     return {
-        "training": {
-            "images": train["images"],
-            "pipeline_images_per_s": train["ours"],
-            "bare_fit_images_per_s": train["bare"],
-            "ratio": round(train["ours"] / train["bare"], 3),
-            "input_pipeline_images_per_s": train["input_pipeline"],
-            "input_bound": train["input_pipeline"] < 1.5 * train["ours"],
-            "peak_rss_mb": train["peak_rss_mb"],
-        },
-        "scoring": {
-            "images": ours["images"],
-            "files_to_csv_images_per_s": ours["images_per_s"],
-            "bare_predict_in_memory_images_per_s": bare["images_per_s"],
-            "ratio": round(ours["images_per_s"] / bare["images_per_s"], 3),
-            "peak_rss_mb": ours["peak_rss_mb"],
-        },
+        "training": training_section(train, "images"),
+        "scoring": scoring_section(ours, bare, "images", "files_to_csv", "bare_predict_in_memory"),
         "local_workers": workers_report(workers),
     }
 
@@ -67,15 +62,8 @@ def measure(name: str, args: dict) -> dict:
     return handlers[name](**args)
 
 
-def _config(*sets: str) -> Config:
-    overrides = [
-        f"run.root={WORK / 'runs'}",
-        "run.run_id=bench",
-        "train.epochs=2",
-        "train.verbose=0",
-        *sets,
-    ]
-    return load_config(Config, pipeline.DEFAULT_CONFIG, overrides)
+def _config() -> Config:
+    return bench_config(Config, pipeline.DEFAULT_CONFIG, WORK)
 
 
 def _setup(images: int) -> dict:
@@ -110,6 +98,7 @@ def _train() -> dict:
     data = pipeline.prepare(config)
     train = data.splits["train"]
     cfg, n = config.train, len(train)
+    weights = training.class_weights(train.labels, config.model.class_weight)
 
     def model():
         keras.utils.set_random_seed(0)
@@ -123,42 +112,34 @@ def _train() -> dict:
         training.compile_model(built, cfg, n, "sparse_categorical_crossentropy")
         return built
 
-    seconds = {"ours": [], "bare": []}
-    weights = training.class_weights(train.labels, config.model.class_weight)
-    for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
-        run = RunDir(WORK / f"train-{trial}")
-        shutil.rmtree(run.path, ignore_errors=True)
-        ours, bare = training.EpochTimer(), training.EpochTimer()
-        dataset = in_memory_dataset(train.images, train.labels, cfg.batch_size, True, trial)
+    seeds = itertools.count()  # each trial shuffles with its own seed: 0, 1, ...
+
+    def fit_ours(run, timer):
+        dataset = in_memory_dataset(train.images, train.labels, cfg.batch_size, True, next(seeds))
         callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
         model().fit(
             dataset,
             epochs=TRAIN_EPOCHS,
-            callbacks=[*callbacks, ours],
+            callbacks=[*callbacks, timer],
             shuffle=False,
             class_weight=weights,
             verbose=0,
         )
+
+    def fit_bare(timer):
         model().fit(
             train.images,
             train.labels,
             batch_size=cfg.batch_size,
             epochs=TRAIN_EPOCHS,
-            callbacks=[bare],
+            callbacks=[timer],
             class_weight=weights,
             verbose=0,
         )
-        seconds["ours"].append(ours.steady_epoch_s())  # epoch 1 (tracing) left out
-        seconds["bare"].append(bare.steady_epoch_s())
-    per_s = {name: n / float(np.median(times)) for name, times in seconds.items()}
+
+    rates = compare_fits(fit_ours, fit_bare, n, TRIALS, WORK)
     dataset = in_memory_dataset(train.images, train.labels, cfg.batch_size, True, 0)
-    pipeline_per_s = input_rate(dataset, n)
-    return {
-        "images": n,
-        "ours": round(per_s["ours"], 1),
-        "bare": round(per_s["bare"], 1),
-        "input_pipeline": round(pipeline_per_s, 1),
-    }
+    return {"images": n, **rates, "input": round(input_rate(dataset, n), 1)}
 
 
 def _score(folder: str) -> dict:
@@ -172,10 +153,9 @@ def _score(folder: str) -> dict:
 def _predict(folder: str) -> dict:
     """model.predict on the same images already decoded in memory (the ceiling for scoring)."""
     config = _config()
-    scorer = pipeline.MedicalScorer(
-        RunDir(WORK / "runs" / "medical" / "bench"),
-        config.score.batch_size,
-        config.score.max_image_pixels,
+    run = RunDir(WORK / "runs" / "medical" / "bench")
+    scorer = MedicalScorer(
+        Meta.read(run), load_model(run), config.score.batch_size, config.score.max_image_pixels
     )
     files = sorted(Path(folder).iterdir())
     images = np.stack([scorer.read(str(f)) for f in files])

@@ -5,6 +5,9 @@ uint8 images at the model's size, labels ((n,) class indices, or (n, k) 0/1 find
 multi-label), ids and patient ids where known. Files that cannot be used are listed in `rejects`
 with the reason. When patient ids exist no patient may sit in two splits: splits drawn here are
 grouped by patient, and splits that came with the data are checked.
+
+`save_prepared` / `load_prepared` cache a `MedicalData` between steps; `load_file` and
+`npz_images` are the readers scoring uses, file by file.
 """
 
 import dataclasses
@@ -14,12 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from apps.medical.dicom import is_colour, is_dicom, patient_id, read_dicom
-from shared.images import IMAGE_SUFFIXES, ImageError, class_folder_files, image_info, read_image
-from shared.io import DataError, read_table
+from shared.images import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    class_folder_files,
+    image_info,
+    read_image,
+    resize,
+    resize_all,
+    set_channels,
+    to_uint8,
+)
+from shared.io import DataError, atomic_path, read_json, read_table, write_json, write_table
 from shared.splits import split_names
 
 SPLITS = ("train", "val", "test")
@@ -119,27 +131,51 @@ def read_npz(path: Path, options: ReadOptions) -> MedicalData:
             f"{path}: expected train_images and train_labels (MedMNIST layout); found "
             f"{', '.join(sorted(arrays)) or 'no arrays'}"
         )
-    raw = {}
-    for split in present:
-        if f"{split}_labels" not in arrays:
-            raise DataError(f"{path}: {split}_images has no {split}_labels")
-        images, labels = arrays[f"{split}_images"], np.asarray(arrays[f"{split}_labels"])
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        if labels.ndim not in (1, 2) or len(labels) != len(images):
-            raise DataError(
-                f"{path}: {split}: expected labels (n,) or (n, k) for images {images.shape}, "
-                f"got {labels.shape}"
-            )
-        if not np.issubdtype(labels.dtype, np.number) or (labels.size and labels.min() < 0):
-            raise DataError(f"{path}: {split}_labels must be non-negative numbers")
-        patients = arrays.get(f"{split}_patient_ids")
-        patients = np.asarray(patients).astype(str) if patients is not None else None
-        if patients is not None and len(patients) != len(images):
-            raise DataError(
-                f"{path}: {split}_patient_ids has {len(patients)} entries, not {len(images)}"
-            )
-        raw[split] = (to_uint8(images, f"{path}: {split}"), labels, patients)
+    raw = {split: _npz_split(path, split, arrays) for split in present}
+    class_names, task, raw = _npz_classes(path, raw, arrays)
+    channels = options.channels or (1 if all(x.shape[-1] == 1 for x, _, _ in raw.values()) else 3)
+    splits = {}
+    for split, (images, labels, patients) in raw.items():
+        n = len(labels)
+        ids = np.array([f"{split}:{i}" for i in range(n)])
+        images = resize_all(set_channels(images, channels), options.image_size)
+        splits[split] = Split(
+            images,
+            labels.astype(_label_dtype(task)),
+            ids,
+            patients if patients is not None else np.full(n, ""),
+        )
+    data = MedicalData(class_names, task, channels, splits, "npz", present)
+    _draw_missing(data, options)
+    return data
+
+
+def _npz_split(path: Path, split: str, arrays: dict) -> tuple:
+    """(uint8 images, labels, patient ids or None) of one split, checked."""
+    if f"{split}_labels" not in arrays:
+        raise DataError(f"{path}: {split}_images has no {split}_labels")
+    images, labels = arrays[f"{split}_images"], np.asarray(arrays[f"{split}_labels"])
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim not in (1, 2) or len(labels) != len(images):
+        raise DataError(
+            f"{path}: {split}: expected labels (n,) or (n, k) for images {images.shape}, "
+            f"got {labels.shape}"
+        )
+    if not np.issubdtype(labels.dtype, np.number) or (labels.size and labels.min() < 0):
+        raise DataError(f"{path}: {split}_labels must be non-negative numbers")
+    patients = arrays.get(f"{split}_patient_ids")
+    patients = np.asarray(patients).astype(str) if patients is not None else None
+    if patients is not None and len(patients) != len(images):
+        raise DataError(
+            f"{path}: {split}_patient_ids has {len(patients)} entries, not {len(images)}"
+        )
+    return to_uint8(images, f"{path}: {split}"), labels, patients
+
+
+def _npz_classes(path: Path, raw: dict, arrays: dict) -> tuple[list[str], str, dict]:
+    """(class names, task, splits with class labels as indices 0..k-1): (n, k) 0/1 labels are
+    k findings; otherwise the distinct label values are the classes, in order."""
     multilabel = {labels.ndim for _, labels, _ in raw.values()}
     if len(multilabel) > 1:
         raise DataError(f"{path}: label shapes differ between splits")
@@ -169,68 +205,28 @@ def read_npz(path: Path, options: ReadOptions) -> MedicalData:
                 f"{path}: class_names has {len(names)} names for {len(class_names)} classes"
             )
         class_names = names
-    channels = options.channels or (1 if all(x.shape[-1] == 1 for x, _, _ in raw.values()) else 3)
-    splits = {}
-    for split, (images, labels, patients) in raw.items():
-        n = len(labels)
-        ids = np.array([f"{split}:{i}" for i in range(n)])
-        images = resize_all(set_channels(images, channels), options.image_size)
-        splits[split] = Split(
-            images,
-            labels.astype(_label_dtype(task)),
-            ids,
-            patients if patients is not None else np.full(n, ""),
-        )
-    data = MedicalData(class_names, task, channels, splits, "npz", present)
-    _draw_missing(data, options)
-    return data
+    return class_names, task, raw
 
 
-def to_uint8(images: np.ndarray, source: str) -> np.ndarray:
-    """(n, h, w) or (n, h, w, c) of any numeric type as uint8 (n, h, w, 1 or 3)."""
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise DataError(f"{source}: expected images (n, h, w) or (n, h, w, c), got {images.shape}")
-    images = images[..., :3]
-    if images.dtype == np.uint8:
-        return images
-    values = images.astype(np.float64)
-    if not np.isfinite(values).all():
-        raise DataError(f"{source}: images contain NaN or infinite values")
-    low, high = (values.min(), values.max()) if values.size else (0.0, 1.0)
-    if low >= 0 and high <= 1.0:  # floats in [0, 1]
-        values = values * 255.0
-    elif low < 0 or high > 255:  # 16-bit, Hounsfield or other wide ranges: stretch
-        values = (values - low) / max(high - low, 1e-9) * 255.0
-    return np.clip(np.round(values), 0, 255).astype(np.uint8)
-
-
-def set_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    if images.shape[-1] == channels:
-        return images
-    if channels == 3:
-        return np.repeat(images, 3, axis=-1)
-    weights = np.array([0.299, 0.587, 0.114])
-    return np.round(images.astype(np.float64) @ weights)[..., None].astype(np.uint8)
-
-
-def resize_all(images: np.ndarray, size) -> np.ndarray:
-    """uint8 images at [height, width] `size` (bilinear); unchanged when already that size."""
-    height, width = size
-    if images.shape[1:3] == (height, width):
-        return images
-    return np.stack([resize(image, size) for image in images])
-
-
-def resize(image: np.ndarray, size) -> np.ndarray:
-    height, width = size
-    channels = image.shape[-1]
-    mode = "L" if channels == 1 else "RGB"
-    pil = Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode)
-    out = np.asarray(pil.resize((width, height), Image.BILINEAR), dtype=np.uint8)
-    return out[..., None] if channels == 1 else out
+def npz_images(path: str) -> list[tuple[str, np.ndarray]]:
+    """Scoring: (id, uint8 image) for every image of an NPZ, from `images` or from every
+    `<split>_images` array; ImageError when the file is unusable."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = (
+                ["images"]
+                if "images" in archive.files
+                else sorted(k for k in archive.files if k.endswith("_images"))
+            )
+            if not keys:
+                raise ImageError(f"{path}: NPZ without an `images` or `<split>_images` array")
+            out = []
+            for key in keys:
+                images = to_uint8(archive[key], f"{path}: {key}")
+                out += [(f"{path}:{key}:{i}", image) for i, image in enumerate(images)]
+            return out
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # corrupt or pickled
+        raise ImageError(f"{path}: unreadable NPZ ({str(exc).splitlines()[0]})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +308,32 @@ def _from_records(
     records: list[dict], rejects: list, fmt: str, options: ReadOptions
 ) -> MedicalData:
     channels = options.channels or _channels_of([r["path"] for r in records])
+    keep = _decode(records, rejects, channels, options)
+    for record, _ in keep:  # DICOM files carry their patient
+        if not record["patient"] and is_dicom(record["path"]):
+            record["patient"] = patient_id(record["path"])
+    class_names, task, labels = _record_labels([record for record, _ in keep])
+    images = np.stack([image for _, image in keep])
+    ids = np.array([record["path"] for record, _ in keep])
+    patients = np.array([record["patient"] for record, _ in keep])
+    own = np.array([record["split"] or "" for record, _ in keep])
+    given = sorted(set(own) - {""})
+    if given and "train" not in given:
+        raise DataError("the data names val/test splits but no train split")
+    splits = {}
+    for split in given or ["train"]:
+        index = np.flatnonzero(own == split) if given else np.arange(len(keep))
+        if given and split == "train":
+            index = np.flatnonzero((own == "train") | (own == ""))
+        splits[split] = Split(images[index], labels[index], ids[index], patients[index])
+    data = MedicalData(class_names, task, channels, splits, fmt, given, rejects)
+    _draw_missing(data, options)
+    return data
+
+
+def _decode(records: list[dict], rejects: list, channels: int, options: ReadOptions) -> list:
+    """(record, uint8 image at the model's size) of every readable file, decoded in threads;
+    each other file is appended to `rejects` with its reason."""
 
     def decode(record):
         try:
@@ -330,42 +352,26 @@ def _from_records(
             keep.append((record, image))
     if not keep:
         raise DataError(f"none of the {len(records)} files could be read; first: {rejects[0][1]}")
-    for record, _ in keep:  # DICOM files carry their patient
-        if not record["patient"] and is_dicom(record["path"]):
-            record["patient"] = patient_id(record["path"])
-    multilabel = any("|" in record["label"] for record, _ in keep)
-    if multilabel:
-        findings = sorted({f for r, _ in keep for f in r["label"].split("|") if f and f != "none"})
+    return keep
+
+
+def _record_labels(records: list[dict]) -> tuple[list[str], str, np.ndarray]:
+    """(class names, task, labels): `a|b` labels are findings (multi-label), else classes."""
+    if any("|" in record["label"] for record in records):
+        findings = sorted({f for r in records for f in r["label"].split("|") if f and f != "none"})
         lookup = {name: i for i, name in enumerate(findings)}
-        labels = np.zeros((len(keep), len(findings)), np.float32)
-        for row, (record, _) in enumerate(keep):
+        labels = np.zeros((len(records), len(findings)), np.float32)
+        for row, record in enumerate(records):
             for finding in record["label"].split("|"):
                 if finding in lookup:
                     labels[row, lookup[finding]] = 1.0
-        class_names, task = findings, "multilabel"
-    else:
-        class_names = sorted({record["label"] for record, _ in keep})
-        lookup = {name: i for i, name in enumerate(class_names)}
-        labels = np.array([lookup[record["label"]] for record, _ in keep], np.int32)
-        task = "binary" if len(class_names) == 2 else "multiclass"
-    if len(class_names) < 2 and not multilabel:
+        return findings, "multilabel", labels
+    class_names = sorted({record["label"] for record in records})
+    if len(class_names) < 2:
         raise DataError(f"need at least 2 classes, found {class_names}")
-    images = np.stack([image for _, image in keep])
-    ids = np.array([record["path"] for record, _ in keep])
-    patients = np.array([record["patient"] for record, _ in keep])
-    own = np.array([record["split"] or "" for record, _ in keep])
-    given = sorted(set(own) - {""})
-    if given and "train" not in given:
-        raise DataError("the data names val/test splits but no train split")
-    splits = {}
-    for split in given or ["train"]:
-        index = np.flatnonzero(own == split) if given else np.arange(len(keep))
-        if given and split == "train":
-            index = np.flatnonzero((own == "train") | (own == ""))
-        splits[split] = Split(images[index], labels[index], ids[index], patients[index])
-    data = MedicalData(class_names, task, channels, splits, fmt, given, rejects)
-    _draw_missing(data, options)
-    return data
+    lookup = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([lookup[record["label"]] for record in records], np.int32)
+    return class_names, "binary" if len(class_names) == 2 else "multiclass", labels
 
 
 def _channels_of(paths: list[str]) -> int:
@@ -409,7 +415,8 @@ def _draw_missing(data: MedicalData, options: ReadOptions) -> None:
         example = data.leakage["examples"][0]
         raise DataError(
             f"patient leakage: {data.leakage['overlapping_patients']} patient(s) appear in more "
-            f"than one split (e.g. {example}); fix the splits or set data.allow_patient_overlap=true"
+            f"than one split (e.g. {example}); fix the splits or set "
+            "data.allow_patient_overlap=true"
         )
 
 
@@ -491,6 +498,45 @@ def summary(data: MedicalData) -> dict:
         "patient_leakage": data.leakage,
         "rejected_files": len(data.rejects),
     }
+
+
+def is_prepared(folder: Path) -> bool:
+    """Whether `folder` holds prepared data `load_prepared` reads."""
+    return (folder / "arrays.npz").exists() and (folder / "prepare.json").exists()
+
+
+def save_prepared(folder: Path, data: MedicalData, source: Path) -> None:
+    """The prepared splits (arrays.npz), the rejects (rejects.csv) and the summary
+    (prepare.json) in `folder`, each written atomically."""
+    arrays = {}
+    for split, part in data.splits.items():
+        for name in ("images", "labels", "ids", "patients"):
+            arrays[f"{split}_{name}"] = getattr(part, name)
+    write_table(folder / "rejects.csv", rejects_frame(data.rejects))
+    with atomic_path(folder / "arrays.npz", suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    write_json(folder / "prepare.json", summary(data) | {"source": str(source)})
+
+
+def load_prepared(folder: Path) -> MedicalData:
+    """The `MedicalData` that `save_prepared` wrote in `folder`."""
+    info = read_json(folder / "prepare.json")
+    with np.load(folder / "arrays.npz", allow_pickle=False) as archive:
+        splits = {
+            s: Split(*(archive[f"{s}_{n}"] for n in ("images", "labels", "ids", "patients")))
+            for s in SPLITS
+        }
+    return MedicalData(
+        info["classes"],
+        info["task"],
+        info["channels"],
+        splits,
+        info["format"],
+        info["own_splits"],
+        read_rejects(folder / "rejects.csv"),
+        info["patient_leakage"],
+        folder,
+    )
 
 
 def read_rejects(path: Path) -> list[tuple[str, str]]:

@@ -1,20 +1,70 @@
-"""Medical networks: a small CNN, a residual network or a KerasHub backbone, with calibrated outputs.
+"""Medical networks: a small CNN, a residual network or a KerasHub backbone, calibrated outputs.
 
 Every model takes raw uint8 images of any size (rescaling and resizing are layers inside it) and
 ends in logits (the layer named `logits`) followed by `TemperatureScaling`, which divides them by
 the temperature fitted on validation before the softmax (one class per image) or the per-finding
 sigmoid (multi-label). The saved and exported models therefore give calibrated probabilities.
 The last feature map is the layer named `features`, which Grad-CAM explains.
+
+`Meta` is the run's `model_meta.json`; `load_model` and `write_saved_model` read and export a
+trained run's model.
 """
+
+import dataclasses
 
 import keras
 
 from apps.medical.config import AugmentConfig, ModelConfig
+from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
+from shared.run import RunDir
+from shared.steps import ModelMeta
 
 FEATURES = "features"  # the last 4-D feature map (for Grad-CAM)
 LOGITS = "logits"  # uncalibrated scores (for fitting the temperature)
 BN_MOMENTUM = 0.9  # moving statistics must settle within the few hundred steps a small set gives
+SERVED_INPUT = (
+    "uint8 images (batch, height, width, channels), any height and width; "
+    "DICOM pixels are rescaled and windowed to 8 bits before the model"
+)
+
+
+@dataclasses.dataclass
+class OperatingPoint:
+    """The decision thresholds on calibrated probabilities, chosen on validation."""
+
+    metric: str  # the rate that must hold: sensitivity or specificity
+    target: float  # its minimum on the split the thresholds were chosen on
+    chosen_on: str  # that split: validation
+    # class (binary: the positive one) or finding (multi-label) -> the lowest probability
+    # flagged; empty for multi-class, where the most probable class is the decision
+    thresholds: dict[str, float]
+
+
+@dataclasses.dataclass
+class Meta(ModelMeta):
+    """The medical run's `model_meta.json`: what scoring and evaluation need of the model."""
+
+    APP = "medical"
+
+    task: str  # binary, multiclass or multilabel
+    class_names: list[str]  # classes (or findings) in output order
+    image_size: list[int]  # [height, width] the model resizes its input to
+    channels: int  # 1 gray or 3 RGB: what the served model takes
+    window: str  # the DICOM window preset scoring applies ('' the file's own)
+    architecture: str  # cnn, resnet or transfer
+    backbone: str | None  # transfer: the local KerasHub preset folder
+    temperature: float  # fitted on validation logits, applied inside the model
+    val_ece_before: float  # validation expected calibration error at T = 1
+    val_ece_after: float  # ... and at the fitted temperature
+    val_nll_before: float  # validation negative log-likelihood at T = 1
+    val_nll_after: float  # ... and at the fitted temperature
+    positive_index: int | None  # binary: the class a decision flags; else None
+    operating_point: OperatingPoint  # the thresholds decisions use
+
+    def __post_init__(self):
+        if isinstance(self.operating_point, dict):  # read back from JSON
+            self.operating_point = OperatingPoint(**self.operating_point)
 
 
 @keras.saving.register_keras_serializable(package="deepfield")
@@ -164,3 +214,15 @@ def set_temperature(model: keras.Model, value: float) -> None:
 
 def temperature(model: keras.Model) -> float:
     return float(keras.ops.convert_to_numpy(model.get_layer("probabilities").temperature))
+
+
+def load_model(run: RunDir) -> keras.Model:
+    """The run's saved model, loaded safely (custom layers and KerasHub classes registered)."""
+    import keras_hub  # noqa: F401  registers the backbone classes a transfer model contains
+
+    return load_saved_model(run.model_path)
+
+
+def write_saved_model(model: keras.Model, folder: str) -> None:
+    """The model as a SavedModel whose `serve` takes raw uint8 images of any size."""
+    export_saved_model(model, folder, image_spec(model.input.shape[-1]))

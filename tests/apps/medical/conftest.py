@@ -1,10 +1,48 @@
-"""Tiny medical datasets written in the public formats the readers take."""
+"""Tiny medical datasets written in the public formats the readers take, and the one tiny
+trained run that test_pipeline and test_contract share."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from apps.medical.dicom import write_dicom
+from shared.cli import main
+
+SMOKE = "apps/medical/configs/smoke.yaml"
+
+
+def cli(*args):
+    return main(["medical", *args])
+
+
+def tiny_sets(root, *extra, data=None):
+    """CLI arguments of the smoke config, 2 epochs, with its run root (and data) under `root`."""
+    sets = {
+        "run.root": root / "runs",
+        "data.path": data or root / "chest.npz",
+        "train.epochs": 2,
+        "evaluate.gradcam_per_group": 2,
+    }
+    if data is not None:
+        sets["data.source"] = "files"
+    args = ["--config", SMOKE]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    for item in extra:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A prepared, trained and evaluated run on the generated sample: (root, its CLI
+    arguments, the run folder)."""
+    root = tmp_path_factory.mktemp("medical")
+    sets = tiny_sets(root)
+    assert cli("prepare", *sets) == 0
+    assert cli("train", *sets) == 0
+    assert cli("evaluate", *sets) == 0
+    return root, sets, (root / "runs" / "medical" / "latest").resolve()
 
 
 def picture(abnormal: int, size: int, rng: np.random.Generator) -> np.ndarray:

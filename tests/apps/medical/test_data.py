@@ -282,8 +282,8 @@ def test_rgb_dicom_stays_colour_without_a_window(tmp_path):
     # and stretched to its own range; colour DICOM is display values, as stored.
     rgb = np.random.default_rng(1).integers(20, 200, (12, 10, 3)).astype(np.uint8)
     path = write_dicom_as(tmp_path / "us.dcm", rgb, ExplicitVRBigEndian, "RGB", "US")
-    assert is_colour(path) and not is_colour(dicom_of(picture(0, 8, np.random.default_rng(0)),
-                                                      tmp_path / "g.dcm"))  # fmt: skip
+    gray = dicom_of(picture(0, 8, np.random.default_rng(0)), tmp_path / "g.dcm")
+    assert is_colour(path) and not is_colour(gray)
     np.testing.assert_array_equal(read_dicom(path), rgb)
     root = tmp_path / "folder"
     for label in ("a", "b"):

@@ -6,7 +6,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -14,67 +13,31 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
-from apps.medical.generate import generate, write_sample
+from apps.medical.model import Meta, load_model, logits_model
+from apps.medical.sample import write_sample
 from shared.calibration import scaled_probabilities
-from shared.cli import main
-from tests.apps.medical.conftest import write_dicom_as, write_npz, write_retinamnist
+from shared.run import RunDir
+from tests.apps.medical.conftest import (
+    cli,
+    tiny_sets,
+    write_dicom_as,
+    write_npz,
+    write_retinamnist,
+)
 
-SMOKE = "apps/medical/configs/smoke.yaml"
 SAMPLES = "datasets/medical/samples"
 
 
-def cli(*args):
-    return main(["medical", *args])
-
-
-def tiny_sets(root, *extra, data=None):
-    sets = {
-        "run.root": root / "runs",
-        "data.path": data or root / "chest.npz",
-        "train.epochs": 2,
-        "evaluate.gradcam_per_group": 2,
-    }
-    if data is not None:
-        sets["data.source"] = "files"
-    args = ["--config", SMOKE]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    for item in extra:
-        args += ["--set", item]
-    return args
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("medical")
-    sets = tiny_sets(root)
-    assert cli("prepare", *sets) == 0
-    assert cli("train", *sets) == 0
-    assert cli("evaluate", *sets) == 0
-    return root, sets, root / "runs" / "medical" / "latest"
-
-
-def test_run_folder_has_every_artifact(trained):
+def test_run_holds_the_medical_plots_typed_meta_and_card(trained):
     _, _, run = trained
-    for name in [
-        "config.yaml",
-        "environment.json",
-        "metrics.json",
-        "history.csv",
-        "model.keras",
-        "model_meta.json",
-        "model_card.md",
-        "FINISHED",
-    ]:
-        assert (run / name).is_file(), name
-    assert (run / "saved_model" / "saved_model.pb").is_file()
     plots = {p.stem for p in (run / "plots").glob("*.png")}
     assert {"roc", "reliability", "confusion_matrix", "history"} <= plots
     assert any(p.startswith("gradcam_") for p in plots)
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["task"] == "binary" and meta["class_names"] == ["normal", "abnormal"]
-    assert meta["positive_index"] == 1 and meta["temperature"] > 0
-    assert set(meta["operating_point"]["thresholds"]) == {"abnormal"}
+    meta = Meta.read(RunDir(run))
+    assert meta.task == "binary" and meta.class_names == ["normal", "abnormal"]
+    assert meta.positive_index == 1 and meta.temperature > 0
+    assert meta.operating_point.chosen_on == "validation"
+    assert set(meta.operating_point.thresholds) == {"abnormal"}
     card = (run / "model_card.md").read_text()
     for text in (
         "not a medical device",
@@ -101,8 +64,8 @@ def test_metrics_and_operating_point(trained):
     assert val["operating_point"]["abnormal"]["sensitivity"] >= 0.9
     assert test["operating_point"]["abnormal"]["confusion"]["tp"] == matrix[1, 1]
     assert {"ece_before", "ece_after"} <= set(test)
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["val_nll_after"] <= meta["val_nll_before"] + 1e-6  # the fitted T minimises it
+    meta = Meta.read(RunDir(run))
+    assert meta.val_nll_after <= meta.val_nll_before + 1e-6  # the fitted T minimises it
     assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
     assert metrics["data"]["patient_leakage"]["overlapping_patients"] == 0
 
@@ -127,15 +90,12 @@ def test_leaderboard_selects_on_validation_auc_beside_the_pixel_baseline(trained
     assert "## Leaderboard" in card and "pixels_logreg (baseline)" in card
 
 
-def test_test_input_is_the_test_split_as_an_npz_that_score_reads(trained, tmp_path):
-    _, sets, run = trained
+def test_test_input_is_the_test_split_as_an_npz_of_its_images(trained):
+    _, _, run = trained
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_input"] == "test_split.npz"
     with np.load(run / "test_split.npz", allow_pickle=False) as archive:
         assert archive["images"].shape[0] == metrics["test"]["examples"]
-    out = tmp_path / "test.csv"
-    assert cli("score", *sets, "--input", str(run / "test_split.npz"), "--output", str(out)) == 0
-    assert len(pd.read_csv(out)) == metrics["test"]["examples"]
 
 
 def test_retinamnist_layout_end_to_end_and_every_dicom_encoding_scored_or_rejected(tmp_path):
@@ -147,14 +107,19 @@ def test_retinamnist_layout_end_to_end_and_every_dicom_encoding_scored_or_reject
     assert metrics["task"] == "multiclass" and metrics["class_names"] == list("01234")
     board = metrics["leaderboard"]["classification"]
     assert set(board["models"]) == {"cnn", "pixels_logreg"}
-    assert json.loads((run / "model_meta.json").read_text())["channels"] == 3
+    assert Meta.read(RunDir(run)).channels == 3
     # pydicom's test files in miniature: four encodings of one image, colour ultrasound, a
     # multi-frame dose grid, and the folder's README; each lands in outputs or rejects.
     folder = tmp_path / "dicom"
     folder.mkdir()
     gray = np.random.default_rng(0).integers(0, 4000, (20, 16)).astype(np.uint16)
-    for name, syntax in (("CT_small", ExplicitVRLittleEndian), ("MR_implicit", ImplicitVRLittleEndian),
-                         ("MR_bigendian", ExplicitVRBigEndian), ("JPEG2000", JPEG2000Lossless)):  # fmt: skip
+    encodings = {
+        "CT_small": ExplicitVRLittleEndian,
+        "MR_implicit": ImplicitVRLittleEndian,
+        "MR_bigendian": ExplicitVRBigEndian,
+        "JPEG2000": JPEG2000Lossless,
+    }
+    for name, syntax in encodings.items():
         write_dicom_as(folder / f"{name}.dcm", gray, syntax)
     rgb = np.random.default_rng(1).integers(0, 255, (20, 16, 3)).astype(np.uint8)
     write_dicom_as(folder / "ExplVR_BigEnd.dcm", rgb, ExplicitVRBigEndian, "RGB", "US")
@@ -197,7 +162,7 @@ def test_score_the_committed_sample(trained, tmp_path):
     assert list(scores.columns) == ["row", "id", "p_normal", "p_abnormal", "decision"]
     assert len(scores) == 8 and scores.id.str.endswith((".png", ".dcm")).all()
     np.testing.assert_allclose(scores.p_normal + scores.p_abnormal, 1.0, atol=1e-5)
-    threshold = json.loads((run / "model_meta.json").read_text())["operating_point"]["thresholds"]
+    threshold = Meta.read(RunDir(run)).operating_point.thresholds
     flagged = scores.p_abnormal >= threshold["abnormal"]
     assert (scores.decision == np.where(flagged, "abnormal", "normal")).all()
     reasons = dict(zip(rejects.path.map(lambda p: p.split("/")[-1]), rejects.reason, strict=True))
@@ -231,17 +196,16 @@ def test_score_npz_bad_files_and_gradcam_overlays(trained, tmp_path):
     assert len(overlays) == 12 and overlays[0].read_bytes()[:4] == b"\x89PNG"
 
 
-def test_saved_model_serves_calibrated_probabilities(trained, tmp_path):
-    _, sets, run = trained
-    assert cli("export", *sets, "--output", str(tmp_path / "export")) == 0
-    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
-    temperature = json.loads((run / "model_meta.json").read_text())["temperature"]
-    images = np.stack(generate(6, 40, seed=3)["train_images"])[..., None]  # any size in
-    loaded = tf.saved_model.load(str(tmp_path / "export"))  # held: its variables must live
-    served = loaded.serve(tf.constant(images)).numpy()
-    logits = keras.Model(model.input, model.get_layer("logits").output).predict(images, verbose=0)
-    np.testing.assert_allclose(served, model.predict(images, verbose=0), atol=1e-5)
-    np.testing.assert_allclose(served, scaled_probabilities(logits, temperature), atol=1e-5)
+def test_the_model_gives_its_logits_scaled_by_the_fitted_temperature(trained):
+    _, _, run = trained
+    model = load_model(RunDir(run))
+    temperature = Meta.read(RunDir(run)).temperature
+    with np.load(run / "test_split.npz", allow_pickle=False) as archive:
+        images = archive["images"][:6]
+    logits = logits_model(model).predict(images, verbose=0)
+    np.testing.assert_allclose(
+        model.predict(images, verbose=0), scaled_probabilities(logits, temperature), atol=1e-5
+    )
 
 
 def test_bad_input_is_one_line(trained, tmp_path, capsys):
@@ -250,10 +214,9 @@ def test_bad_input_is_one_line(trained, tmp_path, capsys):
     assert cli("train", *tiny_sets(root, data=tmp_path / "missing.npz")) == 2
     assert cli("train", *sets, "--set", "model.architecture=transfer") == 2
     assert cli("train", *sets, "--set", "data.window=liver") == 2
-    assert cli("evaluate", *sets, "--run", str(tmp_path / "no-run")) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 5 and "Traceback" not in err
+    assert len(lines) == 4 and "Traceback" not in err
     assert "no such file or folder" in lines[0] and "model.backbone" in lines[2]
     assert "data.window" in lines[3] and "lung" in lines[3]
 
@@ -299,8 +262,8 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run = tmp_path / "runs" / "medical" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16" and meta["xla_compiled"]
+    meta = Meta.read(RunDir(run))
+    assert meta.precision_policy == "mixed_bfloat16" and meta.xla_compiled
     assert np.isfinite(pd.read_csv(run / "history.csv")["loss"]).all()
     # Mixed-precision probabilities agree with float32 math on the same weights within 0.05
     # (bfloat16 keeps about 3 significant digits; the temperature can sharpen differences).
@@ -335,7 +298,7 @@ def test_transfer_learning_from_a_local_preset(tmp_path):
     )
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     run = tmp_path / "runs" / "medical" / "latest"
-    assert json.loads((run / "model_meta.json").read_text())["backbone"] == str(preset)
+    assert Meta.read(RunDir(run)).backbone == str(preset)
     assert any(p.name.startswith("gradcam_") for p in (run / "plots").glob("*.png"))
 
 

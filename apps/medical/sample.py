@@ -91,7 +91,8 @@ def render(anatomy: dict, lesions: list[tuple], size: int, rng: np.random.Genera
 
 
 def generate(n_images: int, size: int, seed: int) -> dict:
-    """Arrays by split: `{split}_images` (n, size, size), `{split}_labels`, `{split}_patient_ids`."""
+    """Arrays by split: `{split}_images` (n, size, size), `{split}_labels` and
+    `{split}_patient_ids`, plus `class_names`."""
     rng = np.random.default_rng(seed)
     images, labels, patients = [], [], []
     patient = 0

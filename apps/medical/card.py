@@ -1,0 +1,153 @@
+"""The medical run's model card (model_card.md) and the one-line summaries train and evaluate
+print."""
+
+from apps.medical.model import Meta
+from shared import leaderboard
+from shared.model_card import metrics_table, write_model_card
+from shared.pixel_baseline import NAME as BASELINE
+from shared.run import RunDir
+
+CARD_TITLE = "Medical image classifier: model card"
+NOT_A_DEVICE = (
+    "This model is a research and engineering tool. It is not a medical device, has no "
+    "regulatory clearance, and must not be used to diagnose, treat or triage patients. Any "
+    "clinical use needs a prospective validation on the target population and the approvals "
+    "that apply."
+)
+LIMITS = (
+    "Performance holds only for images like the training data (same devices, protocols, "
+    "population and prevalence); re-check calibration and the operating point on local data "
+    "before relying on either. Intervals cover sampling variation of the test set only. "
+    "Grad-CAM shows where the network looked, not why."
+)
+
+
+def write_card(run: RunDir, meta: Meta, report: dict) -> None:
+    """model_card.md from the run's metadata and its evaluation report."""
+    test, val = report["test"], report["validation"]
+    write_model_card(
+        run.card_path,
+        CARD_TITLE,
+        {
+            "Not a medical device": NOT_A_DEVICE,
+            "Intended use": f"Flags {meta.task} findings ({', '.join(meta.class_names)}) "
+            "in images like the training images, for data scientists who develop and audit "
+            "models. Probabilities are calibrated on the validation split (temperature scaling).",
+            "Data": _data_section(report["data"]),
+            "Model": _model_section(meta),
+            "Discrimination (test, bootstrap 95% intervals)": _discrimination_section(test, val),
+            "Operating point": _operating_point_section(meta, test, val),
+            "Leaderboard (the network beside its baselines, same split)": leaderboard.to_markdown(
+                report["leaderboard"]["classification"]
+            )
+            + _baseline_note(report["baselines"]),
+            "Calibration": f"Temperature T = {meta.temperature:.3f}, fitted on validation, is "
+            "applied inside the saved and exported model. Expected calibration error "
+            f"(equal-width bins): test {test['ece_before']:.4f} before, {test['ece_after']:.4f} "
+            f"after; validation {val['ece_before']:.4f} before, {val['ece_after']:.4f} after. "
+            "See plots/reliability.png.",
+            "Limits": LIMITS,
+        },
+    )
+
+
+def _data_section(data: dict) -> str:
+    splits = ", ".join(
+        f"{s}: {v['images']:,} images, {v['patients']:,} patients"
+        for s, v in data["splits"].items()
+    )
+    own = data["own_splits"]
+    origin = "own splits: " + ", ".join(own) if own else "drawn, seeded"
+    leak = data["patient_leakage"]
+    return (
+        f"Source `{data['source']}` ({data['format']}), {data['channels']} channel(s); "
+        f"{data['rejected_files']:,} file(s) rejected at preparation. Splits: {splits} "
+        f"({origin}). Patient leakage check: {leak['patients_known']:,} patients known, "
+        f"{leak['overlapping_patients']} in more than one split."
+    )
+
+
+def _model_section(meta: Meta) -> str:
+    backbone = f" on the KerasHub backbone `{meta.backbone}`" if meta.backbone else ""
+    window = f" with the {meta.window} preset" if meta.window else ""
+    height, width = meta.image_size
+    return (
+        f"Architecture `{meta.architecture}`{backbone}. Input: raw 8-bit images of any size "
+        f"(DICOM: rescaled and windowed{window} first); rescaling and resizing to "
+        f"{height}x{width} happen inside the model. Trained in {meta.train_seconds}s "
+        f"({meta.precision_policy})."
+    )
+
+
+def _interval(v: dict) -> str:
+    return f"{v['value']:.4f} (95% CI {v['low']:.4f}-{v['high']:.4f})"
+
+
+def _discrimination_section(test: dict, val: dict) -> str:
+    rows = {
+        name: {"ROC-AUC (95% CI)": _interval(v), "positives": v["positives"]}
+        for name, v in test["roc_auc"].items()
+    }
+    rows["macro"] = {"ROC-AUC (95% CI)": _interval(test["macro_roc_auc"])}
+    return (
+        metrics_table(rows, ["ROC-AUC (95% CI)", "positives"])
+        + f"\n\nAccuracy at the operating point: test {test['accuracy']:.4f}, "
+        f"validation {val['accuracy']:.4f}."
+    )
+
+
+def _operating_point_section(meta: Meta, test: dict, val: dict) -> str:
+    point = meta.operating_point
+    rates = {
+        f"{name} ({split})": values
+        for split, part in (("test", test), ("validation", val))
+        for name, values in part["operating_point"].items()
+    }
+    thresholds = ", ".join(f"{n} >= {t:.4f}" for n, t in point.thresholds.items())
+    chosen = (
+        f"Chosen on validation for {point.metric} >= {point.target:g}: {thresholds} "
+        "(on calibrated probabilities; saved in model_meta.json).\n\n"
+        if point.thresholds
+        else "Multi-class: the most probable class is the decision.\n\n"
+    )
+    return chosen + metrics_table(rates, ["threshold", "sensitivity", "specificity", "ppv", "npv"])
+
+
+def _baseline_note(baselines: dict) -> str:
+    if BASELINE not in baselines:
+        return "\n\nNo baseline was fitted (`baseline.enabled=false`)."
+    fit = baselines[BASELINE]
+    return (
+        f"\n\n`{BASELINE}`: every pixel at the model's size, standardised, into a logistic "
+        f"regression (scikit-learn, the network's class weights) on {fit['train_images']:,} "
+        f"training images; C = {fit['C']:g}, chosen on validation log-loss from "
+        f"{', '.join(fit['val_log_loss'])}. Accuracy here is MedMNIST's (the most probable "
+        "class, or each finding at 0.5), not the operating point's. The network's checkpoint "
+        "is the epoch of best validation ROC-AUC; time to baseline is its training seconds "
+        "until that first matched the best baseline's."
+    )
+
+
+def train_summary(meta: Meta, seconds: float, digest: str, run: RunDir) -> str:
+    """What train prints when it is done."""
+    return (
+        f"train: finished in {seconds:.0f}s; temperature {meta.temperature:.3f} "
+        f"(validation ECE {meta.val_ece_before:.4f} -> {meta.val_ece_after:.4f}); "
+        f"weights sha256 {digest}; model -> {run.model_path}"
+    )
+
+
+def evaluate_summary(report: dict, run: RunDir) -> str:
+    """What evaluate prints: test ROC-AUC, accuracy, ECE and the rates at the operating point."""
+    test = report["test"]
+    auc = test["macro_roc_auc"]
+    rates = ", ".join(
+        f"{n}: sensitivity {v['sensitivity']:.3f} specificity {v['specificity']:.3f}"
+        for n, v in test["operating_point"].items()
+    )
+    return (
+        f"evaluate: test macro ROC-AUC {auc['value']:.4f} (95% CI {auc['low']:.4f}-"
+        f"{auc['high']:.4f}), accuracy {test['accuracy']:.4f}, ECE {test['ece_before']:.4f} -> "
+        f"{test['ece_after']:.4f} after temperature scaling, {rates} on "
+        f"{test['examples']:,} images; plots -> {run.path / 'plots'}"
+    )

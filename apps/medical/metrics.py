@@ -1,0 +1,116 @@
+"""The medical metrics: ROC-AUC (the primary metric, MedMNIST's), accuracy as MedMNIST counts
+it, the calibration pairs of the ECE, and the report of one split with bootstrap intervals
+and the rates at the operating point."""
+
+import numpy as np
+
+from apps.medical.model import Meta
+from apps.medical.scorer import decide
+from shared import evaluation as ev
+
+AUC = "macro_roc_auc"  # the primary metric (MedMNIST): selects the checkpoint, ranks the board
+
+
+def onehot_of(labels: np.ndarray, task: str, n_classes: int) -> np.ndarray:
+    return labels if task == "multilabel" else np.eye(n_classes)[labels]
+
+
+def auc_of(prob: np.ndarray, labels: np.ndarray, task: str, positive: int) -> float:
+    """The primary metric: the positive class's ROC-AUC (binary), else the mean one-vs-rest
+    ROC-AUC over classes or findings (scikit-learn); NaN where undefined or not finite."""
+    if not np.isfinite(prob).all():  # a diverging network: the divergence guard stops it
+        return float("nan")
+    onehot = onehot_of(labels, task, prob.shape[1])
+    if task == "binary":
+        return ev.roc_auc(onehot[:, positive], prob[:, positive])
+    return ev.macro_roc_auc(onehot, prob)
+
+
+def medmnist_accuracy(prob: np.ndarray, labels: np.ndarray, task: str) -> float:
+    """Accuracy as MedMNIST reports it: the most probable class, or every finding at 0.5."""
+    if task == "multilabel":
+        return float(np.mean((prob >= 0.5) == (labels >= 0.5)))
+    return float(np.mean(prob.argmax(axis=1) == labels))
+
+
+def decision_classes(task: str, n_classes: int, positive: int) -> list[int]:
+    """Classes that get a threshold: the positive class (binary), every finding (multi-label),
+    none for multi-class (the decision there is the most probable class)."""
+    if task == "binary":
+        return [positive]
+    return list(range(n_classes)) if task == "multilabel" else []
+
+
+def calibration_pairs(task: str, labels, prob: np.ndarray, positive: int):
+    """(outcome 0/1, predicted probability) for the ECE: the positive class's probability for
+    binary, the top-label confidence for multi-class, every (image, finding) for multi-label."""
+    if task == "binary":
+        return (labels == positive).astype(float), prob[:, positive]
+    if task == "multilabel":
+        return np.asarray(labels, float).ravel(), prob.ravel()
+    return (prob.argmax(axis=1) == labels).astype(float), prob.max(axis=1)
+
+
+def split_report(labels, outputs, meta: Meta, cfg, seed: int = 0) -> dict:
+    """The metrics of one split from its (uncalibrated, calibrated) probabilities."""
+    uncalibrated, prob = outputs
+    names, task, positive = meta.class_names, meta.task, meta.positive_index
+    onehot = labels if task == "multilabel" else np.eye(len(names))[labels]
+    decisions = decide(prob, meta)
+    per_class, macro = _roc_aucs(onehot, prob, meta, cfg.bootstrap, seed)
+    bins = cfg.calibration_bins
+    before = calibration_pairs(task, labels, uncalibrated, positive)
+    after = calibration_pairs(task, labels, prob, positive)
+    report = {
+        "examples": int(len(labels)),
+        "roc_auc": per_class,
+        "macro_roc_auc": macro,
+        "accuracy": float(np.mean(decisions == onehot))
+        if task == "multilabel"
+        else float(np.mean(decisions.argmax(axis=1) == labels)),
+        "operating_point": _operating_rates(onehot, prob, decisions, meta),
+        "ece_before": ev.expected_calibration_error(*before, bins),
+        "ece_after": ev.expected_calibration_error(*after, bins),
+    }
+    if task != "multilabel":
+        report["confusion_matrix"] = (onehot.T.astype(int) @ decisions).tolist()
+    return report
+
+
+def _roc_aucs(onehot, prob, meta: Meta, bootstrap: int, seed: int) -> tuple[dict, dict]:
+    """Per class (binary: the positive one) and macro ROC-AUC with bootstrap 95% intervals."""
+    names, positive = meta.class_names, meta.positive_index
+    per_class = {}
+    for k in [positive] if meta.task == "binary" else range(len(names)):
+        value, low, high = ev.bootstrap_interval(
+            ev.roc_auc, (onehot[:, k], prob[:, k]), bootstrap, seed
+        )
+        per_class[names[k]] = {
+            "value": value,
+            "low": low,
+            "high": high,
+            "positives": int(onehot[:, k].sum()),
+        }
+    if meta.task == "binary":
+        macro = dict(per_class[names[positive]])
+        macro.pop("positives")
+        return per_class, macro
+    value, low, high = ev.bootstrap_interval(ev.macro_roc_auc, (onehot, prob), bootstrap, seed)
+    return per_class, {"value": value, "low": low, "high": high}
+
+
+def _operating_rates(onehot, prob, decisions, meta: Meta) -> dict:
+    """Sensitivity, specificity, PPV and NPV per thresholded class; for multi-class, the argmax
+    decision of each class against the rest."""
+    names = meta.class_names
+    if meta.task == "multiclass":
+        return {
+            name: ev.sensitivity_specificity(onehot[:, k], decisions[:, k], 0.5)
+            for k, name in enumerate(names)
+        }
+    return {
+        name: ev.sensitivity_specificity(
+            onehot[:, names.index(name)], prob[:, names.index(name)], t
+        )
+        for name, t in meta.operating_point.thresholds.items()
+    }

@@ -295,15 +295,18 @@ def non_finite_reason(row: list, columns: list[str]) -> str:
     return ""
 
 
-def print_counts(counts: ScoreCounts, output_path, rejects_path) -> dict:
-    """Say what a `score` step did in one line, and return it as the step's result."""
+def print_counts(
+    counts: ScoreCounts, output_path, rejects_path, unit: str = "rows", note: str = ""
+) -> dict:
+    """Say what a `score` step did in one line (`unit` read, scored, rejected, and `note`), and
+    return it as the step's result, counting `unit`."""
     print(
-        f"{counts.rows:,} rows read: {counts.scored:,} scored -> {output_path}, "
-        f"{counts.rejected:,} rejected -> {rejects_path}",
+        f"{counts.rows:,} {unit} read: {counts.scored:,} scored -> {output_path}, "
+        f"{counts.rejected:,} rejected -> {rejects_path}{note}",
         flush=True,
     )
     return {
-        "rows": counts.rows,
+        unit: counts.rows,
         "scored": counts.scored,
         "rejected": counts.rejected,
         "output": str(output_path),
@@ -408,15 +411,4 @@ def score_files(files: list[str], scorer, output, rejects, chunk_files: int, lab
                     counts.scored += 1
             counts.rows += len(chunk)
             meter.update(counts.rows)
-    print(
-        f"{counts.rows:,} files read: {counts.scored:,} scored -> {output}, "
-        f"{counts.rejected:,} rejected -> {rejects}",
-        flush=True,
-    )
-    return {
-        "files": counts.rows,
-        "scored": counts.scored,
-        "rejected": counts.rejected,
-        "output": str(output),
-        "rejects": str(rejects),
-    }
+    return print_counts(counts, output, rejects, "files")

@@ -173,3 +173,15 @@ def prepared_folder(app: str, config, sources=(), **extra) -> Path:
     key = {"data": to_dict(config.data), "seed": config.train.seed, **extra}
     key["files"] = [source_fingerprint(Path(source)) for source in sources]
     return Path(config.run.root) / app / "prepared" / config_digest(key)[:12]
+
+
+def report_rejects(rejects: list, folder: Path) -> None:
+    """The one line `prepare` prints when files were rejected: how many, where the reasons
+    are (`folder`/rejects.csv) and the first (path, reason)."""
+    if rejects:
+        path, reason = rejects[0][0], rejects[0][1]
+        print(
+            f"prepare: {len(rejects):,} file(s) rejected, reasons in {folder / 'rejects.csv'}; "
+            f"first: {path}: {reason}",
+            flush=True,
+        )

@@ -46,8 +46,15 @@ from shared.pixel_baseline import (
     subsample,
 )
 from shared.run import RunDir
-from shared.scoring import default_output_paths, expand_inputs
-from shared.steps import StepOptions, export_step, open_run, prepared_folder, save_model
+from shared.scoring import default_output_paths, expand_inputs, print_counts
+from shared.steps import (
+    StepOptions,
+    export_step,
+    open_run,
+    prepared_folder,
+    report_rejects,
+    save_model,
+)
 
 APP = "medical"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -74,12 +81,7 @@ def prepare(config: Config, options: StepOptions | None = None) -> mdata.Medical
         print(f"prepare: using the prepared arrays in {folder}", flush=True)
     else:
         data = _read(source, folder, config)
-    if data.rejects:
-        print(
-            f"prepare: {len(data.rejects):,} file(s) rejected, reasons in "
-            f"{folder / 'rejects.csv'}; first: {data.rejects[0][0]}: {data.rejects[0][1]}",
-            flush=True,
-        )
+    report_rejects(data.rejects, folder)
     data.folder = folder
     return data
 
@@ -368,10 +370,7 @@ def _leaderboard(run: RunDir, data, meta: Meta, report: dict, outputs: dict) -> 
             run.path / f"history-{name}.csv",
         )
     }
-    for baseline, entry in report["baselines"].items():
-        models[baseline] = leaderboard.model_entry(
-            leaderboard.BASELINE, entry["test"], entry["validation"], entry["fit_seconds"]
-        )
+    models |= leaderboard.baseline_entries(report["baselines"])
     return leaderboard.build(AUC, True, models, name, history_column=f"val_{AUC}")
 
 
@@ -400,19 +399,8 @@ def score(config: Config, options: StepOptions) -> dict:
     scorer = MedicalScorer(opened.meta, opened.model, cfg.batch_size, cfg.max_image_pixels)
     overlays = output.with_name(f"{output.stem}_gradcam") if cfg.gradcam else None
     counts = score_files(scorer, files, output, rejects, cfg.chunk_files, overlays)
-    print(
-        f"{counts.rows:,} images read: {counts.scored:,} scored -> {output}, "
-        f"{counts.rejected:,} rejected -> {rejects}"
-        + (f"; Grad-CAM overlays -> {overlays}" if overlays else ""),
-        flush=True,
-    )
-    return {
-        "images": counts.rows,
-        "scored": counts.scored,
-        "rejected": counts.rejected,
-        "output": str(output),
-        "rejects": str(rejects),
-    }
+    note = f"; Grad-CAM overlays -> {overlays}" if overlays else ""
+    return print_counts(counts, output, rejects, "images", note)
 
 
 def export(config: Config, options: StepOptions | None = None) -> Path:

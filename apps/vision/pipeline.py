@@ -28,7 +28,7 @@ from shared.pixel_baseline import (
 )
 from shared.run import RunDir
 from shared.scoring import default_output_paths, expand_inputs, score_files
-from shared.steps import OpenRun, StepOptions
+from shared.steps import OpenRun, StepOptions, report_rejects
 
 APP = "vision"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -55,12 +55,7 @@ def prepare(config: Config, options: StepOptions | None = None) -> vdata.ImageDa
         print(f"prepare: using the checked file list in {folder}", flush=True)
     else:
         data = _read_and_cache(config, source, folder)
-    if data.rejects:
-        print(
-            f"prepare: {len(data.rejects):,} file(s) rejected, reasons in "
-            f"{folder / 'rejects.csv'}; first: {data.rejects[0][0]}: {data.rejects[0][1]}",
-            flush=True,
-        )
+    report_rejects(data.rejects, folder)
     data.folder = folder
     return data
 

@@ -43,7 +43,7 @@ from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, read_json, write_json, write_table, write_text
 from shared.run import RunDir
 from shared.scoring import default_output_paths, expand_inputs, score_files
-from shared.steps import StepOptions
+from shared.steps import StepOptions, report_rejects
 
 APP = "speech"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -119,12 +119,7 @@ def _print_prepared(info: dict, rejects: list, folder: Path, seconds: float) -> 
             f"{seen['used']:,} of them here and used",
             flush=True,
         )
-    if rejects:
-        print(
-            f"prepare: {len(rejects):,} file(s) rejected, reasons in {folder / 'rejects.csv'}; "
-            f"first: {rejects[0][0]}: {rejects[0][1]}",
-            flush=True,
-        )
+    report_rejects(rejects, folder)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -150,6 +150,20 @@ def time_scoring(pipeline, config, inputs: list[str], output: Path, unit: str) -
     return {unit: counts["files"], f"{unit}_per_s": round(counts["files"] / seconds, 1)}
 
 
+def train_and_score(measure, module: str, setup_args: dict) -> dict:
+    """The measurements most apps' benchmarks take, each in a process of its own: `setup`
+    (train a scoring model, write the input; it returns the arguments of the next two), the
+    app's scoring and a bare predict on that input, the training comparison, and training
+    with 1 and 2 local workers."""
+    setup = measure(module, "setup", setup_args)
+    return {
+        "train": measure(module, "train", {}),
+        "ours": measure(module, "score", setup),
+        "bare": measure(module, "predict", setup),
+        "workers": {n: measure(module, "workers", {"n": n}) for n in (1, 2)},
+    }
+
+
 def training_section(train: dict, unit: str, target_ratio: float = 0.9, **extra) -> dict:
     """The report's training block: the pipeline's `unit`/s beside the bare fit's, their ratio,
     the input pipeline alone (is training waiting on input?) and peak memory."""

@@ -21,6 +21,7 @@ from shared.bench import (
     input_rate,
     local_workers,
     scoring_section,
+    train_and_score,
     training_section,
     workers_report,
 )
@@ -37,11 +38,8 @@ TRIALS = 3  # interleaved trials of the pipeline and the bare fits
 
 def run(measure, rows: int | None = None) -> dict:
     rows = rows or 1_000_000
-    setup = measure(__name__, "setup", {"rows": rows})
-    train = measure(__name__, "train", {})
-    ours = measure(__name__, "score", {"csv": setup["csv"]})
-    bare = measure(__name__, "predict", {"csv": setup["csv"]})
-    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    found = train_and_score(measure, __name__, {"rows": rows})
+    train, ours, bare, workers = found["train"], found["ours"], found["bare"], found["workers"]
     return {
         "training": training_section(
             train,

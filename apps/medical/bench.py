@@ -25,6 +25,7 @@ from shared.bench import (
     input_rate,
     local_workers,
     scoring_section,
+    train_and_score,
     training_section,
     workers_report,
 )
@@ -39,11 +40,8 @@ TRIALS = 2  # interleaved trials of the pipeline and the bare fit
 
 def run(measure, rows: int | None = None) -> dict:
     images = rows or 1000
-    setup = measure(__name__, "setup", {"images": images})
-    train = measure(__name__, "train", {})
-    ours = measure(__name__, "score", {"folder": setup["folder"]})
-    bare = measure(__name__, "predict", {"folder": setup["folder"]})
-    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    found = train_and_score(measure, __name__, {"images": images})
+    train, ours, bare, workers = found["train"], found["ours"], found["bare"], found["workers"]
     return {
         "training": training_section(train, "images"),
         "scoring": scoring_section(ours, bare, "images", "files_to_csv", "bare_predict_in_memory"),

@@ -22,6 +22,7 @@ from shared.bench import (
     sample_folder,
     scoring_section,
     time_scoring,
+    train_and_score,
     train_once,
     training_section,
     workers_report,
@@ -36,11 +37,8 @@ REPEAT = 8  # the digits' train split, 8 times over: ~10k images, epochs long en
 
 def run(measure, rows: int | None = None) -> dict:
     images = rows or 4000
-    setup = measure(__name__, "setup", {"images": images})
-    train = measure(__name__, "train", {})
-    ours = measure(__name__, "score", {"folder": setup["folder"]})
-    bare = measure(__name__, "predict", {"folder": setup["folder"]})
-    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    found = train_and_score(measure, __name__, {"images": images})
+    train, ours, bare, workers = found["train"], found["ours"], found["bare"], found["workers"]
     return {
         "training": training_section(train, "images"),
         "local_workers": workers_report(workers),

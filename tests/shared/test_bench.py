@@ -65,3 +65,16 @@ def test_every_registered_app_has_a_bench_module_with_run_and_measure():
         module = importlib.import_module(app.bench)
         assert callable(module.run) and callable(module.measure), app.name
     assert np.isfinite(bench.peak_rss_mb())
+
+
+def test_train_and_score_feeds_setups_answer_to_score_and_predict_in_order():
+    calls = []
+
+    def measure(module, name, args):
+        calls.append((name, args))
+        return {"folder": "/f"} if name == "setup" else {"name": name}
+
+    found = bench.train_and_score(measure, "apps.x.bench", {"images": 4})
+    assert [c[0] for c in calls] == ["setup", "train", "score", "predict", "workers", "workers"]
+    assert calls[2][1] == calls[3][1] == {"folder": "/f"}
+    assert found["ours"] == {"name": "score"} and set(found["workers"]) == {1, 2}

@@ -25,6 +25,7 @@ from shared.bench import (
     sample_folder,
     scoring_section,
     time_scoring,
+    train_and_score,
     train_once,
     training_section,
     workers_report,
@@ -39,13 +40,10 @@ TRIALS = 2  # interleaved trials of the pipeline and the bare fit
 
 def run(measure, rows: int | None = None) -> dict:
     clips = rows or 1000
-    setup = measure(__name__, "setup", {"clips": clips})
+    found = train_and_score(measure, __name__, {"clips": clips})
+    train, ours, bare, workers = found["train"], found["ours"], found["bare"], found["workers"]
     cold = {n: measure(__name__, "features", {"workers": n, "cold": True}) for n in (1, 2)}
     warm = measure(__name__, "features", {"workers": 1, "cold": False})
-    train = measure(__name__, "train", {})
-    ours = measure(__name__, "score", {"folder": setup["folder"]})
-    bare = measure(__name__, "predict", {"folder": setup["folder"]})
-    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     note = (
         "scoring decodes audio and computes librosa features; the bare predict starts from "
         "features already in memory"

@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from shared.io import DataError
-from shared.splits import split_folders
+from shared.io import DataError, read_table
+from shared.splits import split_folders, split_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Leading bytes of each format we read: the header decides, not the file name.
@@ -198,3 +199,27 @@ def resize(image: np.ndarray, size) -> np.ndarray:
     pil = Image.fromarray(image[..., 0] if channels == 1 else image, mode=mode)
     out = np.asarray(pil.resize((width, height), Image.BILINEAR), dtype=np.uint8)
     return out[..., None] if channels == 1 else out
+
+
+def read_manifest_frame(
+    path: Path, split_column: str | None = None, dev_split: str = "validation"
+) -> tuple[pd.DataFrame, list]:
+    """An image manifest CSV (`path`, `label`, optionally a split column and others), with
+    lower-case column names and empty cells as "", and each row's split (train/val/test, or
+    None without a split column). The split column is `split_column`, default a column named
+    `split` if there is one; a missing required column or an unknown split value is one line."""
+    frame = read_table(path, dtype=str)
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    column = (split_column or "split").strip().lower()
+    missing = [c for c in ("path", "label") if c not in frame.columns]
+    if split_column and column not in frame.columns:
+        missing.append(f"{column} (data.split_column)")
+    if missing:
+        raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
+    frame = frame.fillna("")
+    given = (
+        split_names(frame[column], f"{path}: column {column!r}", dev_split)
+        if column in frame.columns
+        else [None] * len(frame)
+    )
+    return frame, given

@@ -26,13 +26,13 @@ from shared.images import (
     class_folder_files,
     image_info,
     read_image,
+    read_manifest_frame,
     resize,
     resize_all,
     set_channels,
     to_uint8,
 )
-from shared.io import DataError, atomic_path, read_json, read_table, write_json, write_table
-from shared.splits import split_names
+from shared.io import DataError, atomic_path, read_json, write_json, write_table
 
 SPLITS = ("train", "val", "test")
 FILE_SUFFIXES = IMAGE_SUFFIXES + (".dcm", ".dicom")
@@ -263,20 +263,7 @@ def read_manifest(
     The split column is `split_column` (default: a column named `split`, if any); an unknown
     split value stops with one line.
     """
-    frame = read_table(path, dtype=str)
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    column = (split_column or "split").strip().lower()
-    missing = [c for c in ("path", "label") if c not in frame.columns]
-    if split_column and column not in frame.columns:
-        missing.append(f"{column} (data.split_column)")
-    if missing:
-        raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
-    frame = frame.fillna("")
-    given = (
-        split_names(frame[column], f"{path}: column {column!r}", dev_split)
-        if column in frame.columns
-        else [None] * len(frame)
-    )
+    frame, given = read_manifest_frame(path, split_column, dev_split)
     records, rejects = [], []
     for row, (record, split) in enumerate(zip(frame.to_dict("records"), given, strict=True), 2):
         file, label = str(record["path"]).strip(), str(record["label"]).strip()

@@ -22,13 +22,13 @@ from shared.images import (
     class_folder_files,
     image_info,
     read_image,
+    read_manifest_frame,
     set_channels,
     to_uint8,
 )
 from shared.input_pipeline import in_memory_dataset
-from shared.io import DataError, atomic_path, read_table, write_text
+from shared.io import DataError, atomic_path, write_text
 from shared.run import RunDir
-from shared.splits import split_names
 
 SPLITS = ("train", "val", "test")
 IDX_SPLITS = {
@@ -162,21 +162,8 @@ def read_manifest(
 ) -> tuple[list[str], list[str], list[str] | None, list]:
     """A CSV with `path,label` and optionally a split column (`split_column`, default `split`);
     relative paths are from the CSV's folder. An unknown split value stops with one line."""
-    frame = read_table(path, dtype=str)
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    column = (split_column or "split").strip().lower()
-    missing = [c for c in ("path", "label") if c not in frame.columns]
-    if split_column and column not in frame.columns:
-        missing.append(f"{column} (data.split_column)")
-    if missing:
-        raise DataError(f"{path}: missing required column(s): {', '.join(missing)}")
-    frame = frame.fillna("")
-    has_split = column in frame.columns
-    given = (
-        split_names(frame[column], f"{path}: column {column!r}", dev_split)
-        if has_split
-        else [None] * len(frame)
-    )
+    frame, given = read_manifest_frame(path, split_column, dev_split)
+    has_split = len(given) > 0 and given[0] is not None
     paths, names, splits, rejects = [], [], [], []
     for row, (record, split) in enumerate(
         zip(frame.itertuples(index=False), given, strict=True), start=2

@@ -4,7 +4,6 @@ network on pre-vectorized token-id tensors, and scoring texts/s from a CSV file 
 predict, write) against a bare `model.predict` on pre-vectorized tensors. Driven by `shared.bench`.
 """
 
-import shutil
 import time
 from pathlib import Path
 
@@ -14,17 +13,27 @@ import pandas as pd
 
 from apps.nlp.text import pipeline
 from apps.nlp.text.config import Config
-from apps.nlp.text.model import VECTORIZE, build_bilstm, make_vectorizer
+from apps.nlp.text.data import make_dataset
+from apps.nlp.text.model import VECTORIZE, build_bilstm, load_model, make_vectorizer
 from shared import training
-from shared.bench import input_rate, local_workers, workers_report
-from shared.cli import StepOptions
-from shared.config import load_config
+from shared.bench import (
+    bench_config,
+    compare_fits,
+    input_rate,
+    local_workers,
+    scoring_section,
+    train_once,
+    training_section,
+    workers_report,
+)
 from shared.run import RunDir
+from shared.steps import StepOptions
 
 WORK = Path("runs/bench/nlp")
 TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
 TRIALS = 2  # interleaved trials of the pipeline and the bare fit
 NETWORK = "bilstm"
+LOSS = "sparse_categorical_crossentropy"
 
 
 def run(measure, rows: int | None = None) -> dict:
@@ -35,24 +44,13 @@ def run(measure, rows: int | None = None) -> dict:
     bare = measure(__name__, "predict", {"path": setup["path"]})
     workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
     return {
-        "training": {
-            "network": NETWORK,
-            "texts": train["texts"],
-            "pipeline_texts_per_s": train["ours"],
-            "bare_fit_pre_vectorized_texts_per_s": train["bare"],
-            "ratio": round(train["ours"] / train["bare"], 3),
-            "input_pipeline_texts_per_s": train["input"],
-            "input_bound": train["input"] < 1.5 * train["ours"],
-            "peak_rss_mb": train["peak_rss_mb"],
-        },
+        "training": training_section(
+            train, "texts", network=NETWORK, bare_fit_input="pre-vectorized token ids"
+        ),
         "local_workers": workers_report(workers),
-        "scoring": {
-            "texts": ours["texts"],
-            "csv_to_csv_texts_per_s": ours["texts_per_s"],
-            "bare_predict_pre_vectorized_texts_per_s": bare["texts_per_s"],
-            "ratio": round(ours["texts_per_s"] / bare["texts_per_s"], 3),
-            "peak_rss_mb": ours["peak_rss_mb"],
-        },
+        "scoring": scoring_section(
+            ours, bare, "texts", "csv_to_csv", "bare_predict_pre_vectorized"
+        ),
     }
 
 
@@ -69,25 +67,24 @@ def measure(name: str, args: dict) -> dict:
 
 def _workers(n: int) -> dict:
     """BiLSTM training with `n` local workers (the launcher), on the smoke config made larger."""
-    sets = ["train.epochs=3", f"model.networks=[{NETWORK}]", "data.generated_rows=3000",
-            "train.batch_size=64"]  # fmt: skip
-    return local_workers("nlp", n, WORK / f"workers_{n}", sets, NETWORK,
-                         config=str(pipeline.DEFAULT_CONFIG.with_name("smoke.yaml")))  # fmt: skip
+    sets = [
+        "train.epochs=3",
+        f"model.networks=[{NETWORK}]",
+        "data.generated_rows=3000",
+        "train.batch_size=64",
+    ]
+    smoke = str(pipeline.DEFAULT_CONFIG.with_name("smoke.yaml"))
+    return local_workers("nlp", n, WORK / f"workers_{n}", sets, NETWORK, config=smoke)
 
 
-def _config(**sets) -> Config:
-    overrides = [f"run.root={WORK / 'runs'}", "run.run_id=bench", "train.epochs=2",
-                 "train.verbose=0", f"model.networks=[{NETWORK}]"]  # fmt: skip
-    return load_config(
-        Config, pipeline.DEFAULT_CONFIG, overrides + [f"{k}={v}" for k, v in sets.items()]
-    )
+def _config() -> Config:
+    return bench_config(Config, pipeline.DEFAULT_CONFIG, WORK, f"model.networks=[{NETWORK}]")
 
 
 def _setup(rows: int) -> dict:
     """Train a scoring model (2 epochs) and write a CSV of `rows` texts to score."""
     config = _config()
-    if not (WORK / "runs" / "nlp" / "bench" / "model.keras").exists():
-        pipeline.train(config)
+    train_once(pipeline, config, "nlp", WORK)
     path = WORK / f"score_{rows}.csv"
     if not path.exists():
         texts = pd.read_csv(config.data.path)
@@ -109,35 +106,32 @@ def _train() -> dict:
     def model():
         keras.utils.set_random_seed(0)
         built = build_bilstm(config.model, vectorizer, len(data.class_names))
-        training.compile_model(built, cfg, len(part), "sparse_categorical_crossentropy")
+        training.compile_model(built, cfg, len(part), LOSS)
         return built
 
-    seconds = {"ours": [], "bare": []}
-    for trial in range(TRIALS):  # interleaved, so a busy moment on a shared machine hits both
-        run = RunDir(WORK / f"train-{trial}")
-        shutil.rmtree(run.path, ignore_errors=True)
-        ours, bare = training.EpochTimer(), training.EpochTimer()
-        dataset = pipeline.make_dataset(part, cfg.batch_size, True, trial, hub=False)
-        callbacks = training.make_callbacks(run, cfg, "bench", "loss", "min")
-        model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=[*callbacks, ours], shuffle=False,
-                    verbose=0)  # fmt: skip
+    def fit_ours(run: RunDir, timer) -> None:
+        dataset = make_dataset(part, cfg.batch_size, True, cfg.seed, hub=False)
+        callbacks = [*training.make_callbacks(run, cfg, "bench", "loss", "min"), timer]
+        model().fit(dataset, epochs=TRAIN_EPOCHS, callbacks=callbacks, shuffle=False, verbose=0)
+
+    def fit_bare(timer) -> None:
         full = model()
         # The embedding's input, not the vectorizer's output: the vectorizer is shared by every
         # model built here, so its output names the first model's graph.
         core = keras.Model(full.get_layer("embedding").input, full.output)
-        training.compile_model(core, cfg, len(part), "sparse_categorical_crossentropy")
-        core.fit(ids, part.labels, batch_size=cfg.batch_size, epochs=TRAIN_EPOCHS,
-                 callbacks=[bare], verbose=0)  # fmt: skip
-        seconds["ours"].append(ours.steady_epoch_s())  # epoch 1 (tracing) left out
-        seconds["bare"].append(bare.steady_epoch_s())
-    per_s = {name: len(part) / float(np.median(times)) for name, times in seconds.items()}
-    dataset = pipeline.make_dataset(part, cfg.batch_size, True, 0, hub=False)
-    return {
-        "texts": len(part),
-        "ours": round(per_s["ours"], 1),
-        "bare": round(per_s["bare"], 1),
-        "input": input_rate(dataset, len(part)),
-    }
+        training.compile_model(core, cfg, len(part), LOSS)
+        core.fit(
+            ids,
+            part.labels,
+            batch_size=cfg.batch_size,
+            epochs=TRAIN_EPOCHS,
+            callbacks=[timer],
+            verbose=0,
+        )
+
+    rates = compare_fits(fit_ours, fit_bare, len(part), TRIALS, WORK)
+    dataset = make_dataset(part, cfg.batch_size, True, 0, hub=False)
+    return {"texts": len(part), **rates, "input": input_rate(dataset, len(part))}
 
 
 def _score(path: str) -> dict:
@@ -152,7 +146,7 @@ def _score(path: str) -> dict:
 def _predict(path: str) -> dict:
     """model.predict of the network on the same texts already vectorized (the scoring ceiling)."""
     config = _config()
-    model = pipeline.load_model(WORK / "runs" / "nlp" / "bench" / "model.keras")
+    model = load_model(RunDir(WORK / "runs" / "nlp" / "bench"))
     texts = pd.read_csv(path).text.tolist()
     ids = keras.ops.convert_to_numpy(model.get_layer(VECTORIZE)(np.array(texts)[:, None]))
     core = keras.Model(model.get_layer("embedding").input, model.output)

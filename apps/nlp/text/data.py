@@ -9,6 +9,9 @@ Several files (a list or a glob in `data.path`) are one dataset. Records end at 
 occur inside real sentences. Text is decoded with `data.encoding`; undecodable bytes become
 U+FFFD and are counted, never a crash. Rows without text or label, or with the wrong number
 of fields, are kept aside with the reason (`file:line`), never silently dropped.
+
+Scoring reads CSV/TSV, JSONL or one text per line (`iter_inputs`); a value that is not a text
+to score gets its reason (`reject_reason`). `make_dataset` is the training input pipeline.
 """
 
 import codecs
@@ -20,10 +23,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from apps.nlp.text.config import DataConfig
-from shared.io import DataError
+from apps.nlp.text.config import DataConfig, ScoreConfig
+from shared.io import DataError, atomic_path, iter_table_chunks
 from shared.splits import SPLIT_FOLDERS, SPLITS, split_names
 
 TEXT_FALLBACKS = ("text", "sentence", "review", "content", "document")  # GLUE, IMDb-style CSVs
@@ -441,3 +446,121 @@ def read(cfg: DataConfig, seed: int) -> TextData:
         replaced_bytes=records.replaced_bytes,
         files=[str(p) for p in files],
     )
+
+
+def summary(data: TextData) -> dict:
+    """What `prepare` read, as `prepare.json` keeps it."""
+    return {
+        "classes": data.class_names,
+        "multi_label": data.multi_label,
+        "format": data.format,
+        "files": data.files,
+        "own_splits": data.own_splits,
+        "splits": {s: {"texts": len(p)} for s, p in data.splits.items()},
+        "rejected_rows": len(data.rejects),
+        "replaced_bytes": data.replaced_bytes,
+    }
+
+
+def make_dataset(split: Split, batch: int, shuffle: bool, seed: int, hub: bool):
+    """(raw strings, labels) batches; strings as [n, 1] for our models, [n] for KerasHub tasks."""
+    texts = tf.constant(split.texts, dtype=tf.string)
+    dataset = tf.data.Dataset.from_tensor_slices((texts if hub else texts[:, None], split.labels))
+    if shuffle:
+        dataset = dataset.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def write_scoring_input(path: Path, data: TextData, cfg: ScoreConfig, delimiter: str) -> None:
+    """The test texts as a scoring input at `path`: `score.id_column` (1, 2, ...),
+    `score.text_column` and the true label beside them (joined by `delimiter` if multi-label)."""
+    split = data.splits["test"]
+    if data.multi_label:
+        names = np.array(data.class_names)
+        labels = [delimiter.join(names[row.astype(bool)]) for row in split.labels]
+    else:
+        labels = [data.class_names[k] for k in split.labels]
+    frame = pd.DataFrame(
+        {
+            cfg.id_column: np.arange(1, len(split) + 1),
+            cfg.text_column: split.texts,
+            "true_label": labels,
+        }
+    )
+    with atomic_path(path) as tmp:
+        # Every text quoted: a lone \r in a text would otherwise end the row for CSV readers.
+        frame.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC)
+
+
+@dataclasses.dataclass
+class JsonProblem:
+    """A JSONL scoring line that holds no text: why."""
+
+    reason: str
+
+
+def reject_reason(value) -> str:
+    """'' for a text to score, else why it cannot be scored."""
+    if isinstance(value, JsonProblem):
+        return value.reason
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing text"
+    if not isinstance(value, str):
+        return f"text is not a string ({type(value).__name__})"
+    if value == "":
+        return "empty text"
+    if not value.strip():
+        return "whitespace-only text"
+    return ""
+
+
+def iter_inputs(path: Path, text_column: str, id_column: str, chunk_rows: int):
+    """Chunks of (ids or None, raw values) from CSV/TSV (header), JSONL or .txt (one text per
+    line); a JSONL line without a text comes as a `JsonProblem`."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        yield from _table_inputs(path, text_column, id_column, chunk_rows)
+        return
+    if suffix not in (".jsonl", ".json", ".txt"):
+        raise DataError(
+            f"{path}: unsupported file type {suffix!r}; expected .csv, .tsv, .jsonl "
+            "or .txt (one text per line)"
+        )
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    text, _ = read_text_file(path)
+    lines = lines_of(text)  # \n or \r\n end a text; U+0085 or U+2028 inside one do not
+    for begin in range(0, len(lines), chunk_rows):
+        part = lines[begin : begin + chunk_rows]
+        if suffix == ".txt":
+            yield None, part
+        else:
+            rows = [_json_input(line, text_column, id_column) for line in part]
+            yield [key for key, _ in rows], [value for _, value in rows]
+
+
+def _table_inputs(path: Path, text_column: str, id_column: str, chunk_rows: int):
+    first = True
+    for chunk in iter_table_chunks(path, chunk_rows):
+        if first and text_column not in chunk.columns:
+            columns = ", ".join(map(str, chunk.columns[:12]))
+            raise DataError(
+                f"{path}: no text column {text_column!r} (columns: {columns}); "
+                "set score.text_column"
+            )
+        first = False
+        ids = chunk[id_column].tolist() if id_column in chunk.columns else None
+        yield ids, chunk[text_column].tolist()
+
+
+def _json_input(line: str, text_column: str, id_column: str) -> tuple:
+    """(id, text) of one JSONL scoring line; (None, JsonProblem) when it holds no object."""
+    if not line.strip():
+        return None, JsonProblem("not a JSON object")
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, JsonProblem(f"not valid JSON ({exc.msg})")
+    if not isinstance(row, dict):
+        return None, JsonProblem("not a JSON object")
+    return row.get(id_column), row.get(text_column)

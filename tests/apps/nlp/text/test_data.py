@@ -7,14 +7,22 @@ import pytest
 
 from apps.nlp.text import data as tdata
 from apps.nlp.text.config import DataConfig
-from apps.nlp.text.generate import generate_reviews
+from apps.nlp.text.sample import generate_reviews
 from shared.io import DataError
 
 
 def read(path, fmt="auto", delimiter="", text="text", label="label", **keys):
-    cfg = DataConfig(source="files", path=path if isinstance(path, list) else str(path),
-                     format=fmt, text_column=text, label_column=label, label_delimiter=delimiter,
-                     val_fraction=0.2, test_fraction=0.2, **keys)  # fmt: skip
+    cfg = DataConfig(
+        source="files",
+        path=path if isinstance(path, list) else str(path),
+        format=fmt,
+        text_column=text,
+        label_column=label,
+        label_delimiter=delimiter,
+        val_fraction=0.2,
+        test_fraction=0.2,
+        **keys,
+    )
     cfg.validate()
     return tdata.read(cfg, seed=0)
 
@@ -158,12 +166,22 @@ INNER_BREAKS = "a caf\u00e9\u0085 with a\u2028line separator inside"
         ("data.csv", "auto", "text,label\r\n", '"{t}",pos\r\nplain,neg\r\n', {}),
         ("data.tsv", "auto", "sentence\tlabel\r\n", "{t}\tpos\r\nplain\tneg\r\n", {}),
         ("data.txt", "auto", "", "{t}\tpos\r\nplain\tneg\r\n", {}),
-        ("data.jsonl", "auto", "", '{{"text": "{t}", "label": "pos"}}\r\n{{"text": "plain", '
-         '"label": "neg"}}\r\n', {}),
-        ("SMSSpamCollection", "tsv", "", "pos\t{t}\r\nneg\tplain\r\n",
-         {"columns": ["label", "text"]}),
+        (
+            "data.jsonl",
+            "auto",
+            "",
+            '{{"text": "{t}", "label": "pos"}}\r\n{{"text": "plain", "label": "neg"}}\r\n',
+            {},
+        ),
+        (
+            "SMSSpamCollection",
+            "tsv",
+            "",
+            "pos\t{t}\r\nneg\tplain\r\n",
+            {"columns": ["label", "text"]},
+        ),
     ],
-)  # fmt: skip
+)
 def test_records_end_at_newline_only_not_at_unicode_line_breaks(
     tmp_path, name, fmt, header, body, keys
 ):
@@ -192,8 +210,10 @@ def test_csv_keeps_quoted_newlines_and_lone_carriage_returns_and_cites_lines(tmp
     texts = [t for s in data.splits.values() for t in s.texts]
     assert "two\nlines" in texts and "a lone\rreturn" in texts
     # The quoted record spans lines 2-3 and line 5 is blank: later lines keep their numbers.
-    assert data.rejects == [("reviews.csv:7", "3 fields, expected 2"),
-                            ("reviews.csv:6", "empty text")]  # fmt: skip
+    assert data.rejects == [
+        ("reviews.csv:7", "3 fields, expected 2"),
+        ("reviews.csv:6", "empty text"),
+    ]
 
 
 def test_unterminated_quote_is_one_error_with_the_line(tmp_path):
@@ -260,8 +280,11 @@ def test_rt_polarity_label_from_file_name_in_cp1252(tmp_path):
     paths = [str(folder / "rt-polarity.pos"), str(folder / "rt-polarity.neg")]
     data = read(paths, "file_label", encoding="cp1252")
     assert data.class_names == ["neg", "pos"] and data.format == "file_label"
-    texts = {t: data.class_names[int(y)] for s in data.splits.values()
-             for t, y in zip(s.texts, s.labels, strict=True)}  # fmt: skip
+    texts = {
+        t: data.class_names[int(y)]
+        for s in data.splits.values()
+        for t, y in zip(s.texts, s.labels, strict=True)
+    }
     assert len(texts) == 20
     assert texts["a caf\u00e9 of a film , simply gorgeous . "] == "pos"
     assert texts["it's a \u201ccharming\u201d and often affecting journey . "] == "pos"
@@ -281,14 +304,17 @@ def test_label_from_file_name_rule():
 
 def write_sms_spam(path):
     """SMSSpamCollection as published: `label<TAB>text`, no header, no extension, quotes kept."""
-    lines = ["ham\tGo until jurong point, crazy.. Available only in bugis n great world la e",
-             "ham\tOk lar... Joking wif u oni...",
-             "spam\tFree entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA",
-             'ham\tHe said "u r late" & left :-(',
-             "spam\tWINNER!! As a valued network customer you have been selected",
-             "ham\tone\ttab too many"]  # fmt: skip
-    lines += [f"{'spam' if i % 4 == 0 else 'ham'}\tmessage number {i} see you soon"
-              for i in range(20)]  # fmt: skip
+    lines = [
+        "ham\tGo until jurong point, crazy.. Available only in bugis n great world la e",
+        "ham\tOk lar... Joking wif u oni...",
+        "spam\tFree entry in 2 a wkly comp to win FA Cup final tkts 21st May 2005. Text FA",
+        'ham\tHe said "u r late" & left :-(',
+        "spam\tWINNER!! As a valued network customer you have been selected",
+        "ham\tone\ttab too many",
+    ]
+    lines += [
+        f"{'spam' if i % 4 == 0 else 'ham'}\tmessage number {i} see you soon" for i in range(20)
+    ]
     path.write_bytes("\n".join(lines).encode("utf-8") + b"\n")
     return path
 
@@ -297,8 +323,11 @@ def test_sms_spam_label_first_headerless_tsv(tmp_path):
     path = write_sms_spam(tmp_path / "SMSSpamCollection")
     data = read(path, "tsv", columns=["label", "text"])
     assert data.class_names == ["ham", "spam"]
-    texts = {t: data.class_names[int(y)] for s in data.splits.values()
-             for t, y in zip(s.texts, s.labels, strict=True)}  # fmt: skip
+    texts = {
+        t: data.class_names[int(y)]
+        for s in data.splits.values()
+        for t, y in zip(s.texts, s.labels, strict=True)
+    }
     assert texts['He said "u r late" & left :-('] == "ham"  # quotes are text in a TSV
     assert texts["Ok lar... Joking wif u oni..."] == "ham" and len(texts) == 25
     assert data.rejects == [("SMSSpamCollection:6", "3 fields, expected 2")]
@@ -362,8 +391,12 @@ def test_unknown_split_value_stops_prepare_with_one_line(tmp_path, capsys):
     from shared.cli import main
 
     path = write_split_csv(tmp_path / "data.csv", {"train": 10, "holdout": 3})
-    sets = ["data.source=files", f"data.path={path}", "data.split_column=fold",
-            f"run.root={tmp_path / 'runs'}"]  # fmt: skip
+    sets = [
+        "data.source=files",
+        f"data.path={path}",
+        "data.split_column=fold",
+        f"run.root={tmp_path / 'runs'}",
+    ]
     assert main(["nlp", "prepare", *[a for s in sets for a in ("--set", s)]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown split value(s) 'holdout'" in err[0]

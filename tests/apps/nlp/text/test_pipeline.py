@@ -8,57 +8,43 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from apps.nlp.text.model import VECTORIZE, predict_texts
-from apps.nlp.text.pipeline import load_model
-from shared.cli import main
+from apps.nlp.text.model import VECTORIZE, Meta, load_model, predict_texts
+from shared.run import RunDir
 from shared.training import float32_twin
-from tests.apps.nlp.text.conftest import tiny_frame
+from tests.apps.nlp.text.conftest import SMOKE, cli, tiny_frame, tiny_sets
 from tests.apps.nlp.text.test_model import make_tiny_bert_preset
-
-SMOKE = "apps/nlp/text/configs/smoke.yaml"
-
-
-def cli(*args):
-    return main(["nlp", *args])
-
-
-def tiny_sets(root, data, *extra):
-    sets = [f"run.root={root / 'runs'}", "data.source=files", f"data.path={data}",
-            "train.epochs=2", "train.batch_size=16", *extra]  # fmt: skip
-    args = ["--config", SMOKE]
-    for item in sets:
-        args += ["--set", item]
-    return args
 
 
 def score_input(folder):
     """A scoring file with an empty, a whitespace-only, a missing and a very long text."""
     frame = tiny_frame(10, seed=5)[["id", "text"]]
-    extra = pd.DataFrame({"id": ["empty", "blank", "long"],
-                          "text": ["", "  \t ", "the film was great " * 40]})  # fmt: skip
+    extra = pd.DataFrame(
+        {"id": ["empty", "blank", "long"], "text": ["", "  \t ", "the film was great " * 40]}
+    )
     path = folder / "to_score.csv"
     pd.concat([frame, extra]).to_csv(path, index=False)
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nlp")
-    data = root / "train.csv"
-    tiny_frame(64).to_csv(data, index=False)
-    sets = tiny_sets(root, data)
-    assert cli("train", *sets) == 0
-    assert cli("evaluate", *sets) == 0
-    return root, sets
-
-
-def test_run_folder_metrics_and_baseline(trained):
+def test_run_keeps_every_network_its_meta_and_metrics_beside_the_baseline(trained):
     root, _ = trained
     run = root / "runs" / "nlp" / "latest"
-    for name in ["config.yaml", "metrics.json", "history.csv", "model.keras", "model_meta.json",
-                 "model_card.md", "most_confidently_wrong.csv", "plots/confusion_matrix.png",
-                 "models/bilstm.keras", "models/transformer.keras", "FINISHED"]:  # fmt: skip
+    meta = Meta.read(RunDir(run))
+    other = next(n for n in meta.networks if n != meta.best)
+    for name in [
+        "model.keras",
+        "most_confidently_wrong.csv",
+        "plots/confusion_matrix.png",
+        f"plots/confusion_matrix_{other}.png",
+        "plots/history.png",
+        "models/bilstm.keras",
+        "models/transformer.keras",
+    ]:
         assert (run / name).is_file(), name
+    assert meta.networks == ["bilstm", "transformer"] and meta.best in meta.networks
+    assert meta.class_names == ["neg", "pos"] and not meta.multi_label
+    assert meta.failed_networks == {} and meta.sequence_length == 16
+    assert set(meta.validation_loss) == set(meta.network_seconds) == set(meta.networks)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["networks"]) == {"bilstm", "transformer"}
     for entry in [*metrics["networks"].values(), metrics["baseline"]]:
@@ -92,25 +78,23 @@ def test_leaderboard_holds_every_network_beside_the_baseline(trained):
     assert "| tfidf_logreg (baseline)" in (run / "model_card.md").read_text()
 
 
-def test_scoring_the_test_split_puts_every_row_in_outputs_or_rejects(trained, tmp_path):
+def test_scoring_the_test_split_input_reproduces_the_test_accuracy(trained, tmp_path):
     root, sets = trained
     run = root / "runs" / "nlp" / "latest"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_input"] == "test_split.csv"
     test = pd.read_csv(run / "test_split.csv", keep_default_na=False)
     assert list(test.columns) == ["id", "text", "true_label"]
-    assert len(test) == metrics["test"]["examples"]
+    assert test.id.tolist() == list(range(1, metrics["test"]["examples"] + 1))
     out = tmp_path / "test_scores.csv"
     assert cli("score", *sets, "--input", str(run / "test_split.csv"), "--output", str(out)) == 0
-    scores, rejects = pd.read_csv(out), pd.read_csv(tmp_path / "test_scores.rejects.csv")
-    assert len(scores) + len(rejects) == len(test) and scores.row.tolist() == list(
-        range(1, len(test) + 1)
-    )
+    scores = pd.read_csv(out)
+    assert scores.row.tolist() == test.id.tolist()  # these texts are all scorable
     accuracy = (scores.predicted_label == test.true_label).mean()
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])
 
 
-def test_score_rejects_flags_and_matches_saved_model(trained, tmp_path):
+def test_score_rejects_empty_texts_and_flags_truncated_ones(trained, tmp_path):
     root, sets = trained
     path, out = score_input(tmp_path), tmp_path / "scores.csv"
     assert cli("score", *sets, "--input", str(path), "--output", str(out)) == 0
@@ -118,16 +102,13 @@ def test_score_rejects_flags_and_matches_saved_model(trained, tmp_path):
     rejects = pd.read_csv(tmp_path / "scores.rejects.csv")
     assert len(scores) + len(rejects) == 13
     assert dict(zip(rejects.id, rejects.reason, strict=True)) == {
-        "empty": "empty text", "blank": "whitespace-only text"}  # fmt: skip
+        "empty": "empty text",
+        "blank": "whitespace-only text",
+    }
     assert scores.set_index("id").loc["long", "truncated"]
+    assert scores.set_index("id").loc["long", "tokens"] == 160
     assert not scores.set_index("id").loc["t0", "truncated"]
     assert np.allclose(scores[["prob_neg", "prob_pos"]].sum(axis=1), 1, atol=1e-4)
-    # Exported-model parity: the SavedModel serves raw strings with the scores' probabilities.
-    assert cli("export", *sets, "--output", str(tmp_path / "saved")) == 0
-    saved = tf.saved_model.load(str(tmp_path / "saved"))
-    texts = pd.read_csv(path, keep_default_na=False).set_index("id").loc[scores.id, "text"]
-    served = saved.serve(tf.constant(texts.tolist())).numpy()
-    np.testing.assert_allclose(served, scores[["prob_neg", "prob_pos"]], atol=1e-5)
 
 
 def test_score_text_lines_and_jsonl(trained, tmp_path):
@@ -138,14 +119,17 @@ def test_score_text_lines_and_jsonl(trained, tmp_path):
     scores, rejects = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "a.rejects.csv")
     assert scores.id.tolist() == [1, 4] and rejects.row.tolist() == [2, 3]
     jsonl = tmp_path / "texts.jsonl"
-    jsonl.write_text('{"id": "a", "text": "lovely film"}\n{"id": "b"}\nnot json\n'
-                     '{"id": "c", "text": 5}\n')  # fmt: skip
+    jsonl.write_text(
+        '{"id": "a", "text": "lovely film"}\n{"id": "b"}\nnot json\n'
+        '{"id": "c", "text": 5}\n"a string"\n\n'
+    )
     assert cli("score", *sets, "--input", str(jsonl), "--output", str(tmp_path / "b.csv")) == 0
     rejects = pd.read_csv(tmp_path / "b.rejects.csv")
     assert pd.read_csv(tmp_path / "b.csv").id.tolist() == ["a"]
-    assert rejects.reason.tolist()[0] == "missing text"
-    assert rejects.reason.tolist()[1].startswith("not valid JSON")
-    assert rejects.reason.tolist()[2].startswith("text is not a string")
+    reasons = rejects.reason.tolist()
+    assert reasons[0] == "missing text" and reasons[1].startswith("not valid JSON")
+    assert reasons[2].startswith("text is not a string")
+    assert reasons[3:] == ["not a JSON object", "not a JSON object"]
 
 
 @pytest.mark.parametrize(
@@ -174,19 +158,25 @@ def test_bad_config_is_one_error_line(tmp_path, capsys):
 def test_mixed_precision_and_xla_train_on_cpu(tmp_path):
     data = tmp_path / "train.csv"
     tiny_frame(64).to_csv(data, index=False)
-    sets = tiny_sets(tmp_path, data, "train.mixed_precision=true", "train.xla=true",
-                     "model.networks=[bilstm, transformer]", "train.epochs=1")  # fmt: skip
+    sets = tiny_sets(
+        tmp_path,
+        data,
+        "train.mixed_precision=true",
+        "train.xla=true",
+        "model.networks=[bilstm, transformer]",
+        "train.epochs=1",
+    )
     try:
         assert cli("train", *sets) == 0
     finally:
         keras.mixed_precision.set_global_policy("float32")
     run = tmp_path / "runs" / "nlp" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["precision_policy"] == "mixed_bfloat16"
+    meta = Meta.read(RunDir(run))
+    assert meta.precision_policy == "mixed_bfloat16"
     # Both networks share one vectorizer, and each ran compiled with it in tf.data.
-    assert meta["xla_compiled"] == {"bilstm": True, "transformer": True}
+    assert meta.xla_compiled == {"bilstm": True, "transformer": True}
     texts = tiny_frame(16, seed=9).text.tolist()
-    model = load_model(run / "model.keras")
+    model = load_model(RunDir(run))
     assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in model.layers}
     mixed = predict_texts(model, texts, 8)
     assert mixed.dtype == np.float32 and np.allclose(mixed.sum(axis=1), 1, atol=1e-5)
@@ -203,12 +193,19 @@ def test_tiny_bert_preset_through_the_pipeline(tmp_path):
     preset = make_tiny_bert_preset(tmp_path / "tiny_bert")
     data = tmp_path / "train.csv"
     tiny_frame(64).to_csv(data, index=False)
-    sets = tiny_sets(tmp_path, data, f"model.preset={preset}", "model.networks=[bert]",
-                     "model.preset_sequence_length=16", "train.epochs=1")  # fmt: skip
+    sets = tiny_sets(
+        tmp_path,
+        data,
+        f"model.preset={preset}",
+        "model.networks=[bert]",
+        "model.preset_sequence_length=16",
+        "train.epochs=1",
+    )
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     run = tmp_path / "runs" / "nlp" / "latest"
-    assert json.loads((run / "model_meta.json").read_text())["best"] == "bert"
+    meta = Meta.read(RunDir(run))
+    assert meta.best == "bert" and meta.sequence_length == 16
     assert "bert" in json.loads((run / "metrics.json").read_text())["networks"]
     path, out = score_input(tmp_path), tmp_path / "scores.csv"
     assert cli("score", *sets, "--input", str(path), "--output", str(out)) == 0
@@ -222,12 +219,13 @@ def test_tiny_bert_preset_through_the_pipeline(tmp_path):
 
 def test_multi_label_train_evaluate_score(tmp_path):
     topics = ["sports", "politics", "tech"]
-    rows = [(f"story on {topics[i % 3]} and {topics[i // 3 % 3]}",
-             ";".join(dict.fromkeys([topics[i % 3], topics[i // 3 % 3]]))) for i in range(64)]  # fmt: skip
+    pairs = [(topics[i % 3], topics[i // 3 % 3]) for i in range(64)]
+    rows = [(f"story on {a} and {b}", ";".join(dict.fromkeys([a, b]))) for a, b in pairs]
     data = tmp_path / "topics.csv"
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(data, index=False)
-    sets = tiny_sets(tmp_path, data, "data.label_delimiter=;", "model.networks=[bilstm]",
-                     "train.epochs=1")  # fmt: skip
+    sets = tiny_sets(
+        tmp_path, data, "data.label_delimiter=;", "model.networks=[bilstm]", "train.epochs=1"
+    )
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     run = tmp_path / "runs" / "nlp" / "latest"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -236,9 +234,9 @@ def test_multi_label_train_evaluate_score(tmp_path):
     out = tmp_path / "scores.csv"
     assert cli("score", *sets, "--input", str(data), "--output", str(out)) == 0
     scores = pd.read_csv(out, keep_default_na=False)
-    assert [c for c in scores.columns if c.startswith("prob_")] == [
-        "prob_politics", "prob_sports", "prob_tech"]  # fmt: skip
-    predicted = scores[["prob_politics", "prob_sports", "prob_tech"]].to_numpy() >= 0.5
+    probs = ["prob_politics", "prob_sports", "prob_tech"]
+    assert [c for c in scores.columns if c.startswith("prob_")] == probs
+    predicted = scores[probs].to_numpy() >= 0.5
     assert [
         ";".join(np.array(sorted(topics))[row]) for row in predicted
     ] == scores.predicted_label.tolist()
@@ -251,9 +249,9 @@ def test_transformer_diverging_at_rate_1000_is_failed_and_bilstm_selected(tmp_pa
     assert cli("train", *sets) == 0
     assert "train: transformer diverged" in capsys.readouterr().out
     run = tmp_path / "runs" / "nlp" / "latest"
-    meta = json.loads((run / "model_meta.json").read_text())
-    assert meta["best"] == "bilstm" and set(meta["failed_networks"]) == {"transformer"}
-    assert meta["learning_rates"] == {"bilstm": 0.001, "transformer": 1000.0}
+    meta = Meta.read(RunDir(run))
+    assert meta.best == "bilstm" and set(meta.failed_networks) == {"transformer"}
+    assert meta.learning_rates == {"bilstm": 0.001, "transformer": 1000.0}
     assert not (run / "models" / "transformer.keras").exists()
     assert cli("evaluate", *sets) == 0
     metrics = json.loads((run / "metrics.json").read_text())

@@ -1,0 +1,129 @@
+"""Scoring texts with a trained run: raw strings in, the predicted label, per-class
+probabilities and a truncation flag out; every input row lands in the outputs or the rejects."""
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from apps.nlp.text import data as tdata
+from apps.nlp.text.config import ScoreConfig
+from apps.nlp.text.model import Meta, is_hub_task, load_model, predict_texts
+from shared.io import atomic_path
+from shared.run import RunDir
+from shared.scoring import Progress, ScoreCounts, finite_outputs
+
+# TextVectorization's default standardisation: lower case, these characters removed.
+PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~']")
+
+
+class TextScorer:
+    """Raw strings in -> predicted label, per-class probabilities and a truncation flag."""
+
+    def __init__(self, run: RunDir, batch_size: int, threshold: float):
+        self.meta = Meta.read(run)
+        self.model = load_model(run)
+        self.names = self.meta.class_names
+        self.length = self.meta.sequence_length
+        self.batch_size, self.threshold = batch_size, threshold
+        probs = [f"prob_{n}" for n in self.names]
+        self.columns = ["id", "predicted_label", *probs, "tokens", "truncated"]
+
+    def tokens(self, texts: list[str]) -> np.ndarray:
+        """Tokens each text has before truncation, as the model's own tokenizer counts them."""
+        if is_hub_task(self.model):
+            ids = self.model.preprocessor.tokenizer(tf.constant(texts))
+            # A ragged tensor, or lists of ids where KerasHub converts eager outputs to Python.
+            lengths = (
+                ids.row_lengths().numpy() if hasattr(ids, "row_lengths") else list(map(len, ids))
+            )
+            return np.asarray(lengths) + 2  # [CLS] and [SEP]
+        return np.array([len(PUNCTUATION.sub("", t.lower()).split()) for t in texts])
+
+    def predict(self, ids: list[str], texts: list[str]) -> pd.DataFrame:
+        prob = predict_texts(self.model, texts, self.batch_size)
+        if self.meta.multi_label:
+            label = [
+                ";".join(n for n, p in zip(self.names, row, strict=True) if p >= self.threshold)
+                for row in prob
+            ]
+        else:
+            label = [self.names[k] for k in prob.argmax(axis=1)]
+        tokens = self.tokens(texts)
+        frame = pd.DataFrame({"id": ids, "predicted_label": label})
+        for k, name in enumerate(self.names):
+            frame[f"prob_{name}"] = np.round(prob[:, k], 6)
+        frame["tokens"] = tokens
+        frame["truncated"] = tokens > self.length
+        return frame
+
+
+@dataclasses.dataclass
+class TextCounts(ScoreCounts):
+    truncated: int = 0  # scored texts longer than the model reads
+    replaced: int = 0  # U+FFFD characters (undecodable bytes) in the scored texts
+
+
+def score_file(
+    scorer: TextScorer, path: Path, output: Path, rejects: Path, cfg: ScoreConfig
+) -> TextCounts:
+    """Score `path` chunk by chunk into `output` (row, id, predictions) and `rejects` (row, id,
+    reason), both written atomically."""
+    counts, meter = TextCounts(), Progress(f"scoring {path.name}")
+    with (
+        atomic_path(output) as out_tmp,
+        atomic_path(rejects) as rej_tmp,
+        open(out_tmp, "w", encoding="utf-8", newline="") as out,
+        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
+    ):
+        rejected = csv.writer(rej)
+        rejected.writerow(["row", "id", "reason"])
+        header = True
+        for ids, values in tdata.iter_inputs(path, cfg.text_column, cfg.id_column, cfg.chunk_rows):
+            frame = _score_chunk(scorer, ids, values, counts, rejected)
+            if frame is not None:
+                frame.to_csv(out, index=False, header=header)
+                header = False
+            counts.rows += len(values)
+            meter.update(counts.rows)
+        if header:
+            pd.DataFrame(columns=["row", *scorer.columns]).to_csv(out, index=False)
+    return counts
+
+
+def _score_chunk(scorer: TextScorer, ids, values: list, counts: TextCounts, rejected):
+    """The scored rows of one chunk (None when none is scorable); rejects are written as met,
+    then those whose model output is not finite."""
+    rows = range(counts.rows + 1, counts.rows + 1 + len(values))
+    ids = ids or [None] * len(values)
+    # A row without an id is named by its row number.
+    ids = [str(i) if i not in (None, "") else str(r) for i, r in zip(ids, rows, strict=True)]
+    good_rows, good_ids, good_texts = [], [], []
+    for row, key, value in zip(rows, ids, values, strict=True):
+        reason = tdata.reject_reason(value)
+        if reason:
+            rejected.writerow([row, key, reason])
+            counts.rejected += 1
+        else:
+            good_rows.append(row)
+            good_ids.append(key)
+            good_texts.append(value)
+            counts.replaced += value.count("\ufffd")
+    if not good_texts:
+        return None
+    frame = scorer.predict(good_ids, good_texts)
+    frame.insert(0, "row", good_rows)
+    finite, why = finite_outputs(frame)
+    for row, key, reason in zip(
+        frame["row"][~finite], frame["id"][~finite], why[~finite], strict=True
+    ):
+        rejected.writerow([row, key, reason])
+    counts.rejected += int((~finite).sum())
+    frame = frame[finite]
+    counts.scored += len(frame)
+    counts.truncated += int(frame["truncated"].sum())
+    return frame

@@ -140,14 +140,17 @@ def sample_folder(sources: list, folder: Path, count: int, suffix: str) -> Path:
     return folder
 
 
-def time_scoring(pipeline, config, inputs: list[str], output: Path, unit: str) -> dict:
-    """The app's own `score` step on `inputs`, timed: how many files it scored and `unit`/s."""
+def time_scoring(
+    pipeline, config, inputs: list[str], output: Path, unit: str, count: str = "files"
+) -> dict:
+    """The app's own `score` step on `inputs`, timed: how many it read (its result's `count`:
+    files, rows) and `unit`/s."""
     from shared.steps import StepOptions
 
     start = time.perf_counter()
     counts = pipeline.score(config, StepOptions(inputs=inputs, output=str(output)))
     seconds = time.perf_counter() - start
-    return {unit: counts["files"], f"{unit}_per_s": round(counts["files"] / seconds, 1)}
+    return {unit: counts[count], f"{unit}_per_s": round(counts[count] / seconds, 1)}
 
 
 def train_and_score(measure, module: str, setup_args: dict) -> dict:

@@ -22,12 +22,13 @@ from shared.bench import (
     input_rate,
     local_workers,
     scoring_section,
+    time_scoring,
+    train_and_score,
     train_once,
     training_section,
     workers_report,
 )
 from shared.run import RunDir
-from shared.steps import StepOptions
 
 WORK = Path("runs/bench/nlp")
 TRAIN_EPOCHS = 4  # the first epoch (tracing) is left out of every throughput
@@ -38,11 +39,8 @@ LOSS = "sparse_categorical_crossentropy"
 
 def run(measure, rows: int | None = None) -> dict:
     texts = rows or 20000
-    setup = measure(__name__, "setup", {"rows": texts})
-    train = measure(__name__, "train", {})
-    ours = measure(__name__, "score", {"path": setup["path"]})
-    bare = measure(__name__, "predict", {"path": setup["path"]})
-    workers = {n: measure(__name__, "workers", {"n": n}) for n in (1, 2)}
+    found = train_and_score(measure, __name__, {"rows": texts})
+    train, ours, bare, workers = found["train"], found["ours"], found["bare"], found["workers"]
     return {
         "training": training_section(
             train, "texts", network=NETWORK, bare_fit_input="pre-vectorized token ids"
@@ -135,12 +133,7 @@ def _train() -> dict:
 
 
 def _score(path: str) -> dict:
-    config = _config()
-    output = WORK / "scores.csv"
-    start = time.perf_counter()
-    counts = pipeline.score(config, StepOptions(inputs=[path], output=str(output)))
-    seconds = time.perf_counter() - start
-    return {"texts": counts["rows"], "texts_per_s": round(counts["rows"] / seconds, 1)}
+    return time_scoring(pipeline, _config(), [path], WORK / "scores.csv", "texts", "rows")
 
 
 def _predict(path: str) -> dict:

@@ -362,7 +362,7 @@ def score(config: Config, options: StepOptions | None = None) -> dict:
     output, rejects = default_output_paths(path, options.output, options.rejects)
     scorer = TextScorer(run, config.score.batch_size, config.score.threshold)
     counts = score_file(scorer, path, output, rejects, config.score)
-    print_counts(counts, output, rejects)
+    result = print_counts(counts, output, rejects)
     if counts.truncated:
         print(
             f"note: {counts.truncated:,} text(s) longer than {scorer.length} tokens were "
@@ -375,14 +375,7 @@ def score(config: Config, options: StepOptions | None = None) -> dict:
             "replaced by U+FFFD",
             flush=True,
         )
-    return {
-        "rows": counts.rows,
-        "scored": counts.scored,
-        "rejected": counts.rejected,
-        "truncated": counts.truncated,
-        "output": str(output),
-        "rejects": str(rejects),
-    }
+    return result | {"truncated": counts.truncated}
 
 
 def export(config: Config, options: StepOptions | None = None) -> Path:

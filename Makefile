@@ -94,10 +94,11 @@ tensorboard: setup
 	@test -n "$(USERS)" || { echo "usage: make $*-recommend USERS=ids.txt|id1,id2 [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
 	$(PY) -m shared.cli $* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
 
-# --- whole pipelines on the sample data: prepare, train, evaluate, then the app's sample
-# scoring commands (its `demo` entry in shared/apps.py) with the latest run -----------------------
-$(APP_NAMES): %: %-prepare %-train %-evaluate
-	$(PY) -m shared.apps demo $* $(CONFIG_ARG) $(SET_ARGS)
+# --- whole pipelines on the sample data: prepare, train, then evaluate and the app's sample
+# scoring commands (its `demo` entry in shared/apps.py) with the run that train made, passed
+# along by path (never `latest`, which a run finishing elsewhere may have moved) -------------------
+$(APP_NAMES): %: setup
+	$(PY) -m shared.apps pipeline $* $(CONFIG_ARG) $(SET_ARGS)
 
 clean:
 	rm -rf runs datasets/*/generated .pytest_cache .ruff_cache

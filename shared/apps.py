@@ -17,7 +17,7 @@ class App:
     package: str  # the Python package holding config.py, pipeline.py, bench.py, ...
     aliases: tuple[str, ...] = ()  # other names people use for it (`make quality APPS=text`)
     extra_steps: tuple[tuple[str, str], ...] = ()  # steps beyond the five: (name, help)
-    # What `make <name>` runs after prepare, train and evaluate, with the latest run: per
+    # What `make <name>` runs after prepare, train and evaluate, with the run it trained: per
     # command (step, its sample input, the output's file name in the run folder).
     demo: tuple[tuple[str, str, str], ...] = ()
 
@@ -65,38 +65,57 @@ def get(name: str) -> App:
     raise KeyError(f"unknown app {name!r}; apps: {', '.join(APPS)}")
 
 
-def demo_commands(app: App, extra: list[str]) -> list[list[str]]:
-    """The `deepfield` argument lists `make <app>` runs after evaluate, each writing its output
-    into the latest run (`extra`: the --config/--set arguments of the make command)."""
+def demo_commands(app: App, extra: list[str], run: str) -> list[list[str]]:
+    """The `deepfield` argument lists `make <app>` runs after evaluate, each scoring the
+    sample data with `run` and writing its output into that run's folder (`extra`: the
+    --config/--set arguments of the make command)."""
     return [
         [
             app.name,
             step,
             *extra,
+            "--run",
+            run,
             INPUT_FLAG[step],
             source,
             "--output",
-            f"runs/{app.name}/latest/{name}",
+            f"{run}/{name}",
         ]
         for step, source, name in app.demo
     ]
 
 
+def pipeline(name: str, extra: list[str]) -> int:
+    """`make <app>`: prepare, train, then evaluate and the sample scoring commands with the
+    run this train made (passed along by path, never `latest`, which another run may have
+    moved meanwhile). Stops at the first step that fails, with its exit code."""
+    from shared.cli import main as cli
+    from shared.cli import run_step
+
+    app = get(name)
+    code = cli([app.name, "prepare", *extra])
+    if code:
+        return code
+    code, run = run_step([app.name, "train", *extra])
+    if code:
+        return code
+    commands = [[app.name, "evaluate", *extra, "--run", str(run.path)]]
+    for command in commands + demo_commands(app, extra, str(run.path)):
+        code = cli(command)
+        if code:
+            return code
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """`names`: the app names, space-separated (for the Makefile); `demo APP [args]`: run the
-    app's sample scoring commands."""
+    """`names`: the app names, space-separated (for the Makefile); `pipeline APP [args]`: the
+    app's whole pipeline on its sample data."""
     if argv[:1] == ["names"]:
         print(" ".join(APPS))
         return 0
-    if argv[:1] == ["demo"] and len(argv) >= 2:
-        from shared.cli import main as cli
-
-        for command in demo_commands(get(argv[1]), argv[2:]):
-            code = cli(command)
-            if code:
-                return code
-        return 0
-    print("usage: python -m shared.apps names | demo APP [--config F] [--set k=v ...]")
+    if argv[:1] == ["pipeline"] and len(argv) >= 2:
+        return pipeline(argv[1], argv[2:])
+    print("usage: python -m shared.apps names | pipeline APP [--config F] [--set k=v ...]")
     return 2
 
 

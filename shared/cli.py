@@ -94,6 +94,11 @@ def quiet_tensorflow_import() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_step(argv)[0]
+
+
+def run_step(argv: list[str] | None = None) -> tuple[int, object]:
+    """`main`, also returning what the step returned (the `RunDir` that `train` made, ...)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if os.environ.get("TF_CONFIG"):
         # A launcher stops workers with SIGTERM: exit through Python so files are closed.
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         # Prepare once, here, so the workers do not all generate or cache the same data at once.
         argv = _without_workers(argv)
         code = main([argv[0], "prepare", *argv[2:]])
-        return code or launch(argv, args.workers)
+        return code or launch(argv, args.workers), None
     from shared.config import ConfigError, load_config
     from shared.io import DataError
 
@@ -125,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
             users=getattr(args, "users", None),
             k=getattr(args, "k", None),
         )
-        getattr(pipeline, args.step)(config, options)
+        result = getattr(pipeline, args.step)(config, options)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     except (Diverged, TrainingFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 1, None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return 130, None
+    return 0, result
 
 
 def _without_workers(argv: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.apps import APPS, REGISTRY, demo_commands, get
+from shared.apps import main as apps_main
 from shared.cli import build_parser
 from tests.contract import AppContract
 
@@ -52,12 +53,39 @@ def test_aliases_and_unknown_names():
         get("nope")
 
 
-def test_demo_commands_write_into_the_latest_run_of_their_app():
+def test_demo_commands_score_the_sample_data_with_the_run_they_are_given():
     for app in REGISTRY:
-        for command in demo_commands(app, ["--config", "c.yaml"]):
+        for command in demo_commands(app, ["--config", "c.yaml"], "runs/x/r1"):
             assert command[0] == app.name and command[2:4] == ["--config", "c.yaml"]
-            assert command[-1].startswith(f"runs/{app.name}/latest/")
+            assert command[4:6] == ["--run", "runs/x/r1"]
+            assert command[-1].startswith("runs/x/r1/")
             assert (ROOT / command[-3]).exists(), command[-3]
+
+
+def test_make_app_scores_with_the_run_it_trained_even_when_latest_moves(tmp_path, monkeypatch):
+    """Another run finishing between train and score moves `latest`; the pipeline must not
+    follow it."""
+    import shared.cli
+
+    root = tmp_path / "runs"
+    other = root / "fraud" / "other-run"
+    train = shared.cli.run_step
+
+    def train_then_move_latest(argv):
+        code, run = train(argv)
+        if argv[1] != "train":
+            return code, run
+        other.mkdir(parents=True)
+        (root / "fraud" / "latest").unlink()
+        (root / "fraud" / "latest").symlink_to("other-run")
+        return code, run
+
+    monkeypatch.setattr(shared.cli, "run_step", train_then_move_latest)
+    extra = ["--config", "apps/fraud/configs/smoke.yaml", "--set", f"run.root={root}"]
+    assert apps_main(["pipeline", "fraud", *extra]) == 0
+    trained = [p for p in (root / "fraud").iterdir() if (p / "FINISHED").exists()]
+    assert len(trained) == 1 and (trained[0] / "metrics.json").is_file()
+    assert (trained[0] / "scores.csv").is_file() and not any(other.iterdir())
 
 
 @pytest.mark.parametrize("name", list(APPS))

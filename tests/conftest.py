@@ -35,7 +35,7 @@ def swap_in_float32_twin():
 
 
 # Fixtures that train an app's tiny run once per test session (in each app's conftest.py).
-TRAINED_RUN_FIXTURES = {"trained", "contract_run"}
+TRAINED_RUN_FIXTURES = {"trained", "contract_run", "scoring_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,3 +44,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TRAINED_RUN_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group(item.path.parent.name))
+
+
+def pytest_generate_tests(metafunc):
+    """Every bad-input case of tests/scorer_contract.py that applies to a registered scorer."""
+    if metafunc.cls is not None and "case" in metafunc.fixturenames:
+        from tests.scorer_contract import ScorerContract, parametrize_cases
+
+        if issubclass(metafunc.cls, ScorerContract):
+            parametrize_cases(metafunc)

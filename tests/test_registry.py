@@ -11,6 +11,7 @@ from shared.apps import APPS, REGISTRY, demo_commands, get
 from shared.apps import main as apps_main
 from shared.cli import build_parser
 from tests.contract import AppContract
+from tests.scorer_contract import CASES, ScorerContract
 
 ROOT = Path(__file__).resolve().parent.parent
 # The files every app has, each with one job (CONTRIBUTING.md).
@@ -103,6 +104,23 @@ def test_every_app_registers_with_the_contract_test(name):
         if isinstance(value, type) and issubclass(value, AppContract) and value is not AppContract
     ]
     assert [cls.APP for cls in registered] == [name]
+
+
+@pytest.mark.parametrize("name", list(APPS))
+def test_every_scorer_registers_with_the_bad_input_table(name):
+    module = importlib.import_module(f"tests.{APPS[name].package}.test_bad_inputs")
+    registered = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ScorerContract)
+        and value is not ScorerContract
+    ]
+    assert [cls.APP for cls in registered] == [name]
+    scorer = registered[0]
+    assert set(scorer.NOT_APPLICABLE) <= {case.name for case in CASES}
+    applied = [case for case in CASES if case.applies(scorer)]
+    assert len(applied) >= 15 and all(reason.strip() for reason in scorer.NOT_APPLICABLE.values())
 
 
 @pytest.mark.parametrize("name", list(APPS))

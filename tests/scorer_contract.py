@@ -385,6 +385,20 @@ def _huge_image(c, run, tmp):
     return [folder], Expect(rows=5, rejected_at_least=1), []
 
 
+def _list_with_a_missing_entry(c, run, tmp):
+    """An @list file naming two files and one that is not there: the missing one is a reject."""
+    folder = _folder_of(c, run, tmp)
+    listed = [folder / f"good0{c.SUFFIX}", tmp / f"gone{c.SUFFIX}", folder / f"good1{c.SUFFIX}"]
+    (tmp / "list.txt").write_text("".join(f"{p}\n" for p in listed))
+    return [f"@{tmp / 'list.txt'}"], Expect(rows=3, rejected_at_least=1), []
+
+
+def _upper_case_suffix(c, run, tmp):
+    folder = _folder_of(c, run, tmp)
+    shutil.copyfile(c.good_files(run, tmp)[0], folder / f"zz_LOUD{c.SUFFIX.upper()}")
+    return [folder], Expect(rows=5), []
+
+
 def _npz_without_images(c, run, tmp):
     import numpy as np
 
@@ -434,6 +448,8 @@ CASES = [
     file_case("non_utf8_file_name", _non_utf8_file_name),
     file_case("empty_folder", _empty_folder),
     file_case("huge_image", _huge_image),
+    file_case("list_with_a_missing_entry", _list_with_a_missing_entry),
+    file_case("upper_case_suffix", _upper_case_suffix),
     Case("npz_without_images", frozenset({"npz"}), _npz_without_images),
     Case("npz_with_a_huge_image", frozenset({"npz"}), _npz_huge_images),
 ]

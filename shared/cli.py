@@ -6,6 +6,7 @@ dataclass), `DEFAULT_CONFIG` (a YAML path) and one function per step taking
 """
 
 import argparse
+import functools
 import importlib
 import os
 import signal
@@ -100,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 def run_step(argv: list[str] | None = None) -> tuple[int, object]:
     """`main`, also returning what the step returned (the `RunDir` that `train` made, ...)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    stopped: list[int] = []
     if os.environ.get("TF_CONFIG"):
-        # A launcher stops workers with SIGTERM: exit through Python so files are closed.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A launcher or cluster manager stops a worker with SIGTERM or SIGINT: exit through
+        # Python, so files are closed and temporaries removed.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, functools.partial(_stop, stopped))
     args = build_parser().parse_args(argv)
     if getattr(args, "workers", 1) > 1 and not os.environ.get("TF_CONFIG"):
         from shared.launcher import launch
@@ -140,7 +144,20 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130, None
+    except BaseException:
+        if not stopped:
+            raise
+        # Whatever a stop signal interrupts ends here as one line: TensorFlow turns a signal
+        # during one of its calls into an unrelated error, and a peer that has stopped first
+        # fails this worker's collective ops.
+        print(f"stopped by {signal.Signals(stopped[0]).name}", file=sys.stderr)
+        return 128 + stopped[0], None
     return 0, result
+
+
+def _stop(stopped: list[int], signum: int, frame) -> None:
+    stopped.append(signum)
+    raise SystemExit(128 + signum)
 
 
 def _without_workers(argv: list[str]) -> list[str]:

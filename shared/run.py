@@ -2,9 +2,10 @@
 
 A run started again with the same command and config finds its unfinished folder and resumes
 in it (BackupAndRestore picks up the epoch). Only the chief worker writes a run folder; other
-workers get a temporary folder that is removed when they finish.
+workers get a folder of their own under runs/<app>/workers/ that is removed when they finish.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -12,7 +13,6 @@ import platform
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 from shared.io import DataError, read_json, write_json, write_text, write_yaml
 
 FINISHED = "FINISHED"
+WORKERS = "workers"  # runs/<app>/workers/: the other workers' folders while they train
 PACKAGES = (
     "tensorflow",
     "keras",
@@ -48,13 +49,11 @@ class RunDir:
         """Create (or, for an unfinished run with the same config, reopen) a run folder."""
         digest = config_digest(config)
         if not is_chief:
-            # Other workers must not touch the shared run folder. Their checkpoints go to a
-            # folder of their own whose name depends only on the app, config and worker, so a
-            # cluster started again finds every worker's backup and resumes at the same epoch.
-            path = (
-                Path(tempfile.gettempdir())
-                / f"deepfield-{app}-{digest[:12]}-worker{_worker_index()}"
-            )
+            # Other workers must not touch the chief's run folder, nor keep their backups in the
+            # shared /tmp, where anyone can plant a folder of the predictable name they would
+            # reuse. Under the run root, the name depends only on the app, config and worker,
+            # so a cluster started again finds every worker's backup and resumes at one epoch.
+            path = Path(root) / app / WORKERS / f"{digest[:12]}-worker{_worker_index()}"
             run = cls(path, is_chief=False)
             run.resumed = path.exists()
             path.mkdir(parents=True, exist_ok=True)
@@ -123,6 +122,8 @@ class RunDir:
         """Mark the run finished and point runs/<app>/latest at it (atomically)."""
         if not self.is_chief:
             shutil.rmtree(self.path, ignore_errors=True)
+            with contextlib.suppress(OSError):  # other workers' folders are still there
+                self.path.parent.rmdir()
             return
         write_text(self.path / FINISHED, time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
         link = self.path.parent / "latest"

@@ -8,14 +8,16 @@ import hashlib
 import json
 import math
 import os
+import signal
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from shared.config import TrainConfig, to_dict
+from shared.config import ConfigError, TrainConfig, to_dict
 from shared.io import read_json, write_json, write_table
 from shared.run import RunDir
 
@@ -81,7 +83,14 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 def select_strategy() -> tf.distribute.Strategy:
     """MultiWorkerMirrored when TF_CONFIG is set, Mirrored for several GPUs, else the default."""
     if os.environ.get("TF_CONFIG"):
-        return MultiWorkerStrategy()
+        # The strategy starts TensorFlow's coordination service, whose preemption notifier
+        # takes SIGTERM over and only records it: a worker told to stop trained on until it
+        # was killed. Python's own handler (the CLI's exit, or the default) is put back.
+        handler = signal.getsignal(signal.SIGTERM)
+        strategy = MultiWorkerStrategy()
+        if handler is not None:  # None: a handler set outside Python, left to its owner
+            signal.signal(signal.SIGTERM, handler)
+        return strategy
     gpus = tf.config.list_physical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()
@@ -99,6 +108,38 @@ def is_chief() -> bool:
     if "chief" in cluster:
         return kind == "chief"
     return kind == "worker" and index == 0
+
+
+# What KerasHub's `from_preset` reads from a preset folder: the config, then the weights (one
+# file, or the index of a sharded set).
+PRESET_CONFIG = "config.json"
+PRESET_WEIGHTS = ("model.weights.h5", "model.weights.json")
+
+
+def local_preset(value: str, key: str) -> str:
+    """`value` as the absolute path of a local KerasHub preset folder, else one ConfigError
+    naming the config `key`.
+
+    `from_preset` downloads whatever is not an existing folder: a `kaggle://` or `hf://`
+    handle, or a bare preset name, which KerasHub looks up among its Kaggle presets even when a
+    folder of that name exists. Nothing is ever downloaded here, so only a folder written by
+    `save_to_preset` is let through, as an absolute path that no preset lookup matches.
+    """
+    path = Path(value).expanduser()
+    if "://" in value:
+        why = "a download handle"
+    elif not path.is_dir():
+        why = "not a folder (a preset name would be a download)"
+    elif not (path / PRESET_CONFIG).is_file():
+        why = f"a folder without {PRESET_CONFIG}"
+    elif not any((path / name).is_file() for name in PRESET_WEIGHTS):
+        why = f"a folder without {' or '.join(PRESET_WEIGHTS)}"
+    else:
+        return str(path.resolve())
+    raise ConfigError(
+        f"{key}: {value!r} is {why}; nothing is downloaded, so give a local KerasHub preset "
+        "folder (one written by save_to_preset)"
+    )
 
 
 def set_precision(mixed: bool) -> str:

@@ -19,6 +19,7 @@ from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
+from shared.training import local_preset
 
 FEATURES = "features"  # the last 4-D feature map (for Grad-CAM)
 LOGITS = "logits"  # uncalibrated scores (for fitting the temperature)
@@ -187,10 +188,11 @@ def _conv_stages(x, config: ModelConfig):
 
 
 def _backbone(x, preset: str, channels: int):
-    """A frozen KerasHub backbone from a local preset folder (never downloaded)."""
+    """A frozen KerasHub backbone from a local preset folder (never downloaded: anything else
+    is a ConfigError naming `model.backbone`)."""
     import keras_hub
 
-    backbone = keras_hub.models.Backbone.from_preset(preset)
+    backbone = keras_hub.models.Backbone.from_preset(local_preset(preset, "model.backbone"))
     backbone.trainable = False
     if channels == 1 and backbone.input_shape and backbone.input_shape[-1] == 3:
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])

@@ -15,6 +15,7 @@ from shared.export import export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
+from shared.training import local_preset
 
 FEATURES = "features"  # name of the last 4-D feature map (for Grad-CAM)
 # Batch-norm moving statistics must settle within the few hundred steps a small image set
@@ -115,10 +116,11 @@ def _resnet_body(x, config: ModelConfig):
 
 
 def load_backbone(preset: str) -> keras.Model:
-    """A KerasHub backbone from a local preset folder (never downloaded)."""
+    """A KerasHub backbone from a local preset folder (never downloaded: anything else is a
+    ConfigError naming `model.backbone`)."""
     import keras_hub
 
-    return keras_hub.models.Backbone.from_preset(preset)
+    return keras_hub.models.Backbone.from_preset(local_preset(preset, "model.backbone"))
 
 
 def _backbone_body(x, config: ModelConfig, channels: int):

@@ -35,18 +35,23 @@ def test_finish_points_latest_and_stops_resuming(run_root):
     assert fresh.path.name == "second"
 
 
-def test_non_chief_writes_only_a_temporary_folder(run_root, monkeypatch):
+def test_non_chief_folder_is_under_the_run_root_and_removed_when_finished(run_root, monkeypatch):
     cluster = {"worker": ["localhost:1", "localhost:2"]}
     monkeypatch.setenv(
         "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
     )
     run = RunDir.create("demo", {"a": 1}, str(run_root), is_chief=False)
-    assert not (run_root / "demo").exists()
+    # Not in the shared /tmp, where another user could plant a folder of that name.
+    assert run.path.parent == run_root / "demo" / "workers"
     assert run.path.exists() and not run.is_chief and run.path.name.endswith("-worker1")
+    assert not (run.path / "config.yaml").exists()  # it writes no run of its own
     again = RunDir.create("demo", {"a": 1}, str(run_root), is_chief=False)
     assert again.path == run.path and again.resumed  # a restarted worker finds its backup
+    # The chief still finds no run to resume in the workers' folder, nor a new one there.
+    chief = RunDir.create("demo", {"a": 1}, str(run_root))
+    assert chief.path.parent == run_root / "demo" and not chief.resumed
     run.finish()
-    assert not run.path.exists()
+    assert not (run_root / "demo" / "workers").exists()
 
 
 def test_locate_missing_run_is_a_data_error(run_root):

@@ -21,6 +21,7 @@ from shared.export import load_saved_model
 from shared.layers import TokenAndPositionEmbedding, TransformerBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
+from shared.training import local_preset
 
 VECTORIZE = "vectorize"  # the layer name the XLA split cuts after (string ops do not compile)
 INPUT = "raw strings (batch,); tokenization inside the model"  # what the served model takes
@@ -135,14 +136,16 @@ def build_bert(config: ModelConfig, n_classes: int, multi_label: bool = False) -
     """A KerasHub TextClassifier from the local preset folder, its preprocessor attached.
 
     `predict` and `fit` take raw strings: the task runs its tokenizer in the input pipeline.
+    Anything but a local preset folder is a ConfigError naming `model.preset` (never downloaded).
     """
     import keras_hub
 
+    preset = local_preset(config.preset, "model.preset")
     preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(
-        config.preset, sequence_length=config.preset_sequence_length
+        preset, sequence_length=config.preset_sequence_length
     )
     return keras_hub.models.TextClassifier.from_preset(
-        config.preset,
+        preset,
         num_classes=n_classes,
         preprocessor=preprocessor,
         activation="sigmoid" if multi_label else "softmax",

@@ -5,6 +5,7 @@ line saying why, so a scorer can put it in the rejects and a reader can name it.
 """
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from shared.io import DataError, read_table
+from shared.scoring import file_problem
 from shared.splits import split_folders, split_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -107,13 +109,51 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def npz_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in an NPZ, from each member's `.npy` header: nothing is
+    decompressed beyond the header, so a small file holding a huge array costs nothing."""
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shapes[info.filename.removesuffix(".npy")] = read_header(member)[0]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ImageError(f"{path}: unreadable NPZ ({_first_line(exc)})") from exc
+    return shapes
+
+
+def check_npz_pixels(path: str | os.PathLike, keys, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """ImageError, before anything is decoded, when the images (n, h, w[, c]) of any of `keys`
+    in the NPZ are over `max_pixels` each: the limit `image_info` puts on image files."""
+    shapes = npz_shapes(path)
+    for key in keys:
+        shape = shapes.get(key, ())
+        if len(shape) >= 3 and shape[1] * shape[2] > max_pixels:
+            height, width = shape[1], shape[2]
+            raise ImageError(
+                f"{path}: array {key!r} holds images of {width} x {height} = "
+                f"{width * height:,} pixels, over the limit of {max_pixels:,}; refused without "
+                "decoding"
+            )
+
+
 def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple], list, bool]:
     """Every file of an image tree `root/<class>/*` or `root/{train,val,test}/<class>/*`.
 
     Returns (path, class, split or None) for each file `reason(file)` accepts (it returns '' or
     why the file is not used), the (path, reason) of every other file (loose files, files beside
-    the split folders, files `reason` refuses), and whether the tree was split by folders.
-    Nothing under `root` is skipped silently; hidden files and folders are not looked at.
+    the split folders, broken links and other entries that are not readable files, files
+    `reason` refuses), and whether the tree was split by folders. Nothing under `root` is
+    skipped silently; hidden files and folders are not looked at.
     """
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
@@ -126,15 +166,17 @@ def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple],
                 rejects += [
                     (str(f), "not under train/, val/ or test/")
                     for f in sorted(other.rglob("*"))
-                    if f.is_file()
+                    if not _walked(f)
                 ]
     for split, folder in groups or [(None, root)]:
-        rejects += [(str(f), "not inside a class sub-folder") for f in _visible(folder)]
+        rejects += [
+            (str(f), file_problem(f) or "not inside a class sub-folder") for f in _visible(folder)
+        ]
         for class_dir in _visible(folder, dirs=True):
             for file in sorted(class_dir.rglob("*")):
-                if not file.is_file() or file.name.startswith("."):
+                if _walked(file) or file.name.startswith("."):
                     continue
-                why = reason(file)
+                why = file_problem(file) or reason(file)
                 if why:
                     rejects.append((str(file), why))
                 else:
@@ -143,8 +185,13 @@ def class_folder_files(root: Path, dev_split: str, reason) -> tuple[list[tuple],
 
 
 def _visible(folder: Path, dirs: bool = False) -> list[Path]:
-    kind = Path.is_dir if dirs else Path.is_file
-    return sorted(p for p in folder.iterdir() if kind(p) and not p.name.startswith("."))
+    """The folders (links to folders included) or else every other entry of `folder`."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() == dirs and not p.name.startswith("."))
+
+
+def _walked(path: Path) -> bool:
+    """A real folder, which rglob walks into; a link to a folder it does not, so it counts."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def to_uint8(images: np.ndarray, source: str) -> np.ndarray:

@@ -4,18 +4,23 @@ Every input row lands in exactly one of two files: the outputs, or the rejects w
 The schema that rows are checked against is saved with the model at training time.
 """
 
+import contextlib
 import csv
 import dataclasses
 import os
+import secrets
+import signal
+import stat
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from shared.io import DataError, atomic_path, iter_table_chunks, read_table_header
+from shared.io import DataError, iter_table_chunks, read_table_header, row_problems
 
 KINDS = ("numeric", "categorical", "datetime", "id")
 REPLACEMENT_CHAR = "\ufffd"  # what undecodable bytes become when the file is read
@@ -130,12 +135,17 @@ def _parse_categorical(values: pd.Series):
 def _parse_datetime(values: pd.Series):
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = values
+        if stamps.dt.tz is not None:  # a zoned Parquet column: naive UTC, as text is read
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         bad = stamps.isna()
         return stamps.where(~bad, pd.Timestamp(0)), [
             (bad, pd.Series("missing timestamp", index=values.index))
         ]
     text = _as_text(values)
-    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    # utc=True: a time with an offset (+01:00, Z) is converted to UTC, and a file that mixes
+    # offsets parses (pandas refuses it otherwise); a time without one is taken as it is.
+    stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    stamps = stamps.dt.tz_localize(None)
     bad = stamps.isna()
     empty = text == ""
     problems = [
@@ -192,9 +202,9 @@ def score_file(
 ) -> ScoreCounts:
     """Score `input_path` chunk by chunk with `predict(typed_rows, raw_rows) -> outputs`.
 
-    Rows failing validation, or duplicating an earlier id, go to the rejects with the reason.
-    Both files are written to temporaries and renamed at the end, so a failure leaves nothing
-    half-written behind.
+    Rows failing validation, malformed lines, and rows duplicating an earlier id go to the
+    rejects with the reason. Both files are written to temporaries and renamed together at the
+    end (`atomic_outputs`), so a failure or SIGTERM leaves nothing half-written behind.
     """
     source = str(input_path)
     extra = schema.check_header(read_table_header(input_path), source)
@@ -207,42 +217,22 @@ def score_file(
     counts = ScoreCounts()
     seen_ids: dict[str, int] = {}
     meter = Progress(f"scoring {Path(source).name}", enabled=progress)
-    # Files close (innermost first) before atomic_path renames them into place.
-    with (
-        atomic_path(output_path) as out_tmp,
-        atomic_path(rejects_path) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
-    ):
+    with atomic_outputs(output_path, rejects_path) as (out, rej):
         out_header = rej_header = True
         for chunk in iter_table_chunks(input_path, chunk_rows):
             chunk.index = pd.RangeIndex(counts.rows + 1, counts.rows + 1 + len(chunk), name="row")
-            typed, reasons = schema.validate(chunk)
-            if schema.id_column:
-                reasons = _mark_duplicates(typed[schema.id_column], reasons, seen_ids)
-            good = reasons == ""
-            if good.any():
-                result = predict(typed[good], chunk[good])
-                if len(result) != int(good.sum()):
-                    raise RuntimeError(
-                        "predict returned a different number of rows than it was given"
-                    )
-                finite, why = finite_outputs(result)
-                if not finite.all():  # a model output that is not a number never ships
-                    broken = typed.index[good.to_numpy()][~finite]
-                    reasons = reasons.copy()
-                    reasons.loc[broken] = why[~finite]
-                    good = reasons == ""
-                    result = result[finite]
+            result, reasons = _score_chunk(chunk, schema, predict, seen_ids)
+            if result is not None:
                 result.to_csv(out, index=False, header=out_header)
                 out_header = False
                 counts.scored += len(result)
-            if (~good).any():
-                rejected = chunk[~good].astype(str)
-                rejected.insert(0, "reason", reasons[~good])
+            bad = reasons != ""
+            if bad.any():
+                rejected = chunk[bad].astype(str)
+                rejected.insert(0, "reason", reasons[bad])
                 rejected.to_csv(rej, index=True, header=rej_header)
                 rej_header = False
-                counts.rejected += int((~good).sum())
+                counts.rejected += int(bad.sum())
             counts.rows += len(chunk)
             meter.update(counts.rows)
         if out_header:  # header-only or fully rejected input: still write a readable header
@@ -251,6 +241,29 @@ def score_file(
             pd.DataFrame(columns=["row", "reason", *schema.names]).to_csv(rej, index=False)
     meter.update(counts.rows, force=counts.rows > 0)
     return counts
+
+
+def _score_chunk(chunk: pd.DataFrame, schema: InputSchema, predict, seen_ids: dict):
+    """(outputs of the chunk's good rows, or None when it has none; a reason per row, '' for a
+    row scored): a failed check, a malformed line, a repeated id or a non-finite output."""
+    typed, reasons = schema.validate(chunk)
+    malformed = row_problems(chunk)  # a blank or ragged line: its cells are not its own
+    reasons = reasons.where(malformed == "", malformed)
+    if schema.id_column:
+        reasons = _mark_duplicates(typed[schema.id_column], reasons, seen_ids)
+    good = reasons == ""
+    if not good.any():
+        return None, reasons
+    result = predict(typed[good], chunk[good])
+    if len(result) != int(good.sum()):
+        raise RuntimeError("predict returned a different number of rows than it was given")
+    finite, why = finite_outputs(result)
+    if not finite.all():  # a model output that is not a number never ships
+        broken = typed.index[good.to_numpy()][~finite]
+        reasons = reasons.copy()
+        reasons.loc[broken] = why[~finite]
+        result = result[finite]
+    return result, reasons
 
 
 def _mark_duplicates(ids: pd.Series, reasons: pd.Series, seen: dict[str, int]) -> pd.Series:
@@ -301,8 +314,10 @@ def print_counts(
     """Say what a `score` step did in one line (`unit` read, scored, rejected, and `note`), and
     return it as the step's result, counting `unit`."""
     print(
-        f"{counts.rows:,} {unit} read: {counts.scored:,} scored -> {output_path}, "
-        f"{counts.rejected:,} rejected -> {rejects_path}{note}",
+        printable(
+            f"{counts.rows:,} {unit} read: {counts.scored:,} scored -> {output_path}, "
+            f"{counts.rejected:,} rejected -> {rejects_path}{note}"
+        ),
         flush=True,
     )
     return {
@@ -317,13 +332,35 @@ def print_counts(
 def default_output_paths(
     input_path: str | Path, output: str | None, rejects: str | None
 ) -> tuple[Path, Path]:
-    """out.csv beside the input unless named; rejects beside the output."""
+    """out.csv beside the input unless named; rejects beside the output. Both are checked
+    before any work (`check_output_paths`), so a bad target is one line, not a lost run."""
     input_path = Path(input_path)
     out = Path(output) if output else input_path.with_name(f"{input_path.stem}.scored.csv")
     rej = Path(rejects) if rejects else out.with_name(f"{out.stem}.rejects.csv")
-    if os.path.abspath(out) == os.path.abspath(input_path):
-        raise DataError(f"output {out} would overwrite the input")
+    for path, name in ((out, "output"), (rej, "rejects")):
+        if os.path.abspath(path) == os.path.abspath(input_path):
+            raise DataError(f"{name} {path} would overwrite the input")
+    check_output_paths(out, rej)
     return out, rej
+
+
+def check_output_paths(*paths: str | os.PathLike) -> None:
+    """One DataError when any of `paths` cannot be written: a folder is there, two of them are
+    the same file, or its folder is not a folder or cannot be written in."""
+    seen = set()
+    for path in map(Path, paths):
+        if os.path.abspath(path) in seen:
+            raise DataError(f"{path}: named both as the output and as the rejects")
+        seen.add(os.path.abspath(path))
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder; name a file to write")
+        folder = path.absolute().parent
+        while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+            folder = folder.parent  # created when written: its nearest existing folder decides
+        if not folder.is_dir():
+            raise DataError(f"{path}: cannot be written ({folder} is not a folder)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DataError(f"{path}: cannot be written (no write permission in {folder})")
 
 
 def predict_in_batches(model, arrays: dict, batch_size: int):
@@ -340,9 +377,9 @@ def expand_inputs(inputs: list[str], kinds: str) -> list[str]:
     """Every file named, every non-hidden file under every folder named, and every path listed
     in an `@list` file (one path per line, relative to the list's folder), in order.
 
-    Every file is returned whatever its type: the scorer rejects what it cannot read, with the
-    reason, so nothing under a folder or in a list is skipped silently. `kinds` names what the
-    app scores.
+    Every entry but a folder is returned whatever its type (a broken link, a link to a folder,
+    a FIFO): `score_files` rejects what cannot be read, with the reason, so nothing under a
+    folder or in a list is skipped silently. `kinds` names what the app scores.
     """
     if not inputs:
         raise DataError(f"score needs --input: {kinds}, a folder, or an @list of paths")
@@ -356,7 +393,8 @@ def expand_inputs(inputs: list[str], kinds: str) -> list[str]:
             files += [
                 str(p)
                 for p in sorted(item.rglob("*"))
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(item).parts)
+                if (p.is_symlink() or not p.is_dir())  # rglob walks real folders, not links
+                and not any(s.startswith(".") for s in p.relative_to(item).parts)
             ]
         elif item.exists():
             files.append(str(item))
@@ -375,30 +413,59 @@ def _listed_paths(listing: Path) -> list[str]:
     return [str(p if Path(p).is_absolute() else listing.parent / p) for p in paths]
 
 
+def file_problem(path: str | os.PathLike) -> str:
+    """Why `path` cannot be read as a file ('' when it can): missing, a broken link, a folder,
+    not a regular file (a FIFO would block the reader forever) or not readable."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read ({exc})"
+    if stat.S_ISLNK(mode):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        if stat.S_ISDIR(mode):
+            return "link to a folder, not followed (name the folder itself to score it)"
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if not os.access(path, os.R_OK):
+        return "no permission to read the file"
+    return ""
+
+
+def predict_readable(predict: Callable[[list[str]], list], paths: list[str]) -> list:
+    """`predict(paths)` for the paths that are readable files; every other path gets the
+    reason it cannot be read (`file_problem`). One entry per path, in order."""
+    problems = [file_problem(path) for path in paths]
+    readable = [path for path, problem in zip(paths, problems, strict=True) if not problem]
+    results = iter(predict(readable) if readable else [])
+    out = [problem or next(results, None) for problem in problems]
+    if next(results, None) is not None or any(entry is None for entry in out):
+        raise RuntimeError("predict returned a different number of entries than paths")
+    return out
+
+
 def score_files(files: list[str], scorer, output, rejects, chunk_files: int, label: str) -> dict:
     """Score files in chunks: `scorer.predict(paths)` returns one entry per path, in order:
     the output row (values for `scorer.columns`) or the reason (a str) the file is rejected.
+    Paths that are not readable files (`file_problem`) are rejected before `predict`.
 
-    The outputs and the rejects are written atomically, each line with the file's 1-based
-    `row` (its position in `files`, so a file named twice is two rows); every file lands in
-    exactly one of them, and the counts are printed at the end. A row with a non-finite number
-    is a reject with the reason.
+    The outputs and the rejects are written atomically as a pair (`atomic_outputs`), each line
+    with the file's 1-based `row` (its position in `files`, so a file named twice is two rows);
+    every file lands in exactly one of them, and the counts are printed at the end. A row with
+    a non-finite number is a reject with the reason.
     """
     counts, meter = ScoreCounts(), Progress(label)
-    with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
-    ):
+    with atomic_outputs(output, rejects) as (out, rej):
         scored, rejected = csv.writer(out), csv.writer(rej)
         scored.writerow(["row", *scorer.columns])
         rejected.writerow(["row", "path", "reason"])
         for begin in range(0, len(files), chunk_files):
             chunk = files[begin : begin + chunk_files]
-            results = scorer.predict(chunk)
-            if len(results) != len(chunk):
-                raise RuntimeError("predict returned a different number of entries than paths")
+            results = predict_readable(scorer.predict, chunk)
             for row, (path, result) in enumerate(zip(chunk, results, strict=True), begin + 1):
                 reason = (
                     result if isinstance(result, str) else non_finite_reason(result, scorer.columns)
@@ -412,3 +479,108 @@ def score_files(files: list[str], scorer, output, rejects, chunk_files: int, lab
             counts.rows += len(chunk)
             meter.update(counts.rows)
     return print_counts(counts, output, rejects, "files")
+
+
+def printable(text: str) -> str:
+    """`text` with undecodable file-name bytes (surrogates) as backslash escapes, so it can be
+    printed to any terminal and written to a UTF-8 file."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Terminated(SystemExit):
+    """Raised by SIGTERM while outputs are being written, so that their temporaries go."""
+
+
+def _terminate(signum, _frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+    raise Terminated(128 + signum)
+
+
+@contextlib.contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """SIGTERM (what timeout, CI, systemd and Kubernetes send) raises while the block runs;
+    its default would end the process without running any clean-up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be installed from the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT wait until the block is done (they arrive when it ends)."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _temporary(path: Path) -> Path:
+    """A new empty hidden file beside `path`, created with the umask's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list]:
+    """Text handles (UTF-8, file names' undecodable bytes as backslash escapes) on temporaries
+    beside `paths`, renamed over them together only when the whole block succeeded.
+
+    A failure, an interrupt or SIGTERM anywhere in the block leaves none of `paths` written
+    and no temporary behind (a signal during the renames waits for them, so the outputs are
+    never a mismatched pair); a target that cannot be written is one DataError before any work.
+    """
+    paths = [Path(p) for p in paths]
+    check_output_paths(*paths)
+    temps: list[Path] = []
+    written = False
+    try:
+        with _terminate_raises():
+            for path in paths:
+                try:
+                    temps.append(_temporary(path))
+                except OSError as exc:
+                    raise DataError(f"cannot write {path} ({exc.strerror})") from exc
+            with contextlib.ExitStack() as files:  # closed (flushed) before any rename
+                yield [
+                    files.enter_context(
+                        open(t, "w", encoding="utf-8", errors="backslashreplace", newline="")
+                    )
+                    for t in temps
+                ]
+            with _signals_held():
+                _rename_together(temps, paths)
+                written = True
+    except Terminated as exc:
+        done = "" if written else ": nothing written"
+        print(f"terminated by signal {int(exc.code) - 128}{done}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def _rename_together(temps: list[Path], paths: list[Path]) -> None:
+    """Rename each temporary over its path; if one fails, take back those already renamed, so
+    the outputs are never a mismatched pair."""
+    done = []
+    for tmp, path in zip(temps, paths, strict=True):
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            for renamed in done:
+                renamed.unlink(missing_ok=True)
+            raise DataError(f"cannot write {path} ({exc.strerror}); nothing written") from exc
+        done.append(path)

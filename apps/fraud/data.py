@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from apps.fraud.config import DataConfig
 from apps.fraud.features import FeatureBuilder, FeatureSpec
 from shared.config import ConfigError
-from shared.io import DataError, read_table
+from shared.io import DataError, check_fields, read_table
 from shared.scoring import Column, InputSchema
 from shared.splits import SPLITS, split_names
 
@@ -179,9 +179,12 @@ def _read_text(path: Path, config: DataConfig) -> pd.DataFrame:
         "auto": "\t" if path.suffix.lower() in (".tsv", ".txt") else ",",
         "whitespace": r"\s+",
     }.get(config.separator, config.separator)
-    options = {"sep": separator, "encoding_errors": "replace"}
-    if config.names is not None:
-        options |= {"header": None, "index_col": False}
+    if separator != r"\s+":
+        check_fields(path, separator)  # pandas would pad, cut or shift a ragged row silently
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+    # index_col=False: leading fields beyond the header's are never read as a row index.
+    options = {"sep": separator, "encoding": "utf-8-sig", "encoding_errors": "replace"}
+    options |= {"index_col": False} | ({"header": None} if config.names is not None else {})
     try:
         raw = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError as exc:
@@ -324,8 +327,15 @@ def _order_values(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype(np.float64)
         return numbers, ~np.isfinite(numbers)
-    stamps = pd.to_datetime(values.astype(str).str.strip(), errors="coerce", format="ISO8601")
+    stamps = utc_times(values.astype(str).str.strip())
     return stamps, stamps.isna()
+
+
+def utc_times(text: pd.Series) -> pd.Series:
+    """ISO 8601 times as naive UTC: one with an offset (`+01:00`, `Z`) is converted, one
+    without is taken as it is, so a file that mixes zones orders correctly; NaT where not a
+    time."""
+    return pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
 
 
 def add_features(typed: pd.DataFrame, columns: Columns, windows: list[str]) -> pd.DataFrame:

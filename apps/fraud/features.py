@@ -79,7 +79,7 @@ class FeatureBuilder:
                 np.cos(2 * np.pi * hours / 24),
             )
             if spec.timestamp_unit == "datetime":
-                weekday = rows[spec.timestamp].dt.dayofweek.to_numpy()
+                weekday = _naive_utc(rows[spec.timestamp]).dt.dayofweek.to_numpy()
                 out["weekday_sin"] = np.sin(2 * np.pi * weekday / 7)
                 out["weekday_cos"] = np.cos(2 * np.pi * weekday / 7)
                 out["is_weekend"] = (weekday >= 5).astype(np.float64)
@@ -147,5 +147,12 @@ class FeatureBuilder:
 def _seconds(values: pd.Series, unit: str) -> np.ndarray:
     if unit == "seconds":
         return values.to_numpy(np.float64)
-    stamps = pd.to_datetime(values)
+    stamps = _naive_utc(values)
     return (stamps - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy(np.float64)
+
+
+def _naive_utc(values: pd.Series) -> pd.Series:
+    """Times on one clock: zoned ones (a Parquet column with a time zone) converted to UTC,
+    naive ones as they are (the scoring schema reads a file's times this way)."""
+    stamps = pd.to_datetime(values)
+    return stamps.dt.tz_convert("UTC").dt.tz_localize(None) if stamps.dt.tz is not None else stamps

@@ -21,8 +21,10 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from apps.medical.dicom import is_colour, is_dicom, patient_id, read_dicom
 from shared.images import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageError,
+    check_npz_pixels,
     class_folder_files,
     image_info,
     read_image,
@@ -118,11 +120,15 @@ def read_npz(path: Path, options: ReadOptions) -> MedicalData:
     """MedMNIST layout: {train,val,test}_images and _labels; optional {split}_patient_ids and
     class_names (this project's additions; MedMNIST files work without them).
 
-    Labels (n,) or (n, 1) are classes; (n, k) with k > 1 are k findings (multi-label).
+    Labels (n,) or (n, 1) are classes; (n, k) with k > 1 are k findings (multi-label). Images
+    over `options.max_pixels` each are refused from the arrays' headers, before decoding.
     """
     try:
         with np.load(path, allow_pickle=False) as archive:
+            check_npz_pixels(path, [f"{s}_images" for s in SPLITS], options.max_pixels)
             arrays = {key: archive[key] for key in archive.files}
+    except ImageError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable NPZ file ({exc})") from exc
     present = [s for s in SPLITS if f"{s}_images" in arrays]
@@ -208,9 +214,10 @@ def _npz_classes(path: Path, raw: dict, arrays: dict) -> tuple[list[str], str, d
     return class_names, task, raw
 
 
-def npz_images(path: str) -> list[tuple[str, np.ndarray]]:
+def npz_images(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, np.ndarray]]:
     """Scoring: (id, uint8 image) for every image of an NPZ, from `images` or from every
-    `<split>_images` array; ImageError when the file is unusable."""
+    `<split>_images` array; ImageError when the file is unusable: no such array, no images at
+    all, or images over `max_pixels` each (refused from the headers, before decoding)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = (
@@ -220,13 +227,20 @@ def npz_images(path: str) -> list[tuple[str, np.ndarray]]:
             )
             if not keys:
                 raise ImageError(f"{path}: NPZ without an `images` or `<split>_images` array")
-            out = []
+            check_npz_pixels(path, keys, max_pixels)
+            out, shapes = [], []
             for key in keys:
-                images = to_uint8(archive[key], f"{path}: {key}")
+                raw = archive[key]
+                images = to_uint8(raw, f"{path}: {key}")
                 out += [(f"{path}:{key}:{i}", image) for i, image in enumerate(images)]
-            return out
+                shapes.append(f"{key} {raw.shape}")
+    except DataError:  # ImageError and to_uint8's errors already say what is wrong
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # corrupt or pickled
         raise ImageError(f"{path}: unreadable NPZ ({str(exc).splitlines()[0]})") from exc
+    if not out:  # an empty file is a reject with its reason, not a file that vanishes
+        raise ImageError(f"{path}: NPZ holds no images ({', '.join(shapes)})")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

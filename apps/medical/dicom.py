@@ -5,6 +5,7 @@ A file that is not DICOM, is truncated, has no pixel data or holds pixels we can
 raises `ImageError` with one line saying why, so readers and scorers can reject it by name.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -42,13 +43,14 @@ def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -
     values) is inverted so bone is always bright. Colour (RGB, YBR_* which pydicom decodes to
     RGB, PALETTE COLOR through its lookup table) is already display values: DICOM applies
     neither rescale nor window to it. Multi-frame files are refused from the header, before
-    any frame is decoded.
+    any frame is decoded. A rescale or window value that is not a finite number is a reject
+    with its reason (with a window preset the file's window is not read).
     """
     dataset = read_header(path)
     if "PixelData" not in dataset:
         raise ImageError(f"{path}: DICOM without pixel data")
     rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    frames = int(_header_number(path, dataset, "NumberOfFrames") or 1)
     if frames > 1:
         raise ImageError(
             f"{path}: multi-frame DICOM ({frames} frames of {columns} x {rows}, modality "
@@ -75,13 +77,48 @@ def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -
         return _colour_to_uint8(pixels, dataset)
     if pixels.ndim != 2:
         raise ImageError(f"{path}: expected one 2-D frame, got pixel array {pixels.shape}")
-    values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
-    centre, width = window_of(dataset, window, values)
+    values = _rescaled(path, pixels, dataset)
+    centre, width = window_of(path, dataset, window, values)
     low, high = centre - width / 2.0, centre + width / 2.0
     scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
     if photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
     return np.round(scaled).astype(np.uint8)[..., None]
+
+
+def _rescaled(path, pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
+    """Stored values through the modality LUT (or RescaleSlope/RescaleIntercept), checked."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        _header_number(path, dataset, keyword)
+    try:
+        values = np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:  # a broken Modality LUT
+        raise ImageError(
+            f"{path}: DICOM modality LUT cannot be applied ({_first_line(exc)})"
+        ) from exc
+    if not np.isfinite(values).all():
+        raise ImageError(f"{path}: DICOM rescaled pixel values are not finite")
+    return values
+
+
+def _header_number(path, dataset: pydicom.Dataset, keyword: str) -> float | None:
+    """The (first) value of a numeric header element, None when absent; ImageError naming the
+    element when it is not a finite number (pydicom keeps such a value as text)."""
+    value = dataset.get(keyword)
+    if isinstance(value, pydicom.multival.MultiValue):
+        value = value[0] if len(value) else None
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImageError(
+            f"{path}: DICOM {keyword} {str(value)[:40]!r} is not a finite number; fix the header"
+            + (" or train with data.window set to a preset" if "Window" in keyword else "")
+        )
+    return number
 
 
 def _colour_to_uint8(pixels: np.ndarray, dataset: pydicom.Dataset) -> np.ndarray:
@@ -129,16 +166,19 @@ def patient_id(path: str | os.PathLike) -> str:
     return str(dataset.get("PatientID", "") or "")
 
 
-def window_of(dataset: pydicom.Dataset, preset: str, values: np.ndarray) -> tuple[float, float]:
-    """(centre, width): the preset, else the file's first window, else the values' range."""
+def window_of(
+    path, dataset: pydicom.Dataset, preset: str, values: np.ndarray
+) -> tuple[float, float]:
+    """(centre, width): the preset, else the file's first window, else the values' range.
+
+    A window value that is not a finite number raises ImageError (a window guessed from the
+    image's range would show the model other numbers than the file's author meant)."""
     if preset:
         return WINDOW_PRESETS[preset]
-    centre, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
-    if centre is not None and width is not None:
-        centre = float(centre[0] if isinstance(centre, pydicom.multival.MultiValue) else centre)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        if width > 0:
-            return centre, width
+    centre = _header_number(path, dataset, "WindowCenter")
+    width = _header_number(path, dataset, "WindowWidth")
+    if centre is not None and width is not None and width > 0:
+        return centre, width
     low, high = float(values.min()), float(values.max())
     return (low + high) / 2.0, max(high - low, 1.0)
 

@@ -13,7 +13,7 @@ from apps.medical.model import FEATURES, Meta, logits_model
 from shared.gradcam import gradcam_heatmaps, overlay
 from shared.images import ImageError, set_channels
 from shared.io import DataError, atomic_path
-from shared.scoring import Progress, ScoreCounts, non_finite_reason
+from shared.scoring import Progress, ScoreCounts, atomic_outputs, file_problem, non_finite_reason
 
 
 def decide(prob: np.ndarray, meta: Meta) -> np.ndarray:
@@ -46,8 +46,14 @@ class MedicalScorer:
 
     def load(self, path: str) -> list[tuple[str, np.ndarray]] | str:
         """(id, image) pairs of one file (an NPZ gives many), or the reason it cannot be used."""
+        problem = file_problem(path)
+        if problem:
+            return problem
         try:
-            pairs = npz_images(path) if path.lower().endswith(".npz") else [(path, self.read(path))]
+            if path.lower().endswith(".npz"):
+                pairs = npz_images(path, self.max_pixels)
+            else:
+                pairs = [(path, self.read(path))]
         except (ImageError, DataError) as exc:
             return str(exc).removeprefix(f"{path}: ")
         channels = self.meta.channels
@@ -97,16 +103,14 @@ def score_files(
     chunk_files: int,
     overlays: Path | None,
 ) -> ScoreCounts:
-    """Score `files` chunk by chunk into `output` and `rejects` (both written atomically), with
-    a Grad-CAM overlay per scored image in `overlays` when given. Unlike
-    `shared.scoring.score_files` (one row per file), an NPZ file gives a row per image."""
+    """Score `files` chunk by chunk into `output` and `rejects` (written atomically as a pair by
+    `shared.scoring.atomic_outputs`), with a Grad-CAM overlay per scored image in `overlays`
+    when given. Unlike `shared.scoring.score_files` (one row per file), an NPZ file gives a row
+    per image."""
     counts = ScoreCounts()
     meter = Progress("scoring medical images")
     with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
+        atomic_outputs(output, rejects) as (out, rej),
         ThreadPoolExecutor(max_workers=4) as pool,  # decoding overlaps reading the next files
     ):
         writers = csv.writer(out), csv.writer(rej)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from apps.recsys.config import DataConfig, ModelConfig
-from shared.io import DataError, read_json, read_table, write_json, write_table
+from shared.io import DataError, check_fields, read_json, read_table, write_json, write_table
 from shared.splits import split_names
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -115,6 +115,9 @@ def read_generic_table(path: str | Path, separator: str | None = None) -> pd.Dat
     if path.suffix.lower() in (".parquet", ".pq"):
         return read_table(path)
     sep = _separator(path, separator)
+    # A row with more or fewer fields than the header would be padded, cut or, on the first
+    # row, read as a row index that shifts every column: one line instead.
+    check_fields(path, sep, quoted=sep == ",")
     try:
         frame = pd.read_csv(
             path,
@@ -123,8 +126,9 @@ def read_generic_table(path: str | Path, separator: str | None = None) -> pd.Dat
             dtype=str,
             keep_default_na=False,
             quoting=csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE,
-            encoding="utf-8",
+            encoding="utf-8-sig",  # a spreadsheet's byte-order mark is not part of a name
             encoding_errors="replace",
+            index_col=False,
         )
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: no header row (empty file)") from exc
@@ -146,7 +150,7 @@ def _separator(path: Path, separator: str | None) -> str:
         return ","
     if suffix == ".tsv":
         return "\t"
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
         header = handle.readline().rstrip("\r\n")
     for sep in SNIFFED:
         if sep in header:

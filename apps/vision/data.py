@@ -17,8 +17,10 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
 from shared.images import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     ImageError,
+    check_npz_pixels,
     class_folder_files,
     image_info,
     read_image,
@@ -115,7 +117,7 @@ def read(
             else read_manifest(path, plan.split_column, plan.dev_split)
         )
         return _from_files(paths, names, own, rejects, fmt, channels, max_pixels, plan)
-    arrays = read_idx(path) if fmt == "idx" else read_npz(path)
+    arrays = read_idx(path) if fmt == "idx" else read_npz(path, max_pixels)
     return _from_arrays(arrays, fmt, channels, plan)
 
 
@@ -278,14 +280,20 @@ def read_idx(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return arrays
 
 
-def read_npz(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """`x_train`/`y_train`/... (Keras) or `train_images`/`train_labels`/... (MedMNIST) arrays."""
+def read_npz(
+    path: Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`x_train`/`y_train`/... (Keras) or `train_images`/`train_labels`/... (MedMNIST) arrays.
+
+    Images over `max_pixels` each are refused from the arrays' headers, before decoding."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({str(exc).splitlines()[0]})") from exc
     with archive:
         keys = set(archive.files)
+        image_keys = [image.format(split) for image, _ in NPZ_KEYS for split in SPLITS]
+        check_npz_pixels(path, image_keys, max_pixels)
         arrays = {}
         for image_key, label_key in NPZ_KEYS:
             for split, name in (("train", "train"), ("val", "val"), ("test", "test")):

@@ -94,3 +94,31 @@ def test_a_str_key_takes_a_yaml_date_or_integer_as_the_text_typed():
 
     period = load_config(Period, None, ["start=2019-06-15", "label=2"])
     assert (period.start, period.label) == ("2019-06-15", "2")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_the_byte_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("section:\n  size: 8  # taille réduite\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(Root, path)
+    message = str(caught.value)
+    assert message == f"{path}: not UTF-8 text (byte 0xe9 on line 2); save the config as UTF-8"
+
+
+def test_a_config_with_a_byte_order_mark_reads_its_first_key(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfsection:\n  size: 8\n")
+    assert load_config(Root, path).section.size == 8
+
+
+def test_a_non_utf8_config_through_the_cli_is_one_error_line(tmp_path, capsys):
+    from shared.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"train:\n  epochs: 2 # caf\xe9\n")
+    assert main(["fraud", "train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line] == [
+        f"error: {path}: not UTF-8 text (byte 0xe9 on line 2); save the config as UTF-8"
+    ]

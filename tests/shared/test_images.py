@@ -1,10 +1,23 @@
 """shared.images: header checks, size limit, decoding and every kind of bad file."""
 
+import os
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from shared.images import ImageError, image_info, list_image_files, read_image, sniff_format
+from shared.images import (
+    ImageError,
+    check_npz_pixels,
+    class_folder_files,
+    image_info,
+    list_image_files,
+    npz_shapes,
+    read_image,
+    sniff_format,
+)
 
 
 @pytest.fixture
@@ -98,3 +111,51 @@ def test_list_image_files_skips_hidden_and_other_suffixes(tmp_path, gray_png):
     (tmp_path / ".hidden.png").write_bytes(b"x")
     (tmp_path / "readme.txt").write_text("x")
     assert [p.name for p in list_image_files(tmp_path)] == ["gray.png", "b.JPG"]
+
+
+def write_compressed_zeros(path, shape, key="images"):
+    """An NPZ whose `key` is uint8 zeros of `shape`, deflated row by row (as np.savez_compressed
+    stores it, without holding the array in memory here)."""
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    row = bytes(int(np.prod(shape[2:])))
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open(f"{key}.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, header)
+        for _ in range(shape[0] * shape[1]):
+            member.write(row)
+    return path
+
+
+def test_npz_pixel_limit_reads_only_the_headers(tmp_path):
+    # 8000 x 8000 zeros deflate to about 62 KB; decoding them would take 64 MB.
+    path = write_compressed_zeros(tmp_path / "bomb.npz", (1, 8000, 8000))
+    assert path.stat().st_size < 100_000
+    assert npz_shapes(path) == {"images": (1, 8000, 8000)}
+    with pytest.raises(ImageError, match="'images' holds images of 8000 x 8000 = 64,000,000"):
+        check_npz_pixels(path, ["images"])  # the image reader's default limit, 40 megapixels
+    check_npz_pixels(path, ["images"], max_pixels=64_000_000)  # at the limit: allowed
+    check_npz_pixels(path, ["absent"], max_pixels=1)  # no such array: nothing to check
+
+
+def test_npz_shapes_of_a_file_that_is_not_a_zip(tmp_path):
+    path = tmp_path / "fake.npz"
+    path.write_bytes(b"not a zip at all")
+    with pytest.raises(ImageError, match="unreadable NPZ"):
+        npz_shapes(path)
+
+
+def test_class_folder_files_rejects_broken_links_and_fifos_by_name(tmp_path, gray_png):
+    root = tmp_path / "tree"
+    (root / "cats").mkdir(parents=True)
+    (root / "cats" / "ok.png").write_bytes(gray_png.read_bytes())
+    (root / "cats" / "dead.png").symlink_to(tmp_path / "gone.png")
+    os.mkfifo(root / "cats" / "pipe.png")
+    (root / "loose.png").symlink_to(tmp_path / "gone.png")
+    files, rejects, split = class_folder_files(root, "validation", lambda file: "")
+    assert files == [(str(root / "cats" / "ok.png"), "cats", None)] and split is False
+    reasons = {Path(path).name: reason for path, reason in rejects}
+    assert reasons["dead.png"].startswith("broken symbolic link")
+    assert reasons["loose.png"].startswith("broken symbolic link")
+    assert reasons["pipe.png"].startswith("not a regular file")

@@ -1,3 +1,9 @@
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -5,7 +11,16 @@ import pandas as pd
 import pytest
 
 from shared.io import DataError
-from shared.scoring import Column, InputSchema, expand_inputs, score_file, score_files
+from shared.scoring import (
+    Column,
+    InputSchema,
+    atomic_outputs,
+    default_output_paths,
+    expand_inputs,
+    file_problem,
+    score_file,
+    score_files,
+)
 
 SCHEMA = InputSchema(
     columns=[
@@ -73,6 +88,22 @@ def test_non_utf8_bytes_are_rejected_by_name(tmp_path):
     assert rej["reason"].tolist() == ["kind: contains bytes that are not valid UTF-8"]
 
 
+def test_blank_and_ragged_lines_are_rejects_with_the_readers_reason_at_their_row(tmp_path):
+    content = (
+        b"id,when,x,kind\n"
+        b"a,2026-01-01,1,k\n"
+        b"b,2026-01-01,2,k,X\n"  # one field too many
+        b"\n"
+        b"c,2026-01-01,3\n"  # one too few
+        b"d,2026-01-01,4,k\n"
+    )
+    counts, out, rej = run(tmp_path, content)
+    assert (counts.rows, counts.scored, counts.rejected) == (5, 2, 3)
+    assert out["row"].tolist() == [1, 5]
+    reasons = dict(zip(rej["row"].astype(int), rej["reason"], strict=True))
+    assert reasons == {2: "5 fields, expected 4", 3: "blank line", 4: "3 fields, expected 4"}
+
+
 def test_header_only_writes_empty_outputs(tmp_path):
     counts, out, rej = run(tmp_path, b"id,when,x,kind\n")
     assert (counts.rows, counts.scored, counts.rejected) == (0, 0, 0)
@@ -131,12 +162,15 @@ def test_score_files_puts_every_file_in_outputs_or_rejects_by_position(tmp_path,
         def predict(self, paths):
             return ["unreadable" if p.endswith("bad") else [p, len(p)] for p in paths]
 
-    files = ["a", "bad", "c", "a", "bad"]  # a path named twice is two rows
+    for name in ("a", "bad", "c"):
+        (tmp_path / name).write_bytes(b"x")
+    files = [str(tmp_path / n) for n in ("a", "bad", "c", "a", "bad")]  # named twice: two rows
     out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
     counts = score_files(files, Scorer(), out, rej, chunk_files=2, label="test")
     assert (counts["files"], counts["scored"], counts["rejected"]) == (5, 3, 2)
     scored, rejected = pd.read_csv(out), pd.read_csv(rej)
-    assert scored["row"].tolist() == [1, 3, 4] and scored["path"].tolist() == ["a", "c", "a"]
+    assert scored["row"].tolist() == [1, 3, 4]
+    assert scored["path"].tolist() == [files[0], files[2], files[0]]
     assert rejected["row"].tolist() == [2, 5] and rejected["reason"].tolist() == ["unreadable"] * 2
     assert "5 files read: 3 scored" in capsys.readouterr().out
 
@@ -146,10 +180,13 @@ def test_score_files_rejects_a_row_with_a_non_finite_output(tmp_path):
         columns = ["path", "probability"]
 
         def predict(self, paths):
-            return [[p, float("nan") if p == "b" else 0.5] for p in paths]
+            return [[p, float("nan") if p.endswith("b") else 0.5] for p in paths]
 
+    files = [tmp_path / "a", tmp_path / "b"]
+    for file in files:
+        file.write_bytes(b"x")
     out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
-    counts = score_files(["a", "b"], Scorer(), out, rej, chunk_files=8, label="test")
+    counts = score_files(list(map(str, files)), Scorer(), out, rej, chunk_files=8, label="test")
     assert (counts["scored"], counts["rejected"]) == (1, 1)
     reason = pd.read_csv(rej)["reason"].item()
     assert reason == "model output not finite (probability=nan)"
@@ -180,3 +217,186 @@ def test_expand_inputs_reads_an_at_list_relative_to_its_folder(tmp_path):
     listing.write_text("a.png\r\n\nmissing.png\n")
     files = expand_inputs([f"@{listing}"], "images")
     assert files == [str(tmp_path / "a.png"), str(tmp_path / "missing.png")]
+
+
+# --- reliability: links and other entries, output targets, file names, signals ----------------
+
+
+def test_expand_inputs_keeps_broken_links_fifos_and_folder_links_for_the_rejects(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "broken.png").symlink_to(tmp_path / "gone.png")
+    (folder / "linked").symlink_to(tmp_path / "elsewhere")
+    os.mkfifo(folder / "sub" / "pipe.png")
+    files = expand_inputs([str(folder)], "images")
+    assert [Path(f).name for f in files] == ["a.png", "broken.png", "linked", "pipe.png"]
+    problems = [file_problem(f) for f in files]
+    assert problems[0] == ""
+    assert problems[1].startswith("broken symbolic link (to ")
+    assert problems[2].startswith("link to a folder, not followed")
+    assert problems[3].startswith("not a regular file")
+    assert file_problem(tmp_path / "nope") == "no such file"
+
+
+def test_score_files_rejects_unreadable_entries_without_giving_them_to_predict(tmp_path):
+    (tmp_path / "good").write_bytes(b"x")
+    (tmp_path / "broken").symlink_to(tmp_path / "gone")
+    given = []
+
+    class Scorer:
+        columns = ["path"]
+
+        def predict(self, paths):
+            given.extend(paths)
+            return [[p] for p in paths]
+
+    files = [str(tmp_path / n) for n in ("broken", "good", "broken", "good")]
+    counts = score_files(files, Scorer(), tmp_path / "o.csv", tmp_path / "r.csv", 3, "test")
+    assert (counts["files"], counts["scored"], counts["rejected"]) == (4, 2, 2)
+    assert given == [files[1], files[3]]  # a FIFO or a dead link never reaches a decoder
+    assert pd.read_csv(tmp_path / "o.csv")["row"].tolist() == [2, 4]
+    rejected = pd.read_csv(tmp_path / "r.csv")
+    assert rejected["row"].tolist() == [1, 3]
+    assert rejected["reason"].str.startswith("broken symbolic link").all()
+
+
+def test_non_utf8_file_names_are_written_as_escapes_in_valid_utf8(tmp_path, capsys):
+    name = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: its byte is a surrogate in the str
+
+    class Scorer:
+        columns = ["path"]
+
+        def predict(self, paths):
+            return [[p] if p.endswith("1") else f"bad file {p}" for p in paths]
+
+    files = [tmp_path / f"{name}1", tmp_path / f"{name}2"]
+    for file in files:
+        file.write_bytes(b"x")
+    out = tmp_path / os.fsdecode(b"out\xff.csv")
+    counts = score_files(list(map(str, files)), Scorer(), out, tmp_path / "r.csv", 8, "x")
+    assert (counts["scored"], counts["rejected"]) == (1, 1)
+    escaped = str(tmp_path / "caf\\udce9.png")
+    assert pd.read_csv(out, encoding="utf-8")["path"].tolist() == [f"{escaped}1"]
+    assert pd.read_csv(tmp_path / "r.csv")["reason"].tolist() == [f"bad file {escaped}2"]
+    assert "out\\udcff.csv" in capsys.readouterr().out  # the counts line prints too
+
+
+def test_atomic_outputs_writes_both_or_neither(tmp_path):
+    out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
+    with pytest.raises(RuntimeError, match="mid-way"), atomic_outputs(out, rej) as (a, b):
+        a.write("partial\n")
+        b.write("partial\n")
+        raise RuntimeError("mid-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no target, no temporary
+    with atomic_outputs(out, rej) as (a, b):
+        a.write("o\n")
+        b.write("r\n")
+    assert (out.read_text(), rej.read_text()) == ("o\n", "r\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "r.csv"]
+
+
+def test_atomic_outputs_raises_on_sigterm_only_while_it_writes(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with atomic_outputs(tmp_path / "o.csv") as (handle,):
+        assert signal.getsignal(signal.SIGTERM) is not before
+        handle.write("x\n")
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_atomic_outputs_takes_back_the_first_when_the_second_cannot_be_renamed(tmp_path):
+    out, rej = tmp_path / "o.csv", tmp_path / "r.csv"
+    failure = pytest.raises(DataError, match=f"cannot write {rej}.*nothing written")
+    with failure, atomic_outputs(out, rej) as (a, _):
+        a.write("o\n")
+        rej.mkdir()  # appears while scoring: the rename onto it fails
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
+def test_atomic_outputs_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_outputs(tmp_path / "o.csv") as (handle,):
+            handle.write("x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.csv").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("folder", "folder: is a folder; name a file to write"),
+        ("a_file/out.csv", "cannot be written \\(.*a_file is not a folder\\)"),
+        ("same", "named both as the output and as the rejects"),
+    ],
+)
+def test_bad_output_targets_are_one_line_before_any_work(tmp_path, target, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    out = tmp_path / ("out.csv" if target == "same" else target)
+    rej = out if target == "same" else tmp_path / "r.csv"
+    with pytest.raises(DataError, match=message):
+        default_output_paths(tmp_path / "in.csv", str(out), str(rej))
+    with pytest.raises(DataError, match=message):
+        score_file(tmp_path / "in.csv", out, rej, InputSchema([Column("x", "numeric")]), None, [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "folder", "in.csv"]
+
+
+def test_rejects_may_not_overwrite_the_input(tmp_path):
+    with pytest.raises(DataError, match="rejects .* would overwrite the input"):
+        default_output_paths(tmp_path / "in.csv", None, str(tmp_path / "in.csv"))
+
+
+def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch):
+    """The folder's permissions decide (checked with os.access, which is all a root user in
+    CI cannot show for real: root may write anywhere)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and p != folder)
+    with pytest.raises(DataError, match="no write permission in"):
+        default_output_paths(tmp_path / "in.csv", str(folder / "o.csv"), None)
+
+
+SLOW_SCORING = """
+import sys, time
+import pandas as pd
+from shared.scoring import Column, InputSchema, score_file
+
+def predict(typed, raw):
+    time.sleep(0.05)
+    return pd.DataFrame({"row": typed.index, "x": typed["x"]})
+
+score_file(sys.argv[1], sys.argv[2], sys.argv[3], InputSchema([Column("x", "numeric")]),
+           predict, ["row", "x"], chunk_rows=1, progress=False)
+"""
+
+
+def terminate_mid_scoring(command: list[str], folder: Path, timeout: float = 120.0, **popen):
+    """Start `command`, send it SIGTERM as soon as its hidden `*.tmp` outputs exist in `folder`
+    (so mid-scoring), and return (exit code, stderr, what is left in `folder`)."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    process = subprocess.Popen(command, **pipes, **popen)
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(".*.tmp")):
+        assert process.poll() is None, f"ended before scoring began: {process.communicate()}"
+        assert time.monotonic() < deadline, "scoring did not begin"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr, sorted(p.name for p in folder.iterdir())
+
+
+def test_sigterm_while_scoring_a_table_leaves_no_temporaries(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("x\n" + "".join(f"{i}\n" for i in range(2000)))  # 100 s at 0.05 s a row
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    command = [sys.executable, "-c", SLOW_SCORING, str(source), str(out_dir / "o.csv")]
+    code, stderr, left = terminate_mid_scoring([*command, str(out_dir / "r.csv")], out_dir)
+    assert code == 128 + signal.SIGTERM
+    assert left == [] and "Traceback" not in stderr
+    assert stderr.strip() == "terminated by signal 15: nothing written"

@@ -4,6 +4,7 @@ Every problem is an AudioError whose message is the reason a scorer or reader wr
 rejects: empty, corrupt, unsupported, silent or too short.
 """
 
+import os
 from pathlib import Path
 
 import librosa
@@ -30,8 +31,12 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"cannot read the file ({exc.strerror})") from exc
     if size == 0:
         raise AudioError("empty file (0 bytes)")
+    if path.suffix.lower() == ".wav":
+        _check_wav_length(path, size)
     try:
-        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+        # As bytes: soundfile encodes a str path strictly, which fails on a file name that
+        # is not valid UTF-8 (its undecodable bytes are surrogates in the str).
+        samples, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         detail = (
             str(exc).strip().splitlines()[0].split("': ", 1)[-1]
@@ -45,6 +50,27 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_wav_length(path: Path, size: int) -> None:
+    """AudioError for a RIFF WAV whose data chunk claims more bytes than the file holds:
+    libsndfile reads such a cut-off file without a word, as a shorter recording."""
+    with open(path, "rb") as handle:
+        riff = handle.read(12)
+        if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+            return  # RF64, or not a WAV at all: libsndfile says what is wrong
+        while len(header := handle.read(8)) == 8:
+            name, length = header[:4], int.from_bytes(header[4:], "little")
+            if name == b"data":
+                held = size - handle.tell()
+                # 0 and 0xFFFFFFFF mark a length the writer did not know (a stream)
+                if length not in (0, 0xFFFFFFFF) and length > held:
+                    raise AudioError(
+                        f"truncated audio (the header declares {length:,} bytes of samples, "
+                        f"the file holds {held:,})"
+                    )
+                return
+            handle.seek(length + length % 2, 1)  # chunks are padded to an even length
 
 
 def check_audio(samples: np.ndarray, sample_rate: int, min_seconds: float, silence_db: float):

@@ -22,6 +22,7 @@ import pandas as pd
 
 from apps.nlp.speech.audio import SUFFIXES
 from shared.io import DataError, read_table
+from shared.scoring import file_problem
 
 SPLITS = ("train", "val", "test")
 LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
@@ -100,6 +101,19 @@ def _is_audio(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
 
 
+def _unusable(path: Path) -> str:
+    """Why an entry of a folder is not a clip ('' when it may be): a broken link, a FIFO and
+    the like (`file_problem`), or not an audio file type. Named in the rejects, never skipped."""
+    if file_problem(path):
+        return file_problem(path)
+    return "" if _is_audio(path) else f"unsupported file type {path.suffix!r}"
+
+
+def _walked(path: Path) -> bool:
+    """A real folder (rglob walks into it); a link to a folder is an entry to reject."""
+    return path.is_dir() and not path.is_symlink()
+
+
 def read_lists(root: Path) -> dict[str, str]:
     """`word/file.wav` -> val or test, from the list files in `root` (none: empty).
 
@@ -164,10 +178,11 @@ def _read_folder(root: Path, speaker_pattern: str):
     words = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
     for word in words:
         for file in sorted(word.rglob("*")):
-            if not file.is_file() or file.name.startswith("."):
+            if _walked(file) or file.name.startswith("."):
                 continue
-            if not _is_audio(file):
-                rejects.append((str(file), f"unsupported file type {file.suffix!r}"))
+            why = _unusable(file)
+            if why:
+                rejects.append((str(file), why))
                 continue
             match = regex.match(file.name) if regex else None
             speaker = match.groupdict().get("speaker", "") if match else ""
@@ -182,10 +197,11 @@ def _read_pattern(root: Path, pattern: str):
         raise DataError(f"data.filename_pattern {pattern!r} must contain {{label}}")
     rows, rejects = [], []
     for file in sorted(root.iterdir()):
-        if not file.is_file() or file.name.startswith("."):
+        if _walked(file) or file.name.startswith("."):
             continue
-        if not _is_audio(file):
-            rejects.append((str(file), f"unsupported file type {file.suffix!r}"))
+        why = _unusable(file)
+        if why:
+            rejects.append((str(file), why))
             continue
         match = regex.match(file.name)
         if match is None:

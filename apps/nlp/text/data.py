@@ -28,7 +28,7 @@ import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
 from apps.nlp.text.config import DataConfig, ScoreConfig
-from shared.io import DataError, atomic_path, iter_table_chunks
+from shared.io import DataError, atomic_path, iter_table_chunks, row_problems
 from shared.splits import SPLIT_FOLDERS, SPLITS, split_names
 
 TEXT_FALLBACKS = ("text", "sentence", "review", "content", "document")  # GLUE, IMDb-style CSVs
@@ -493,15 +493,16 @@ def write_scoring_input(path: Path, data: TextData, cfg: ScoreConfig, delimiter:
 
 
 @dataclasses.dataclass
-class JsonProblem:
-    """A JSONL scoring line that holds no text: why."""
+class RowProblem:
+    """A scoring row that holds no text (a JSONL line that is no object, a CSV line with the
+    wrong number of fields): why."""
 
     reason: str
 
 
 def reject_reason(value) -> str:
     """'' for a text to score, else why it cannot be scored."""
-    if isinstance(value, JsonProblem):
+    if isinstance(value, RowProblem):
         return value.reason
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "missing text"
@@ -516,7 +517,8 @@ def reject_reason(value) -> str:
 
 def iter_inputs(path: Path, text_column: str, id_column: str, chunk_rows: int):
     """Chunks of (ids or None, raw values) from CSV/TSV (header), JSONL or .txt (one text per
-    line); a JSONL line without a text comes as a `JsonProblem`."""
+    line), a row for every line (every record of a CSV); a line without a text comes as a
+    `RowProblem`."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         yield from _table_inputs(path, text_column, id_column, chunk_rows)
@@ -550,17 +552,21 @@ def _table_inputs(path: Path, text_column: str, id_column: str, chunk_rows: int)
             )
         first = False
         ids = chunk[id_column].tolist() if id_column in chunk.columns else None
-        yield ids, chunk[text_column].tolist()
+        values = chunk[text_column].tolist()
+        problems = row_problems(chunk)  # a blank line, too many or too few fields
+        for position in np.flatnonzero(problems.to_numpy() != ""):
+            values[position] = RowProblem(problems.iloc[position])
+        yield ids, values
 
 
 def _json_input(line: str, text_column: str, id_column: str) -> tuple:
-    """(id, text) of one JSONL scoring line; (None, JsonProblem) when it holds no object."""
+    """(id, text) of one JSONL scoring line; (None, RowProblem) when it holds no object."""
     if not line.strip():
-        return None, JsonProblem("not a JSON object")
+        return None, RowProblem("not a JSON object")
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
-        return None, JsonProblem(f"not valid JSON ({exc.msg})")
+        return None, RowProblem(f"not valid JSON ({exc.msg})")
     if not isinstance(row, dict):
-        return None, JsonProblem("not a JSON object")
+        return None, RowProblem("not a JSON object")
     return row.get(id_column), row.get(text_column)

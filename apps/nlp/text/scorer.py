@@ -13,9 +13,8 @@ import tensorflow as tf
 from apps.nlp.text import data as tdata
 from apps.nlp.text.config import ScoreConfig
 from apps.nlp.text.model import Meta, is_hub_task, load_model, predict_texts
-from shared.io import atomic_path
 from shared.run import RunDir
-from shared.scoring import Progress, ScoreCounts, finite_outputs
+from shared.scoring import Progress, ScoreCounts, atomic_outputs, finite_outputs
 
 # TextVectorization's default standardisation: lower case, these characters removed.
 PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~']")
@@ -72,14 +71,9 @@ def score_file(
     scorer: TextScorer, path: Path, output: Path, rejects: Path, cfg: ScoreConfig
 ) -> TextCounts:
     """Score `path` chunk by chunk into `output` (row, id, predictions) and `rejects` (row, id,
-    reason), both written atomically."""
+    reason), written together atomically (neither on any failure, interrupt or SIGTERM)."""
     counts, meter = TextCounts(), Progress(f"scoring {path.name}")
-    with (
-        atomic_path(output) as out_tmp,
-        atomic_path(rejects) as rej_tmp,
-        open(out_tmp, "w", encoding="utf-8", newline="") as out,
-        open(rej_tmp, "w", encoding="utf-8", newline="") as rej,
-    ):
+    with atomic_outputs(output, rejects) as (out, rej):
         rejected = csv.writer(rej)
         rejected.writerow(["row", "id", "reason"])
         header = True

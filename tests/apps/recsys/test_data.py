@@ -144,7 +144,7 @@ def test_generic_reader_bad_input_is_one_line(tmp_path):
         data.read_interactions(ragged, "u", "i", None, None)
     short = tmp_path / "short.dat"
     short.write_text("u\ti\tw\n1\t2\t3\n4\n")
-    with pytest.raises(DataError, match="missing item id"):
+    with pytest.raises(DataError, match="line 3: 1 fields, expected 3"):
         data.read_interactions(short, "u", "i", None, None)
 
 

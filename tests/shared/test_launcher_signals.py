@@ -110,7 +110,13 @@ def launched(tmp_path, epochs):
         launcher.wait(timeout=30)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+# SIGINT takes the same path as SIGTERM; it runs with the slow tests (`make test-all`) so the
+# suite stays within CI's ten minutes.
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
+)
 def test_a_signal_to_the_launcher_stops_every_worker(launched, tmp_path, signum):
     launcher, workers, out, err = launched
     start = time.monotonic()
@@ -141,6 +147,7 @@ def test_a_killed_worker_stops_the_others_within_the_bound(launched):
     )
 
 
+@pytest.mark.slow  # two cluster starts (~45 s): with the slow tests, `make test-all`
 @pytest.mark.parametrize("epochs", [2])
 def test_a_stopped_cluster_resumes_and_leaves_no_worker_folder(launched, tmp_path, epochs):
     launcher, _, _, _ = launched

@@ -144,6 +144,22 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def write_named(tmp_path: Path, name: str, lines: list[str]) -> Path:
+    """`lines` as the file `tmp_path/name`, one per line (UTF-8)."""
+    return write_lines(tmp_path, lines, name)
+
+
+def score_frames(app: str, sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`deepfield <app> score` on `path` (must exit 0): its outputs and rejects, as strings."""
+    out = tmp_path / f"{Path(path).stem}.scores.csv"
+    assert main([app, "score", *sets, *extra, "--input", str(path), "--output", str(out)]) == 0
+    rejects = out.with_name(f"{out.stem}.rejects.csv")
+    return (
+        pd.read_csv(out, dtype=str, keep_default_na=False),
+        pd.read_csv(rejects, dtype=str, keep_default_na=False),
+    )
+
+
 def table_lines(contract, run, tmp_path) -> list[str]:
     """The clean table's lines: header first (CSV as pandas writes it)."""
     path = write_table(contract.good_table(run), tmp_path / "good.csv")

@@ -216,7 +216,8 @@ def test_time_budget_stops_after_the_epoch_that_passes_it(run_root, monkeypatch)
     run = RunDir.create("demo", {"x": 6}, str(run_root))
     training.fit(tiny_model(), data(), data(), run, config, name="net")
     epochs = len(pd.read_csv(run.path / "history-net.csv"))
-    assert 1 <= epochs < 20
+    # Every epoch reads the clock at least once (50 s a reading), so 120 s pass by epoch 3.
+    assert 1 <= epochs <= 3
     assert training.fit_summary(run, "net")["stopped_by_time_budget_at_epoch"] == epochs
 
 

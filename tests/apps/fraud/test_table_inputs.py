@@ -11,6 +11,8 @@ from apps.fraud.data import add_features, load_transactions
 from shared.io import DataError
 from tests.apps.fraud.conftest import cli, generic_frame
 from tests.apps.fraud.test_data import config_for
+from tests.scorer_contract import score_frames
+from tests.scorer_contract import write_named as write
 
 SCORES = ["transaction_id", "fraud_probability", "anomaly_score", "decision"]
 
@@ -23,22 +25,6 @@ def transactions(root, n=12) -> pd.DataFrame:
 
 def lines_of(frame: pd.DataFrame) -> list[str]:
     return frame.to_csv(index=False).splitlines()
-
-
-def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
-    out = tmp_path / f"{path.stem}.scores.csv"
-    assert cli("score", *sets, *extra, "--input", str(path), "--output", str(out)) == 0
-    rejects = out.with_name(f"{out.stem}.rejects.csv")
-    return (
-        pd.read_csv(out, dtype=str, keep_default_na=False),
-        pd.read_csv(rejects, dtype=str, keep_default_na=False),
-    )
-
-
-def write(tmp_path, name, lines) -> object:
-    path = tmp_path / name
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("chunk_rows", ["3", "100000"])
@@ -188,3 +174,7 @@ def test_files_that_are_no_table_and_runs_of_other_apps_are_one_line(
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not out.exists() and not out.with_name("o.rejects.csv").exists()
+
+
+def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return score_frames("fraud", sets, path, tmp_path, *extra)

@@ -8,6 +8,8 @@ import pytest
 from apps.recsys import data
 from shared.io import DataError
 from tests.apps.recsys.conftest import cli
+from tests.scorer_contract import score_frames
+from tests.scorer_contract import write_named as write
 
 
 def known_pairs(root, n=8) -> pd.DataFrame:
@@ -16,22 +18,6 @@ def known_pairs(root, n=8) -> pd.DataFrame:
     user, item = pd.read_csv(run / "test_split.csv", nrows=0).columns[:2]
     known = pd.read_parquet(run / "known_items.parquet").head(n)
     return pd.DataFrame({user: known["user"].astype(str), item: known["item"].astype(str)})
-
-
-def write(tmp_path, name, lines):
-    path = tmp_path / name
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return path
-
-
-def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
-    out = tmp_path / f"{path.stem}.scores.csv"
-    assert cli("score", *sets, *extra, "--input", str(path), "--output", str(out)) == 0
-    rejects = out.with_name(f"{out.stem}.rejects.csv")
-    return (
-        pd.read_csv(out, dtype=str, keep_default_na=False),
-        pd.read_csv(rejects, dtype=str, keep_default_na=False),
-    )
 
 
 @pytest.mark.parametrize("chunk_rows", ["2", "100000"])
@@ -119,3 +105,7 @@ def test_a_corrupt_parquet_training_file_is_one_line(tmp_path):
     path.write_bytes(b"PAR1 this is not a parquet file PAR1")
     with pytest.raises(DataError, match="events.parquet: not a readable Parquet file"):
         data.read_interactions(path, "user", "item", None, None)
+
+
+def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return score_frames("recsys", sets, path, tmp_path, *extra)

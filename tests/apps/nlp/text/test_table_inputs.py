@@ -6,22 +6,8 @@ import pandas as pd
 import pytest
 
 from tests.apps.nlp.text.conftest import cli, tiny_frame
-
-
-def write(tmp_path, name, lines):
-    path = tmp_path / name
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return path
-
-
-def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
-    out = tmp_path / f"{path.stem}.scores.csv"
-    assert cli("score", *sets, *extra, "--input", str(path), "--output", str(out)) == 0
-    rejects = out.with_name(f"{out.stem}.rejects.csv")
-    return (
-        pd.read_csv(out, dtype=str, keep_default_na=False),
-        pd.read_csv(rejects, dtype=str, keep_default_na=False),
-    )
+from tests.scorer_contract import score_frames
+from tests.scorer_contract import write_named as write
 
 
 @pytest.mark.parametrize("chunk_rows", ["2", "10000"])
@@ -103,3 +89,7 @@ def test_files_that_are_no_table_are_one_line(trained, tmp_path, capsys, content
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()
+
+
+def score(sets, path, tmp_path, *extra) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return score_frames("nlp", sets, path, tmp_path, *extra)

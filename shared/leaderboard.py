@@ -4,7 +4,8 @@ Each app's `evaluate` writes one leaderboard per task into `metrics.json` under
 `leaderboard` (text: one; recommendations: rating and retrieval). `make quality` and the model
 cards read it, so every app reports the same things the same way:
 
-- per model: its kind (network or baseline), status (ok, or failed with the reason), the
+- per model: its kind (network, baseline, or blend: a combination of a network and baselines
+  with weights fitted on validation), status (ok, or failed with the reason), the
   metrics on test and validation, training seconds, and for a network the training seconds
   until it first matched the best baseline on validation (`time_to_baseline_s`, None: never);
 - which model the run selected and which baseline was best on validation.
@@ -17,7 +18,8 @@ import pandas as pd
 
 from shared.model_card import metrics_table
 
-NETWORK, BASELINE = "network", "baseline"
+NETWORK, BASELINE, BLEND = "network", "baseline", "blend"
+KINDS = (NETWORK, BASELINE, BLEND)
 
 
 def model_entry(
@@ -30,8 +32,8 @@ def model_entry(
     reason: str | None = None,
 ) -> dict:
     """One model's row. `history` (a network's per-epoch log) gives its time to baseline."""
-    if kind not in (NETWORK, BASELINE):
-        raise ValueError(f"kind must be {NETWORK!r} or {BASELINE!r}. Received: kind={kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
     if status not in ("ok", "failed"):
         raise ValueError(f"status must be 'ok' or 'failed'. Received: status={status!r}")
     entry = {"kind": kind, "status": status}
@@ -88,15 +90,16 @@ def build(
     for name, entry in models.items():
         entry = dict(entry)
         history = entry.pop("_history", None)
-        if entry["kind"] == NETWORK and entry["status"] == "ok" and best is not None:
+        if entry["kind"] != BASELINE and entry["status"] == "ok" and best is not None:
             entry["beats_baseline_on_test"] = _better(
                 entry["test"].get(metric), models[best]["test"].get(metric), higher_is_better
             )
-            entry["time_to_baseline_s"] = (
-                time_to_target(history, history_column, target, higher_is_better)
-                if history is not None and history_column
-                else None
-            )
+            if entry["kind"] == NETWORK:  # a blend has no training curve of its own
+                entry["time_to_baseline_s"] = (
+                    time_to_target(history, history_column, target, higher_is_better)
+                    if history is not None and history_column
+                    else None
+                )
         block["models"][name] = entry
     return block
 

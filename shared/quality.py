@@ -44,6 +44,7 @@ SPEC_KEYS = {
     "quick",
     "score",
     "extra_scores",
+    "seeds",
 }
 QUICK_MINUTES = 2.0  # QUICK=1: each network's training stops after the epoch passing this
 
@@ -68,8 +69,27 @@ def load_specs(folder: Path = BENCHMARKS) -> list[dict]:
         spec.setdefault("score", {})
         spec.setdefault("extra_scores", [])
         spec["file"] = str(path)
-        specs.append(spec)
+        specs += _per_seed(spec)
     return specs
+
+
+def _per_seed(spec: dict) -> list[dict]:
+    """A spec with `seeds: [...]` runs once per seed (`train.seed`), each as its own dataset
+    entry `<dataset>-seed<N>`; the report adds their mean and spread under the spec's name."""
+    seeds = spec.pop("seeds", None)
+    if seeds is None:
+        return [spec]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) for x in seeds):
+        raise SpecError(f"{spec['file']}: seeds must be a list of integers, got {seeds!r}")
+    return [
+        spec
+        | {
+            "dataset": f"{spec['dataset']}-seed{seed}",
+            "seed_group": spec["dataset"],
+            "set": {**spec["set"], "train.seed": seed},
+        }
+        for seed in seeds
+    ]
 
 
 def select(specs: list[dict], apps: list[str] | None, datasets: list[str] | None) -> list[dict]:
@@ -79,7 +99,7 @@ def select(specs: list[dict], apps: list[str] | None, datasets: list[str] | None
         raise SpecError(str(exc).strip("'\"")) from exc
     chosen = [s for s in specs if wanted is None or s["app"] in wanted]
     if datasets:
-        chosen = [s for s in chosen if s["dataset"] in datasets]
+        chosen = [s for s in chosen if {s["dataset"], s.get("seed_group")} & set(datasets)]
     return chosen
 
 
@@ -230,6 +250,9 @@ def to_markdown(report: dict) -> str:
         "",
     ]
     lines += [summary_table(report), ""]
+    spread = seeds_table(report)
+    if spread:
+        lines += ["## Across seeds", "", spread, ""]
     for name, entry in report["datasets"].items():
         lines += [f"## {name} ({entry['app']})", "", f"Split: {entry['split']}", ""]
         if entry["status"] == "missing":
@@ -273,6 +296,7 @@ def summary_table(report: dict) -> str:
             metric, models = block["metric"], block["models"]
             chosen, base = block["selected"], block["best_baseline"]
             reached = models.get(chosen, {}).get("time_to_baseline_s")
+            is_network = models.get(chosen, {}).get("kind") == "network"
             cells = [
                 name,
                 f"{task} ({metric})",
@@ -280,10 +304,38 @@ def summary_table(report: dict) -> str:
                 _cell(models.get(chosen, {}).get("test", {}).get(metric)),
                 base or "none",
                 _cell(models.get(base, {}).get("test", {}).get(metric)),
-                "never" if reached is None else f"{reached:.1f}",
+                "-" if not is_network else "never" if reached is None else f"{reached:.1f}",
                 f"{steps['train']['seconds']:.0f}",
                 f"{peak:,.0f}",
             ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def seeds_table(report: dict) -> str:
+    """Per seeded benchmark and model: the test metric's mean and spread over its seeds, and
+    how many seeds failed or ended non-finite (a network that diverged)."""
+    groups: dict[tuple, dict[str, list]] = {}
+    for entry in report["datasets"].values():
+        if not entry.get("seed_group"):
+            continue
+        for task, block in entry.get("leaderboard", {}).items():
+            models = groups.setdefault((entry["seed_group"], task, block["metric"]), {})
+            for name, model in block["models"].items():
+                value = model.get("test", {}).get(block["metric"])
+                models.setdefault(name, []).append(value)
+    if not groups:
+        return ""
+    lines = ["| benchmark | task (metric) | model | seeds | mean | std | min | failed or NaN |"]
+    lines.append("|---" * 8 + "|")
+    for (group, task, metric), models in groups.items():
+        for name, values in models.items():
+            finite = [v for v in values if v is not None and math.isfinite(v)]
+            stats = pd.Series(finite, dtype=float)
+            cells = [group, f"{task} ({metric})", name, str(len(values))]
+            cells += [_cell(stats.mean() if finite else None)]
+            cells += [_cell(stats.std(ddof=0) if finite else None)]
+            cells += [_cell(stats.min() if finite else None), str(len(values) - len(finite))]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -339,6 +391,8 @@ def main(argv=None) -> int:
         except SpecError as exc:
             entry = {"app": spec["app"], "split": spec["split"], "status": "failed"}
             entry |= {"failed_step": "score", "error": str(exc)}
+        if spec.get("seed_group"):
+            entry["seed_group"] = spec["seed_group"]
         report["datasets"][spec["dataset"]] = entry
         report["seconds"] = round(time.perf_counter() - start, 1)
         write_json(out / "quality.json", report)

@@ -75,3 +75,14 @@ def test_baseline_entries_keep_the_named_metrics_and_the_fit_time():
     assert entries["logreg"]["validation"] == {"accuracy": 0.75, "macro_f1": 0.6}
     assert entries["logreg"]["train_seconds"] == 1.23
     assert lb.baseline_entries(fitted)["logreg"]["test"]["examples"] == 10
+
+
+def test_a_blend_is_compared_with_the_best_baseline_but_has_no_time_to_baseline():
+    models = {
+        "blend": lb.model_entry("blend", {"accuracy": 0.9}, {"accuracy": 0.8}, 0.5),
+        "base": lb.model_entry("baseline", {"accuracy": 0.85}, {"accuracy": 0.75}, 2.0),
+    }
+    block = lb.build("accuracy", True, models, selected="blend", history_column="val_accuracy")
+    assert block["models"]["blend"]["beats_baseline_on_test"] is True
+    assert "time_to_baseline_s" not in block["models"]["blend"]
+    assert "blend (blend, selected)" in lb.to_markdown(block)

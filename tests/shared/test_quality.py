@@ -92,3 +92,24 @@ def test_a_small_pack_runs_every_step_and_reports_models_beside_the_baseline(tmp
     text = (out / "quality.md").read_text()
     assert "## tiny-sms (nlp)" in text and "tfidf_logreg (baseline)" in text
     assert "| tiny-sms | classification (accuracy) | bilstm |" in text  # the summary line
+
+
+def test_a_seeded_spec_runs_once_per_seed_and_the_report_gives_mean_and_spread(tmp_path):
+    write_spec(tmp_path, "d", seeds=[1, 2])
+    specs = quality.load_specs(tmp_path)
+    assert [(s["dataset"], s["set"]["train.seed"]) for s in specs] == [
+        ("d-seed1", 1),
+        ("d-seed2", 2),
+    ]
+    assert [s["dataset"] for s in quality.select(specs, None, ["d"])] == ["d-seed1", "d-seed2"]
+    board = {"metric": "accuracy", "models": {}}
+    report = {"datasets": {}}
+    for seed, value in ((1, 0.7), (2, float("nan"))):
+        block = board | {"models": {"net": {"test": {"accuracy": value}}}}
+        report["datasets"][f"d-seed{seed}"] = {"seed_group": "d", "leaderboard": {"t": block}}
+    assert "| d | t (accuracy) | net | 2 | 0.7000 | 0.0000 | 0.7000 | 1 |" in quality.seeds_table(
+        report
+    )
+    write_spec(tmp_path, "e", seeds="three")
+    with pytest.raises(quality.SpecError, match="seeds must be a list of integers"):
+        quality.load_specs(tmp_path)

@@ -38,6 +38,7 @@ REGISTRY = (
         "apps.recsys",
         extra_steps=(
             ("recommend", "top-K items for users, popularity fallback for unknown users"),
+            ("cv", "train and evaluate on each fold of a cross-validation (u1..u5 files)"),
         ),
         demo=(
             ("recommend", "datasets/recsys/users.txt", "recommendations.csv"),
@@ -49,6 +50,12 @@ REGISTRY = (
         "nlp",
         "apps.nlp.text",
         aliases=("text",),
+        extra_steps=(
+            (
+                "pretrain",
+                "masked-token pretraining of the encoder on the training and unlabelled texts",
+            ),
+        ),
         demo=(("score", "datasets/nlp/score_sample.csv", "scores.csv"),),
     ),
     App("speech", "apps.nlp.speech", demo=(("score", "datasets/speech/samples", "scores.csv"),)),

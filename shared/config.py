@@ -80,8 +80,17 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        _assign(data, key.strip().split("."), _parse_scalar(raw))
+        _assign(data, key.strip().split("."), SetValue(_parse_scalar(raw), raw.strip()))
     return from_dict(cls, data)
+
+
+class SetValue(typing.NamedTuple):
+    """A `--set` value: what YAML reads it as, and the text typed. A string-typed key takes the
+    text (`--set data.negative_class=0` means the class written `0`, `=1.10` keeps `1.10`);
+    every other key takes the parsed value."""
+
+    value: object
+    raw: str
 
 
 def _read_yaml(path: Path):
@@ -132,6 +141,8 @@ def to_dict(config) -> dict:
 def _check(hint, value, key: str):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
+    if isinstance(value, SetValue):
+        value = _typed_text(hint, origin, args, value)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     if origin in (typing.Union, types.UnionType):
@@ -184,6 +195,15 @@ def _check(hint, value, key: str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {hint} for {key}")  # a bug in a config class
+
+
+def _typed_text(hint, origin, args, value: SetValue):
+    """What a `--set` value means for a key of type `hint`: a union decides per option."""
+    if origin in (typing.Union, types.UnionType):
+        return None if value.value is None and type(None) in args else value
+    if hint is str or (origin is typing.Literal and value.raw in args):
+        return value.raw
+    return value.value
 
 
 def _check_range(meta, value, key: str) -> None:

@@ -122,3 +122,22 @@ def test_a_non_utf8_config_through_the_cli_is_one_error_line(tmp_path, capsys):
     assert [line for line in err.splitlines() if line] == [
         f"error: {path}: not UTF-8 text (byte 0xe9 on line 2); save the config as UTF-8"
     ]
+
+
+def test_every_string_key_set_on_the_command_line_takes_the_text_typed():
+    @dataclasses.dataclass
+    class Keys:
+        negative_class: str = ""
+        column: str | None = "amount"
+        mode: Literal["0", "1"] = "1"
+        names: list[str] | None = None
+        epochs: int = 1
+
+    typed = ["negative_class=1.10", "column=0.5", "mode=0", "names=[1, b]", "epochs=3"]
+    keys = load_config(Keys, None, typed)
+    assert (keys.negative_class, keys.column, keys.mode) == ("1.10", "0.5", "0")
+    assert (keys.names, keys.epochs) == (["1", "b"], 3)
+    assert load_config(Keys, None, ["column=null", "negative_class=true"]).column is None
+    assert load_config(Keys, None, ["negative_class=true"]).negative_class == "true"
+    with pytest.raises(ConfigError, match="^epochs: expected an integer, got 'x'$"):
+        load_config(Keys, None, ["epochs=x"])

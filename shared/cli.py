@@ -1,8 +1,10 @@
 """The `deepfield` command: `deepfield <app> <step> [--config FILE] [--set key=value ...]`.
 
-The apps are those of `shared.apps`. Each app's pipeline module provides `Config` (a
-dataclass), `DEFAULT_CONFIG` (a YAML path) and one function per step taking
-`(config, options: shared.steps.StepOptions)`.
+The apps are those of `shared.apps`. Each app's `config` module provides `Config` (a
+dataclass, read from the package's `configs/default.yaml` unless `--config` names a file) and
+imports no TensorFlow, so a config or path error is reported before TensorFlow loads; its
+pipeline module provides one function per step taking `(config, options:
+shared.steps.StepOptions)`.
 """
 
 import argparse
@@ -11,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+from pathlib import Path
 
 from shared.apps import APPS
 from shared.steps import StepOptions
@@ -115,17 +118,21 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
         argv = _without_workers(argv)
         code = main([argv[0], "prepare", *argv[2:]])
         return code or launch(argv, args.workers), None
-    from shared.config import ConfigError, load_config
+    from shared.config import ConfigError
     from shared.io import DataError
 
+    try:
+        # The config and the paths named are checked before TensorFlow loads (seconds): a
+        # typo is one line at once, not after the import.
+        config = _checked_config(args)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2, None
     quiet_tensorflow_import()
     from shared.training import Diverged, TrainingFailed
 
     try:
         pipeline = importlib.import_module(APPS[args.app].pipeline)
-        config = load_config(
-            pipeline.Config, args.config or pipeline.DEFAULT_CONFIG, args.overrides
-        )
         options = StepOptions(
             run=getattr(args, "run", None),
             inputs=getattr(args, "input", None) or [],
@@ -153,6 +160,24 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
         print(f"stopped by {signal.Signals(stopped[0]).name}", file=sys.stderr)
         return 128 + stopped[0], None
     return 0, result
+
+
+def _checked_config(args: argparse.Namespace):
+    """The step's config from the app's `config` module (no TensorFlow in it), and the run
+    folder and inputs it names, checked to exist."""
+    from shared.config import load_config
+    from shared.run import RunDir
+    from shared.scoring import expand_inputs
+
+    package = APPS[args.app].package
+    config_cls = importlib.import_module(f"{package}.config").Config
+    default = Path(importlib.import_module(package).__file__).parent / "configs" / "default.yaml"
+    config = load_config(config_cls, args.config or default, args.overrides)
+    if args.step in USES_RUN:
+        RunDir.locate(args.app, args.run, config.run.root)
+    if args.step == "score":
+        expand_inputs(args.input, "")
+    return config
 
 
 def _stop(stopped: list[int], signum: int, frame) -> None:

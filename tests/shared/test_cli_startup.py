@@ -1,0 +1,44 @@
+"""The CLI reports config and path errors before TensorFlow is imported."""
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.apps import APPS
+
+PROBE = """
+import sys
+from shared.cli import main
+code = main(sys.argv[1:])
+print("tensorflow imported:", "tensorflow" in sys.modules)
+sys.exit(code)
+"""
+
+
+def probe(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_a_config_typo_is_one_line_before_tensorflow_is_imported(app):
+    done = probe(app, "train", "--set", "train.epochz=3")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith("error: unknown key train.epochz; allowed keys here: ")
+    assert "tensorflow imported: False" in done.stdout
+
+
+def test_a_missing_run_or_input_is_one_line_before_tensorflow_is_imported(tmp_path):
+    done = probe("fraud", "evaluate", "--set", f"run.root={tmp_path}")
+    assert done.returncode == 2 and "tensorflow imported: False" in done.stdout
+    assert done.stderr.strip() == (
+        f"error: no trained run found at {tmp_path}/fraud/latest: run `fraud train` first"
+    )
+    (tmp_path / "run").mkdir()
+    missing = tmp_path / "absent.csv"
+    done = probe("fraud", "score", "--run", str(tmp_path / "run"), "--input", str(missing))
+    assert done.returncode == 2 and "tensorflow imported: False" in done.stdout
+    assert done.stderr.strip() == f"error: {missing}: no such file or folder"

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from shared.apps import APPS
-from shared.steps import StepOptions
 
 STEPS = ("prepare", "train", "evaluate", "score", "export")
 STEP_HELP = {
@@ -129,6 +128,7 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
     quiet_tensorflow_import()
+    from shared.steps import StepOptions
     from shared.training import Diverged, TrainingFailed
 
     try:

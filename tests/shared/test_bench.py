@@ -78,3 +78,15 @@ def test_train_and_score_feeds_setups_answer_to_score_and_predict_in_order():
     assert [c[0] for c in calls] == ["setup", "train", "score", "predict", "workers", "workers"]
     assert calls[2][1] == calls[3][1] == {"folder": "/f"}
     assert found["ours"] == {"name": "score"} and set(found["workers"]) == {1, 2}
+
+
+def test_cli_startup_times_each_command_and_compares_errors_with_the_tensorflow_import(
+    monkeypatch,
+):
+    commands = {name: ["-c", "pass"] for name in bench.STARTUP_COMMANDS}
+    commands["import_tensorflow"] = ["-c", "import time; time.sleep(0.5)"]
+    monkeypatch.setattr(bench, "STARTUP_COMMANDS", commands)
+    report = bench.cli_startup(trials=1)
+    assert set(report["seconds"]) == set(commands) and report["under_target"] is True
+    assert report["seconds"]["import_tensorflow"] >= 0.5
+    assert 0 < report["config_error_vs_tensorflow_import"] < 1

@@ -62,7 +62,13 @@ bench: setup
 DATA ?=
 APPS ?=
 QUICK ?=
-quality: setup
+# The benchmark-only extras (pyproject's `bench`); where they cannot be installed (no index),
+# their rows say so and the rest runs.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	-$(PY) -m pip install --quiet -e ".[bench]" && touch $(BENCH_STAMP)
+
+quality: setup $(BENCH_STAMP)
 	$(PY) -m shared.quality $(if $(DATA),--data $(DATA),) $(if $(APPS),--apps $(APPS),) $(if $(filter 1 true yes,$(QUICK)),--quick,)
 
 # Each app's smoke config on the GPU with and without mixed precision and XLA (JSON report);
@@ -93,6 +99,13 @@ tensorboard: setup
 %-recommend: setup
 	@test -n "$(USERS)" || { echo "usage: make $*-recommend USERS=ids.txt|id1,id2 [MODEL=runs/$*/<run>] [OUTPUT=out.csv]"; exit 2; }
 	$(PY) -m shared.cli $* recommend $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --users $(USERS) $(OUTPUT_ARG)
+
+# Rating models cross-validated over the folds of a ratings folder (ml-100k's u1..u5.base/.test
+# pairs, else data.cv_folds seeded folds of one ratings file): each model's mean and spread of
+# RMSE, in the run's cv.json and cv.md. E.g. make recsys-cv CONFIG=apps/recsys/configs/movielens.yaml
+# SET="data.path=../shared/realdata/recsys/ml-latest-small"
+%-cv: setup
+	$(PY) -m shared.cli $* cv $(CONFIG_ARG) $(SET_ARGS)
 
 # --- whole pipelines on the sample data: prepare, train, then evaluate and the app's sample
 # scoring commands (its `demo` entry in shared/apps.py) with the run that train made, passed

@@ -40,6 +40,8 @@ class DataConfig:
     # auto: time when the data has timestamps, else random
     leave_out: int = bounded(2, low=1)  # retrieval: each user's k held-out interactions to test
     # (and k more to validation)
+    cv_folds: int = bounded(5, low=2)  # cv without u1.base/u1.test ... files in data.path: this
+    # many seeded random folds of the ratings
     min_user_interactions: int = bounded(5, low=1)  # fewer: the user stays in training only
     simulator: SimulatorConfig = dataclasses.field(default_factory=SimulatorConfig)  # sample
 
@@ -100,6 +102,9 @@ class ModelConfig:
     retrieval_batch_size: int = bounded(256, low=2)  # two-tower: batch (= in-batch negatives + 1)
     retrieval_learning_rate: float = bounded(3e-3, low=0.0, low_open=True)  # two-tower: peak rate
     bias_damping: float = bounded(10.0, low=0.0)  # bias baseline: shrinkage of user/item biases
+    mf_implicit: bool = False  # MF: add SVD++'s implicit term (each user's set of rated items)
+    surprise_svd: bool = False  # rating leaderboard: the `surprise` package's SVD at its
+    # defaults on the same split (a benchmark-only extra; not installed: a failed row)
 
 
 @dataclasses.dataclass
@@ -120,6 +125,12 @@ class ServeConfig:
     rating_model: Literal["mf", "ncf"] = "mf"  # which model `score` predicts ratings with
     chunk_rows: int = bounded(100_000, low=1)  # score: rows read, checked and scored at a time
     batch_size: int = bounded(8192, low=1)  # rows or users per model call
+    index: Literal["brute_force", "ivf"] = "brute_force"  # recommend's top-K: exact, or an
+    # inverted-file index (approximate: k-means lists, `ivf_probe` of them scored per user)
+    ivf_lists: int = bounded(0, low=0)  # IVF lists; 0: the square root of the catalogue size
+    ivf_probe: int = bounded(8, low=1)  # IVF lists scored per user (more: slower, exact-er)
+    cold_items: bool = False  # recommend also items with metadata but no interactions (their
+    # item-tower embedding from the genres alone, written by train as cold_items.npz)
 
 
 @dataclasses.dataclass

@@ -120,8 +120,58 @@ def _lookup(vocabulary: list[str], name: str):
     return keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1, name=name)
 
 
-def build_mf(users: list[str], items: list[str], config: ModelConfig, mean: float) -> keras.Model:
-    """Biased matrix factorisation: mean + b_u + b_i + p_u . q_i, L2 on factors and biases."""
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+class ImplicitFeedback(keras.layers.Layer):
+    """SVD++'s implicit user term (Koren 2008): |N(u)|^-1/2 * sum of y_j over the items j in
+    N(u), the items user u rated in training, whatever the ratings were.
+
+    The (user row, item row) pairs are kept as non-trainable weights, so the saved model holds
+    them; each call sums every user's item factors at once (one gather and one segment sum
+    over the pairs: as cheap as a second embedding lookup for catalogues of this size).
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_pairs: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_users, self.n_items, self.n_pairs, self.dim = n_users, n_items, n_pairs, dim
+
+    def build(self, input_shape):
+        init = keras.initializers.RandomNormal(stddev=0.05)
+        self.factors = self.add_weight(shape=(self.n_items, self.dim), initializer=init, name="y")
+        pair = {"shape": (self.n_pairs,), "initializer": "zeros", "trainable": False}
+        self.pair_user = self.add_weight(dtype="int32", name="pair_user", **pair)
+        self.pair_item = self.add_weight(dtype="int32", name="pair_item", **pair)
+        self.pair_weight = self.add_weight(name="pair_weight", **pair)
+
+    def set_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray) -> None:
+        """The training pairs, by lookup row; each weighs 1/sqrt(its user's count)."""
+        counts = np.bincount(user_rows, minlength=self.n_users)
+        order = np.argsort(user_rows, kind="stable")  # grouped by user: a local gather
+        self.pair_user.assign(user_rows[order].astype(np.int32))
+        self.pair_item.assign(item_rows[order].astype(np.int32))
+        self.pair_weight.assign((1.0 / np.sqrt(counts[user_rows[order]])).astype(np.float32))
+
+    def call(self, user_rows):
+        y = ops.take(self.factors, self.pair_item, axis=0) * ops.expand_dims(self.pair_weight, 1)
+        per_user = ops.segment_sum(y, self.pair_user, num_segments=self.n_users)
+        return ops.take(per_user, ops.cast(user_rows, "int32"), axis=0)
+
+    def get_config(self):
+        sizes = {"n_users": self.n_users, "n_items": self.n_items, "n_pairs": self.n_pairs}
+        return {**super().get_config(), **sizes, "dim": self.dim}
+
+
+def build_mf(
+    users: list[str],
+    items: list[str],
+    config: ModelConfig,
+    mean: float,
+    implicit: tuple[np.ndarray, np.ndarray] | None = None,
+) -> keras.Model:
+    """Biased matrix factorisation: mean + b_u + b_i + p_u . q_i, L2 on factors and biases.
+
+    With `implicit` (the training pairs' user and item ids) and `config.mf_implicit`, SVD++:
+    the user factor becomes p_u + |N(u)|^-1/2 sum_{j in N(u)} y_j.
+    """
     user_in, item_in = _id_input("user"), _id_input("item")
     u = _lookup(users, "user_lookup")(user_in)
     i = _lookup(items, "item_lookup")(item_in)
@@ -131,6 +181,16 @@ def build_mf(users: list[str], items: list[str], config: ModelConfig, mean: floa
     # cost rating accuracy, and its activity-regulariser losses must match the float32 loss).
     f32 = {"activity_regularizer": reg, "dtype": "float32"}
     p = keras.layers.Embedding(len(users) + 1, config.mf_dim, init, name="user_factors", **f32)(u)
+    if config.mf_implicit and implicit is not None:
+        layer = ImplicitFeedback(
+            len(users) + 1, len(items) + 1, len(implicit[0]), config.mf_dim, name="implicit", **f32
+        )
+        p = keras.layers.Add(name="user_total", dtype="float32")([p, layer(u)])
+        rows = [
+            np.searchsorted(np.asarray(v), ids) + 1
+            for v, ids in zip((users, items), implicit, strict=True)
+        ]
+        layer.set_pairs(*rows)
     q = keras.layers.Embedding(len(items) + 1, config.mf_dim, init, name="item_factors", **f32)(i)
     bu = keras.layers.Embedding(len(users) + 1, 1, "zeros", name="user_bias", **f32)(u)
     bi = keras.layers.Embedding(len(items) + 1, 1, "zeros", name="item_bias", **f32)(i)
@@ -313,6 +373,8 @@ class Meta(ModelMeta):
     popularity: dict  # the popularity baseline: items, their counts, training interactions
     items: int  # items in the retrieval catalogue (catalogue.json)
     rating_range: list[float] | None = None  # lowest and highest training rating (None: implicit)
+    baseline_failures: dict[str, str] = dataclasses.field(default_factory=dict)  # baseline ->
+    # why it has no row (an optional package not installed)
 
     APP = "recsys"
 

@@ -1,4 +1,4 @@
-"""The recsys app's steps: prepare, train, evaluate, score, export, and recommend."""
+"""The recsys app's steps: prepare, train, evaluate, score, export, recommend, and cv."""
 
 import dataclasses
 import time
@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 
 from apps.recsys import data as rs_data
+from apps.recsys.baselines import interaction_matrix, item_knn_scores, surprise_svd
 from apps.recsys.card import CARD_TITLE, print_summary, relevance_text, write_card
 from apps.recsys.config import Config
 from apps.recsys.data import HeldOut, Prepared, TowerInputs, held_out, id_arrays, rating_parts
+from apps.recsys.index import SeenItems, ivf_recall
 from apps.recsys.metrics import ranking_metrics, rating_metrics, recall_at_k, recall_curve
 from apps.recsys.model import (
     MAX_K,
@@ -43,6 +45,7 @@ from apps.recsys.scorer import (
     Recommender,
     pair_scorer,
     predict_ratings,
+    read_preferences,
     read_users,
     tower_scores,
 )
@@ -71,7 +74,11 @@ from shared.steps import (
 
 APP = "recsys"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
-RECALL_COLUMN = f"val_recall@{RETRIEVAL_K}"  # the two-tower history's validation Recall@10
+RECALL_COLUMN = f"val_recall@{RETRIEVAL_K}"
+RATING_BASELINES = (
+    "bias_baseline",
+    "surprise_svd",
+)  # the rating leaderboard's baselines  # the two-tower history's validation Recall@10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,10 +157,14 @@ class Fitted:
     failures: dict = dataclasses.field(default_factory=dict)  # name -> why it failed
     xla: dict = dataclasses.field(default_factory=dict)  # name -> train step ran under XLA
     baseline_seconds: dict = dataclasses.field(default_factory=dict)  # baseline -> fit seconds
-    baseline: dict = dataclasses.field(default_factory=dict)  # bias baseline: val/test predictions
+    baseline: dict = dataclasses.field(default_factory=dict)  # `<baseline>_<split>`: the rating
+    # baselines' validation and test predictions
+    baseline_failures: dict = dataclasses.field(default_factory=dict)  # baseline -> why none
     rating_range: list | None = None  # lowest and highest training rating (explicit data)
     catalogue: list = dataclasses.field(default_factory=list)  # the retrieval index's item ids
     popularity: dict = dataclasses.field(default_factory=dict)  # the most-popular list
+    cold_items: dict = dataclasses.field(default_factory=dict)  # items with metadata but no
+    # training interaction: their ids and item-tower embeddings (cold_items.npz)
 
 
 def train(config: Config, options: StepOptions | None = None) -> RunDir:
@@ -208,6 +219,7 @@ def _meta(config: Config, prepared: Prepared, policy: str, fitted: Fitted, secon
         rating_models=rating_models,
         retrieval_model=retrieval,
         baseline_seconds=fitted.baseline_seconds,
+        baseline_failures=fitted.baseline_failures,
         schema=InputSchema(
             [Column(config.data.user, "id"), Column(config.data.item, "id")]
         ).to_dict(),
@@ -235,6 +247,9 @@ def _save(run: RunDir, fitted: Fitted, prepared: Prepared, rating_model: str | N
     )
     write_table(run.path / "items.parquet", prepared.items)
     write_json(run.path / "catalogue.json", fitted.catalogue)
+    if fitted.cold_items:
+        with atomic_path(run.path / "cold_items.npz", suffix=".npz") as tmp:
+            np.savez(tmp, **fitted.cold_items)
     served = {"rating": rating_model, "retrieval": "two_tower"}
     with atomic_dir(run.saved_model_path) as tmp:
         write_saved_models(
@@ -257,7 +272,16 @@ def _fit_rating_models(config: Config, strategy, frame: pd.DataFrame, run: RunDi
             fitted.failures[name] = str(exc)
     ratings = parts["train"]["rating"]
     fitted.rating_range = [float(ratings.min()), float(ratings.max())]
-    fitted.baseline = {s: bias_predict(bias, parts[s]) for s in ("val", "test")}
+    fitted.baseline = {f"bias_baseline_{s}": bias_predict(bias, parts[s]) for s in ("val", "test")}
+    if config.model.surprise_svd:
+        held = {s: parts[s] for s in ("val", "test")}
+        svd, why = surprise_svd(parts["train"], held, config.train.seed)
+        if svd is None:
+            fitted.baseline_failures["surprise_svd"] = why
+            print(f"train: no surprise_svd row: {why}", flush=True)
+        else:
+            fitted.baseline_seconds["surprise_svd"] = svd["seconds"]
+            fitted.baseline |= {f"surprise_svd_{s}": svd[s].astype(np.float32) for s in held}
 
 
 def _datasets(head, cfg, train: tuple, val: tuple | None):
@@ -280,7 +304,10 @@ def _fit_rating(
     users, items = sorted(tr["user"].unique()), sorted(tr["item"].unique())
     builder = {"mf": build_mf, "ncf": build_ncf}[name]
     with strategy.scope():  # the optimizer's variables belong to the strategy too
-        model = builder(users, items, config.model, float(tr["rating"].mean()))
+        # SVD++'s implicit term (model.mf_implicit) sums over each user's training items.
+        pairs = (tr["user"].to_numpy(str), tr["item"].to_numpy(str))
+        extra = {"implicit": pairs} if name == "mf" else {}
+        model = builder(users, items, config.model, float(tr["rating"].mean()), **extra)
         # The id lookups do not compile with XLA: under `xla` they run in tf.data.
         head, core = training.xla_split(model, cfg, ["user_lookup", "item_lookup"])
         training.compile_model(
@@ -311,7 +338,7 @@ def _fit_retrieval(
     fitted.catalogue, fitted.popularity = fit_popularity(prepared.frame)
     fitted.baseline_seconds["popularity"] = time.perf_counter() - start
     try:
-        fitted.models["two_tower"], fitted.xla["two_tower"] = _fit_two_tower(
+        fitted.models["two_tower"], fitted.xla["two_tower"], fitted.cold_items = _fit_two_tower(
             config, strategy, prepared, fitted.catalogue, run
         )
     except training.Diverged as exc:
@@ -346,8 +373,8 @@ def _val_recall(user_tower, item_tower, item_inputs: dict, val: HeldOut):
 def _fit_two_tower(config: Config, strategy, prepared: Prepared, items: list[str], run: RunDir):
     """In-batch-softmax two-tower model on the retrieval training split; returns the retrieval
     model (user id -> top-K over every catalogue item) and whether the train step ran under
-    XLA. Each epoch logs validation Recall@10 (`val_recall@10`), which picks the best epoch.
-    Raises `training.Diverged` if it diverged."""
+    XLA, and the cold items' embeddings (`_cold_items`). Each epoch logs validation Recall@10
+    (`val_recall@10`), which picks the best epoch. Raises `training.Diverged` if it diverged."""
     frame = prepared.frame
     tr = frame[frame.retrieval_split == "train"]
     va = frame[frame.retrieval_split == "val"]
@@ -395,7 +422,23 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, items: list[str
     )
     embeddings = np.asarray(predict_in_batches(item_tower, item_inputs, 8192))
     k = min(len(items), MAX_K + int(frame.groupby("user")["item"].size().max()))
-    return build_retrieval(user_tower, embeddings, k), bool(core.jit_compile)
+    cold = _cold_items(item_tower, inputs, prepared.items, items)
+    return build_retrieval(user_tower, embeddings, k), bool(core.jit_compile), cold
+
+
+def _cold_items(item_tower, inputs: TowerInputs, metadata: pd.DataFrame, catalogue) -> dict:
+    """Item-tower embeddings of the items with genres but no training interaction: their id
+    falls in the out-of-vocabulary row, so the genres carry them; {} when there are none."""
+    if not inputs.genres or not len(metadata):
+        return {}
+    cold = metadata[~metadata["item"].isin(set(catalogue)) & (metadata["genres"] != "")]
+    if not len(cold):
+        return {}
+    ids = cold["item"].to_numpy(str)
+    features = {"item": ids, "genres": inputs.genre_rows(ids)}
+    embeddings = np.asarray(predict_in_batches(item_tower, features, 8192), np.float32)
+    print(f"train: {len(ids):,} items with genres and no interaction embedded (cold start)")
+    return {"items": ids, "embeddings": embeddings}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,9 +457,9 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
         report["rating"], report["rating_pairs"], boards["rating"] = _evaluate_ratings(
             run, meta, frame, run_config, plots
         )
-    report["retrieval"], report["retrieval_held_out"], boards["retrieval"] = _evaluate_retrieval(
-        run, meta, frame, run_config, plots
-    )
+    retrieval = _evaluate_retrieval(run, meta, frame, run_config, plots)
+    report["retrieval"], report["retrieval_held_out"], boards["retrieval"] = retrieval[:3]
+    report["ivf_index"] = retrieval[3]
     report["leaderboard"] = boards
     report["test_input"] = _write_test_input(run, meta, frame)
     ev.plot_history(
@@ -432,12 +475,20 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
 def _evaluate_ratings(run: RunDir, meta: Meta, frame: pd.DataFrame, config: Config, plots: Path):
     """Test metrics per model, the pairs scored and left out, and the rating leaderboard."""
     parts = rating_parts(frame)
-    baseline = np.load(run.path / "baseline_predictions.npz", allow_pickle=False)
-    predictions = {"bias_baseline": {s: baseline[s] for s in ("val", "test")}}
+    with np.load(run.path / "baseline_predictions.npz", allow_pickle=False) as stored:
+        predictions = {
+            name: {s: stored[f"{name}_{s}"] for s in ("val", "test")}
+            for name in RATING_BASELINES
+            if f"{name}_test" in stored
+        }
     for name in meta.rating_models:
         model = load_model(run, name)
+        # Clipped to the training range, as `score` serves them (and surprise predicts).
         predictions[name] = {
-            s: predict_ratings(model, parts[s], config.serve.batch_size) for s in ("val", "test")
+            s: np.clip(
+                predict_ratings(model, parts[s], config.serve.batch_size), *meta.rating_range
+            )
+            for s in ("val", "test")
         }
     y = {s: parts[s]["rating"].to_numpy(np.float64) for s in ("val", "test")}
     metrics = {
@@ -454,12 +505,16 @@ def _evaluate_ratings(run: RunDir, meta: Meta, frame: pd.DataFrame, config: Conf
         )
     }
     entries = {name: _network_entry(run, meta, name, metrics.get(name)) for name in RATING_MODELS}
-    entries["bias_baseline"] = leaderboard.model_entry(
-        leaderboard.BASELINE,
-        metrics["bias_baseline"]["test"],
-        metrics["bias_baseline"]["val"],
-        meta.baseline_seconds["bias_baseline"],
-    )
+    for name in predictions:
+        if name in RATING_BASELINES:
+            entries[name] = leaderboard.model_entry(
+                leaderboard.BASELINE,
+                metrics[name]["test"],
+                metrics[name]["val"],
+                meta.baseline_seconds[name],
+            )
+    for name, why in meta.baseline_failures.items():
+        entries[name] = leaderboard.model_entry(leaderboard.BASELINE, status="failed", reason=why)
     selected, _ = meta.rating_model(config.serve.rating_model)
     board = leaderboard.build("rmse", False, entries, selected, "val_rmse")
     plot_errors(
@@ -493,27 +548,40 @@ def _evaluate_retrieval(run: RunDir, meta: Meta, frame: pd.DataFrame, config: Co
         s: held_out(frame, s, catalogue, train_users, config.evaluate.relevant_min_rating)
         for s in ("val", "test")
     }
-    metrics, curves = _rank_held_out(run, meta, catalogue, held, config)
-    board = _retrieval_board(run, meta, metrics)
+    train_users = np.asarray(train_users, dtype=str)
+    rows = frame[frame.retrieval_split == "train"]
+    train = (train_users, interaction_matrix(rows, train_users.tolist(), catalogue))
+    metrics, curves, extra = _rank_held_out(run, meta, catalogue, held, config, train)
+    board = _retrieval_board(run, meta, metrics, extra["item_knn_seconds"])
     plot_recall(curves, plots / "recall_at_k.png")
     counts = {s: h.counts for s, h in held.items()} | {
         "relevance": relevance_text(config.evaluate.relevant_min_rating),
         "excluded": "each user's earlier items (training; validation too on test)",
     }
     tested = {n: m for n, m in metrics["test"].items() if m is not None}
-    return tested, counts, board
+    return tested, counts, board, extra.get("ivf")
 
 
-def _rank_held_out(run: RunDir, meta: Meta, catalogue: list[str], held: dict, config: Config):
-    """Per split and model the ranking metrics (None without a user to measure), and the test
-    Recall@K curves."""
+def _rank_held_out(
+    run: RunDir, meta: Meta, catalogue: list[str], held: dict, config: Config, train
+):
+    """Per split and model the ranking metrics (None without a user to measure), the test
+    Recall@K curves, the item-kNN fit seconds and the IVF index's recall against brute force.
+    `train`: the training users (sorted) and their interactions as a [users, items] matrix."""
+    train_users, train = train
     ks = sorted(set(config.evaluate.ks) | {RETRIEVAL_K})
     popularity = popularity_scores(meta.popularity, catalogue).astype(np.float32)
     model = load_model(run, "two_tower") if meta.retrieval_model else None
     candidates = np.asarray(model.get_layer("index").candidate_embeddings) if model else None
-    metrics, curves = {}, {}
+    metrics, curves, extra = {}, {}, {}
     for s, h in held.items():
-        scores = {"popularity": np.broadcast_to(popularity, h.relevant.shape)}
+        start = time.perf_counter()
+        # item-kNN ranks from the training interactions only, as the towers do.
+        scores = {
+            "popularity": np.broadcast_to(popularity, h.relevant.shape),
+            "item_knn": item_knn_scores(train, np.searchsorted(train_users, h.users)),
+        }
+        extra["item_knn_seconds"] = time.perf_counter() - start
         if model is not None:
             scores["two_tower"] = tower_scores(model.get_layer("user_tower"), candidates, h.users)
         metrics[s] = {
@@ -523,11 +591,43 @@ def _rank_held_out(run: RunDir, meta: Meta, catalogue: list[str], held: dict, co
         if s == "test":
             max_k = min(config.evaluate.max_k_plot, len(catalogue))
             curves = {n: recall_curve(v, h.relevant, h.exclude, max_k) for n, v in scores.items()}
-    return metrics, curves
+            if model is not None and h.users:
+                extra["ivf"] = _ivf_check(model, candidates, h, config)
+    return metrics, curves, extra
 
 
-def _retrieval_board(run: RunDir, meta: Meta, metrics: dict) -> dict:
-    """The retrieval leaderboard: the two-tower model beside popularity at Recall/NDCG@10."""
+def _ivf_check(model, candidates: np.ndarray, h: HeldOut, config: Config) -> dict:
+    """The IVF index's Recall@10 against brute force on the test users, printed."""
+    queries = np.asarray(
+        predict_in_batches(model.get_layer("user_tower"), np.asarray(h.users, str), 8192),
+        np.float32,
+    )
+    rows = np.arange(len(h.users))
+    seen = SeenItems(*np.nonzero(h.exclude), len(h.users))
+    lists = config.serve.ivf_lists or max(1, int(np.sqrt(len(candidates))))
+    found = ivf_recall(
+        queries,
+        np.asarray(candidates, np.float32),
+        rows,
+        seen,
+        RETRIEVAL_K,
+        lists,
+        config.serve.ivf_probe,
+        config.train.seed,
+    )
+    recall = found[f"recall@{RETRIEVAL_K}_vs_brute_force"]
+    print(
+        f"evaluate: IVF index ({found['lists']} lists, {found['probed']} probed): "
+        f"Recall@{RETRIEVAL_K} against brute force {recall:.3f} on {found['users']:,} test "
+        f"users ({found['ivf_s']:.3f}s, brute force {found['brute_force_s']:.3f}s)",
+        flush=True,
+    )
+    return found
+
+
+def _retrieval_board(run: RunDir, meta: Meta, metrics: dict, knn_seconds: float) -> dict:
+    """The retrieval leaderboard: the two-tower model beside popularity and cosine item-kNN
+    at Recall/NDCG@10 (item-kNN's seconds: scoring the test users, its whole fit)."""
 
     def at_k(m: dict | None) -> dict:
         at = m[f"@{RETRIEVAL_K}"] if m else {}
@@ -542,6 +642,12 @@ def _retrieval_board(run: RunDir, meta: Meta, metrics: dict) -> dict:
         at_k(metrics["test"]["popularity"]),
         at_k(metrics["val"]["popularity"]),
         meta.baseline_seconds["popularity"],
+    )
+    entries["item_knn"] = leaderboard.model_entry(
+        leaderboard.BASELINE,
+        at_k(metrics["test"]["item_knn"]),
+        at_k(metrics["val"]["item_knn"]),
+        knn_seconds,
     )
     selected = "two_tower" if meta.retrieval_model else None
     return leaderboard.build(f"recall@{RETRIEVAL_K}", True, entries, selected, RECALL_COLUMN)
@@ -612,7 +718,8 @@ def export(config: Config, options: StepOptions | None = None) -> Path:
 
 def recommend(config: Config, options: StepOptions | None = None) -> pd.DataFrame:
     """Top-K items for each user; items the user already has are excluded; unknown users get
-    the most popular items and are flagged in the `source` column."""
+    the most popular items (within the genres they stated, when the users file has a `genres`
+    column) and are flagged in the `source` column."""
     options = options or NO_OPTIONS
     run = locate(APP, config, options)
     meta = Meta.read(run)
@@ -620,16 +727,28 @@ def recommend(config: Config, options: StepOptions | None = None) -> pd.DataFram
     if not 1 <= k <= meta.max_k:
         raise DataError(f"--k must be between 1 and {meta.max_k}, got {k}")
     users = read_users(options.users)
-    recommender = Recommender(run)
-    result = recommender.recommend(users, k, config.serve.batch_size)
+    preferences = read_preferences(options.users)
+    recommender = Recommender(run, config.serve)
+    result = recommender.recommend(users, k, config.serve.batch_size, preferences)
     output = Path(options.output) if options.output else run.path / "recommendations.csv"
     write_table(output, result)
     unknown = len(set(users) - recommender.users_)
+    stated = int(result.drop_duplicates("user")["source"].eq("popularity_preferences").sum())
     broken = recommender.non_finite_users_
     fallback = f"; {broken:,} with no finite model score: popularity fallback" if broken else ""
+    within = f", {stated:,} of them within their stated genres" if stated else ""
     print(
-        f"recommend: {len(users):,} users ({unknown:,} unknown: popularity fallback{fallback}), "
-        f"top {k} -> {output}",
+        f"recommend: {len(users):,} users ({unknown:,} unknown: popularity fallback{within}"
+        f"{fallback}), top {k} -> {output}",
         flush=True,
     )
     return result
+
+
+def cv(config: Config, options: StepOptions | None = None) -> dict:
+    """Rating cross-validation: the rating models and baselines trained and measured on each
+    fold (the u1..u5 base/test files of a folder, else `data.cv_folds` random folds); the mean
+    and spread of their test RMSE, written to the cv run folder (cv.json, cv.md)."""
+    from apps.recsys.cv import run_cv  # cv builds on this module's training helpers
+
+    return run_cv(config)

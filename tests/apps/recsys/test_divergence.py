@@ -115,17 +115,16 @@ def test_every_network_failed_exits_1_and_never_becomes_latest(tmp_path, sets, c
 def test_recommend_never_serves_a_non_finite_score(tmp_path, sets):
     assert cli("train", *sets) == 0
     recommender = Recommender(RunDir(_latest(tmp_path).resolve()))
-    index = recommender.model.get_layer("index")
-    embeddings = np.asarray(index.candidate_embeddings).copy()
+    embeddings = recommender.item_embeddings_.copy()
     users = sorted(recommender.users_)[:8]
     broken = embeddings.copy()
     broken[::2] = np.nan  # half the catalogue scores NaN for every user
-    index.update_candidates(broken)
+    recommender.set_embeddings(items=broken)
     recs = recommender.recommend(users, 5)
     assert np.isfinite(recs["score"]).all() and (recs["source"] == "two_tower").all()
     nan_items = set(recommender.catalogue[::2])
     assert not set(recs["item"]) & nan_items
-    index.update_candidates(np.full_like(embeddings, np.nan))  # nothing finite at all
+    recommender.set_embeddings(items=np.full_like(embeddings, np.nan))  # nothing finite at all
     recs = recommender.recommend(users, 5)
     assert np.isfinite(recs["score"]).all() and recommender.non_finite_users_ == len(users)
     assert (recs["source"] == "popularity_fallback").all()

@@ -123,7 +123,8 @@ def test_leaderboards_and_the_card_show_every_model_beside_its_baseline(given_ru
     for entry in rating["models"].values():
         assert set(entry["test"]) == {"rmse", "mae"} and entry["train_seconds"] is not None
     assert retrieval["metric"] == "recall@10" and retrieval["history_column"] == "val_recall@10"
-    assert set(retrieval["models"]) == {"two_tower", "popularity"}
+    assert set(retrieval["models"]) == {"two_tower", "popularity", "item_knn"}
+    assert set(retrieval["models"]["item_knn"]["test"]) == {"recall@10", "ndcg@10"}
     assert set(retrieval["models"]["two_tower"]["test"]) == {"recall@10", "ndcg@10"}
     assert "time_to_baseline_s" in retrieval["models"]["two_tower"]
     history = pd.read_csv(_latest(tmp_path) / "history-two_tower.csv")
@@ -133,6 +134,7 @@ def test_leaderboards_and_the_card_show_every_model_beside_its_baseline(given_ru
     card = (_latest(tmp_path) / "model_card.md").read_text()
     assert "Leaderboard: rating prediction (RMSE)" in card and "bias_baseline (baseline)" in card
     assert "Leaderboard: retrieval (Recall@10)" in card and "popularity (baseline)" in card
+    assert "item_knn (baseline)" in card and "Approximate index (serve.index=ivf)" in card
 
 
 def test_ml_latest_small_ratings_csv_keeps_leave_last_out_in_time(tmp_path):

@@ -120,12 +120,27 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_roc(curves: dict, path: str | Path, title: str = "ROC curve") -> Path:
-    """`curves` maps a model name to (y_true, score)."""
+def plot_roc(
+    curves: dict, path: str | Path, title: str = "ROC curve", points: dict | None = None
+) -> Path:
+    """`curves` maps a model name to (y_true, score); `points` maps a curve's name to the
+    operating point (false positive rate, true positive rate, label) marked on it."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, (y, score) in curves.items():
         fpr, tpr, _ = skm.roc_curve(y, score)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")
+        line = ax.plot(fpr, tpr, label=f"{name} (AUC {skm.auc(fpr, tpr):.3f})")[0]
+        if points and name in points:
+            x, y_point, label = points[name]
+            ax.plot(x, y_point, "o", color=line.get_color(), markersize=8, markeredgecolor="k")
+            right = x > 0.55  # text on the side with room, inside the axes
+            ax.annotate(
+                label,
+                (x, y_point),
+                xytext=(-10 if right else 10, -18),
+                textcoords="offset points",
+                ha="right" if right else "left",
+                fontsize=8,
+            )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(
         xlabel="False positive rate",
@@ -293,8 +308,14 @@ def plot_cost_curve(
     return save_figure(fig, path)
 
 
+DIVERGED_FIRST_EPOCH = 3.0  # a first-epoch loss this many times the later median is off scale
+
+
 def plot_history(history_csv: str | Path, path: str | Path, metrics=("loss",)) -> Path | None:
-    """Training and validation curves per network from history.csv."""
+    """Training and validation curves per network from history.csv: losses (metrics whose
+    name contains 'loss') on the top axes, the other metrics on their own axes below. A first
+    epoch whose loss is far above the rest (a warm-up spike) is left off the loss scale, noted
+    in the title, so the later epochs stay readable."""
     import pandas as pd
 
     history_csv = Path(history_csv)
@@ -302,35 +323,77 @@ def plot_history(history_csv: str | Path, path: str | Path, metrics=("loss",)) -
         return None
     frame = pd.read_csv(history_csv)
     networks = frame["network"].unique() if "network" in frame else [None]
-    fig, axes = plt.subplots(1, len(networks), figsize=(5 * len(networks), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], networks, strict=True):
+    losses = [m for m in metrics if "loss" in m]
+    others = [m for m in metrics if "loss" not in m]
+    rows = [group for group in (losses, others) if group]
+    fig, axes = plt.subplots(
+        len(rows), len(networks), figsize=(5 * len(networks), 3.2 * len(rows)), squeeze=False
+    )
+    for col, name in enumerate(networks):
         part = frame[frame["network"] == name] if name is not None else frame
-        for metric in metrics:
-            for prefix in ("", "val_"):
-                column = prefix + metric
-                if column in part:
-                    ax.plot(part["epoch"] + 1, part[column], marker="o", markersize=3, label=column)
-        ax.set(xlabel="Epoch", title=str(name or "training"))
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+        for row, group in enumerate(rows):
+            ax = axes[row][col]
+            columns = [p + m for m in group for p in ("", "val_") if p + m in part]
+            for column in columns:
+                ax.plot(part["epoch"] + 1, part[column], marker="o", markersize=3, label=column)
+            title = str(name or "training")
+            if group is losses and _clip_first_epoch(ax, part[columns]):
+                title += " (epoch 1 off scale)"
+            ax.set(xlabel="Epoch", title=title if row == 0 else "")
+            ax.set_ylabel("loss" if group is losses else "metric")
+            if columns:
+                ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
+def _clip_first_epoch(ax, values) -> bool:
+    """Set the y range from epoch 2 on when epoch 1 diverged above it; True when clipped."""
+    values = values.to_numpy(dtype=float)
+    if len(values) < 3 or not np.isfinite(values[1:]).any():
+        return False
+    later = values[1:][np.isfinite(values[1:])]
+    first = values[0][np.isfinite(values[0])]
+    top = float(np.max(later))
+    if not len(first) or first.max() <= DIVERGED_FIRST_EPOCH * max(float(np.median(later)), 1e-12):
+        return False
+    if first.max() <= top:
+        return False
+    low = float(np.min(later))
+    pad = (top - low) * 0.1 or abs(top) * 0.1 or 0.1
+    ax.set_ylim(low - pad, top + pad)
+    return True
+
+
 def bootstrap_interval(
-    statistic, arrays: tuple, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    statistic,
+    arrays: tuple,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups=None,
 ) -> tuple[float, float, float]:
     """`statistic(*arrays)` and its percentile bootstrap interval over resampled rows.
 
-    Resamples where the statistic is undefined (NaN, e.g. a ROC-AUC drawn with one class only)
-    are skipped; with `n_boot` 0 or no valid resample the bounds are NaN.
+    With `groups` (one id per row, e.g. the patient; '' or None means unknown) whole groups are
+    resampled, so the interval counts the images of one patient as the one observation they
+    mostly are; rows without a group are groups of their own. Resamples where the statistic is
+    undefined (NaN, e.g. a ROC-AUC drawn with one class only) are skipped; with `n_boot` 0 or no
+    valid resample the bounds are NaN.
     """
     arrays = tuple(np.asarray(a) for a in arrays)
     point = float(statistic(*arrays))
     n = len(arrays[0])
+    members = _group_rows(groups, n)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
-        index = rng.integers(0, n, n)
+        if members is None:
+            index = rng.integers(0, n, n)
+        else:
+            index = np.concatenate(
+                [members[g] for g in rng.integers(0, len(members), len(members))]
+            )
         value = statistic(*(a[index] for a in arrays))
         if np.isfinite(value):
             values.append(value)
@@ -339,6 +402,28 @@ def bootstrap_interval(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return point, float(low), float(high)
+
+
+def _group_rows(groups, n: int) -> list[np.ndarray] | None:
+    """The row indices of each group; None when no row has a known group (resample rows)."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups).astype(str)
+    if len(groups) != n:
+        raise ValueError(f"expected one group per row. Received: {len(groups)} for {n} rows")
+    known = groups != ""
+    if not known.any():
+        return None
+    # Prefixes keep a patient named like a row number apart from that row.
+    labels = np.where(known, np.char.add("g:", groups), np.char.add("r:", np.arange(n).astype(str)))
+    _, inverse = np.unique(labels, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+
+
+def patients_known(groups) -> bool:
+    """True when at least one row has a group id (a bootstrap then resamples groups)."""
+    return groups is not None and bool((np.asarray(groups).astype(str) != "").any())
 
 
 def roc_auc(y, score) -> float:

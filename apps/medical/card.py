@@ -41,13 +41,34 @@ def write_card(run: RunDir, meta: Meta, report: dict) -> None:
                 report["leaderboard"]["classification"]
             )
             + _baseline_note(report["baselines"]),
-            "Calibration": f"Temperature T = {meta.temperature:.3f}, fitted on validation, is "
-            "applied inside the saved and exported model. Expected calibration error "
-            f"(equal-width bins): test {test['ece_before']:.4f} before, {test['ece_after']:.4f} "
-            f"after; validation {val['ece_before']:.4f} before, {val['ece_after']:.4f} after. "
-            "See plots/reliability.png.",
+            "Calibration": _calibration_section(meta, test, val),
             "Limits": LIMITS,
         },
+    )
+
+
+def _ece(part: dict, key: str) -> str:
+    low, high = part.get(f"{key}_ci", [float("nan")] * 2)
+    return f"{part[key]:.4f} (95% CI {low:.4f}-{high:.4f})"
+
+
+def _calibration_section(meta: Meta, test: dict, val: dict) -> str:
+    """The temperature, why it is what it is, and both ECEs with their intervals."""
+    fitted = meta.temperature_fitted
+    why = (
+        f"the validation-NLL fit T = {fitted:.3f} did not lower the validation ECE in 90% of "
+        "paired bootstrap resamples, so T = 1 is kept"
+        if meta.temperature_kept_one and fitted is not None
+        else "fitted on validation by NLL (bounded search) and kept because it lowered the "
+        "validation ECE in at least 90% of paired bootstrap resamples"
+    )
+    unit = test.get("bootstrap_unit", "image")
+    return (
+        f"Temperature T = {meta.temperature:.3f}: {why}; it is a Rescaling layer inside the "
+        "saved and exported model. Expected calibration error (equal-width bins, bootstrap "
+        f"over {unit}s): test {_ece(test, 'ece_before')} before, {_ece(test, 'ece_after')} "
+        f"after; validation {_ece(val, 'ece_before')} before, {_ece(val, 'ece_after')} after. "
+        "See plots/reliability.png."
     )
 
 
@@ -132,7 +153,12 @@ def train_summary(meta: Meta, seconds: float, digest: str, run: RunDir) -> str:
     """What train prints when it is done."""
     return (
         f"train: finished in {seconds:.0f}s; temperature {meta.temperature:.3f} "
-        f"(validation ECE {meta.val_ece_before:.4f} -> {meta.val_ece_after:.4f}); "
+        + (
+            f"(fit {meta.temperature_fitted:.3f} kept at 1: no ECE gain) "
+            if meta.temperature_kept_one
+            else ""
+        )
+        + f"(validation ECE {meta.val_ece_before:.4f} -> {meta.val_ece_after:.4f}); "
         f"weights sha256 {digest}; model -> {run.model_path}"
     )
 

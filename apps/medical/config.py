@@ -4,6 +4,7 @@ import dataclasses
 from typing import Literal
 
 from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+from shared.export import ExportConfig
 from shared.images import DEFAULT_MAX_PIXELS
 
 WINDOW_PRESETS = {  # (centre, width) in the file's rescaled units (Hounsfield units for CT)
@@ -94,6 +95,8 @@ class BaselineConfig:
     max_iter: int = bounded(300, low=1)  # lbfgs iterations per fit
     max_train_images: int = bounded(20_000, low=10)  # a larger train split is subsampled
     # (stratified, seeded): one float per pixel per image must fit in memory
+    recipe_cnn: bool = False  # also train the plain 3-block CNN recipe (apps/medical/recipe.py)
+    recipe_epochs: int = bounded(60, low=1)  # its epoch limit (early stopping, patience 5)
 
 
 @dataclasses.dataclass
@@ -134,4 +137,5 @@ class Config:
     operating_point: OperatingPointConfig = dataclasses.field(default_factory=OperatingPointConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from apps.medical.config import WINDOW_PRESETS
 from shared.images import ImageError
@@ -35,16 +35,20 @@ def is_dicom(path: str | os.PathLike) -> bool:
 
 def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -> np.ndarray:
     """One single-frame DICOM image as uint8 (height, width, 1), or (height, width, 3) for
-    colour, displayed as a reader sees it.
+    colour, displayed as a reader sees it, through pydicom's own pipeline.
 
-    Grayscale: stored values go through the modality LUT (RescaleSlope/RescaleIntercept, or a
-    Modality LUT Sequence), then the window: a named preset (WINDOW_PRESETS), else the file's
-    WindowCenter/WindowWidth, else the image's own range. MONOCHROME1 (bright means low
-    values) is inverted so bone is always bright. Colour (RGB, YBR_* which pydicom decodes to
-    RGB, PALETTE COLOR through its lookup table) is already display values: DICOM applies
-    neither rescale nor window to it. Multi-frame files are refused from the header, before
-    any frame is decoded. A rescale or window value that is not a finite number is a reject
-    with its reason (with a window preset the file's window is not read).
+    Grayscale: stored values go through `apply_modality_lut` (RescaleSlope/RescaleIntercept, or
+    a Modality LUT Sequence), then `apply_voi_lut`: the file's VOI LUT Sequence, else its
+    WindowCenter/WindowWidth with its VOILUTFunction (LINEAR, LINEAR_EXACT or SIGMOID); a named
+    preset (WINDOW_PRESETS) replaces the file's VOI with a LINEAR window; a file with neither
+    is stretched over its own range. The VOI output is mapped to 0..255 over the range the VOI
+    can produce. MONOCHROME1 (bright means low values) is inverted so bone is always bright.
+    Colour (RGB, YBR_* which pydicom decodes to RGB, PALETTE COLOR through its lookup table)
+    is already display values: DICOM applies neither rescale nor window to it. Multi-frame
+    files are refused from the header, before any frame is decoded. A rescale or window value
+    that is not a finite number, or that pydicom cannot apply (a LINEAR width under 1, an
+    unknown VOILUTFunction), is a reject with its reason (a preset does not read the file's
+    window).
     """
     dataset = read_header(path)
     if "PixelData" not in dataset:
@@ -78,9 +82,7 @@ def read_dicom(path: str | os.PathLike, window: str = "", max_pixels: int = 0) -
     if pixels.ndim != 2:
         raise ImageError(f"{path}: expected one 2-D frame, got pixel array {pixels.shape}")
     values = _rescaled(path, pixels, dataset)
-    centre, width = window_of(path, dataset, window, values)
-    low, high = centre - width / 2.0, centre + width / 2.0
-    scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
+    scaled = displayed(path, dataset, window, values)
     if photometric == "MONOCHROME1":
         scaled = 255.0 - scaled
     return np.round(scaled).astype(np.uint8)[..., None]
@@ -166,21 +168,62 @@ def patient_id(path: str | os.PathLike) -> str:
     return str(dataset.get("PatientID", "") or "")
 
 
-def window_of(
-    path, dataset: pydicom.Dataset, preset: str, values: np.ndarray
-) -> tuple[float, float]:
-    """(centre, width): the preset, else the file's first window, else the values' range.
+def displayed(path, dataset: pydicom.Dataset, preset: str, values: np.ndarray) -> np.ndarray:
+    """Modality values -> display values 0..255 (float) through pydicom's `apply_voi_lut`.
 
-    A window value that is not a finite number raises ImageError (a window guessed from the
-    image's range would show the model other numbers than the file's author meant)."""
-    if preset:
-        return WINDOW_PRESETS[preset]
-    centre = _header_number(path, dataset, "WindowCenter")
-    width = _header_number(path, dataset, "WindowWidth")
-    if centre is not None and width is not None and width > 0:
-        return centre, width
-    low, high = float(values.min()), float(values.max())
-    return (low + high) / 2.0, max(high - low, 1.0)
+    The VOI's output range depends on BitsStored, the rescale and the LUT, so it is measured
+    by putting the extremes of the VOI's own input through it: the same pydicom code decides
+    both, and the result spans 0..255 whatever the file's bit depth.
+    """
+    voi = _preset_dataset(dataset, preset) if preset else dataset
+    if not preset:
+        for keyword in ("WindowCenter", "WindowWidth"):
+            _header_number(path, dataset, keyword)
+    if voi.get("VOILUTSequence"):
+        # The LUT's entries are what it displays: a 12-bit LUT in a 16-bit descriptor (common
+        # in real files) would look dark if scaled by the descriptor's nominal bit depth.
+        descriptor = voi.VOILUTSequence[0].LUTDescriptor
+        domain = np.arange(descriptor[1], descriptor[1] + (descriptor[0] or 2**16))
+        values = np.round(values).astype(np.int64)
+    elif "WindowCenter" in voi and "WindowWidth" in voi:
+        domain = np.array([-1e300, 1e300])  # LINEAR and SIGMOID reach both ends there
+    else:  # no VOI in the file: its own range
+        low, high = float(values.min()), float(values.max())
+        return (values - low) / max(high - low, 1e-9) * 255.0
+    try:
+        with np.errstate(over="ignore"):  # SIGMOID at the extremes: exp overflows to its limit
+            shown = np.asarray(apply_voi_lut(values, voi), dtype=np.float64)
+            reach = np.asarray(apply_voi_lut(domain, voi), dtype=np.float64)
+    except (ValueError, TypeError, KeyError, IndexError, NotImplementedError) as exc:
+        raise ImageError(
+            f"{path}: DICOM VOI LUT / window cannot be applied ({_first_line(exc)})"
+            + ("; fix the header or train with data.window set to a preset" if not preset else "")
+        ) from exc
+    low, high = float(reach.min()), float(reach.max())
+    if not (np.isfinite(shown).all() and high > low):
+        raise ImageError(f"{path}: DICOM VOI LUT / window maps every pixel to one value")
+    return np.clip((shown - low) / (high - low), 0.0, 1.0) * 255.0
+
+
+def _preset_dataset(dataset: pydicom.Dataset, preset: str) -> pydicom.Dataset:
+    """The header elements windowing reads, with the named preset as a LINEAR window in place
+    of the file's VOI (its LUT, function and window are left out)."""
+    voi = pydicom.Dataset()
+    for keyword in (
+        "PhotometricInterpretation",
+        "BitsStored",
+        "PixelRepresentation",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "ModalityLUTSequence",
+    ):
+        if keyword in dataset:
+            setattr(voi, keyword, dataset.get(keyword))
+    voi.PhotometricInterpretation = "MONOCHROME2"  # inversion is applied after the VOI
+    voi.BitsStored = int(voi.get("BitsStored", 16) or 16)
+    voi.PixelRepresentation = int(voi.get("PixelRepresentation", 0) or 0)
+    voi.WindowCenter, voi.WindowWidth = WINDOW_PRESETS[preset]
+    return voi
 
 
 def write_dicom(
@@ -193,11 +236,14 @@ def write_dicom(
     intercept: float = 0.0,
     window: tuple[float, float] | None = None,
     pixel_data: bool = True,
+    voi_function: str = "",
+    voi_lut: np.ndarray | None = None,
 ) -> Path:
     """A minimal valid single-frame DICOM file (explicit VR little endian) with pydicom.
 
     `pixels` are the stored uint16 values; `pixel_data=False` leaves the image out (a file a
-    reader must reject).
+    reader must reject). `voi_function` sets VOILUTFunction (LINEAR_EXACT, SIGMOID) and
+    `voi_lut` a VOI LUT Sequence of 16-bit entries for stored values 0, 1, 2, ...
     """
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -223,6 +269,14 @@ def write_dicom(
     dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
     if window is not None:
         dataset.WindowCenter, dataset.WindowWidth = window
+    if voi_function:
+        dataset.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        item = pydicom.Dataset()
+        # Both tags have ambiguous VRs (US/SS, US/OW): say which, or pydicom cannot write them.
+        item.add_new("LUTDescriptor", "US", [len(voi_lut), 0, 16])
+        item.add_new("LUTData", "US", [int(v) for v in voi_lut])
+        dataset.VOILUTSequence = pydicom.Sequence([item])
     if pixel_data:
         dataset.PixelData = pixels.tobytes()
     path = Path(path)

@@ -51,16 +51,15 @@ def calibration_pairs(task: str, labels, prob: np.ndarray, positive: int):
     return (prob.argmax(axis=1) == labels).astype(float), prob.max(axis=1)
 
 
-def split_report(labels, outputs, meta: Meta, cfg, seed: int = 0) -> dict:
-    """The metrics of one split from its (uncalibrated, calibrated) probabilities."""
+def split_report(labels, outputs, meta: Meta, cfg, seed: int = 0, patients=None) -> dict:
+    """The metrics of one split from its (uncalibrated, calibrated) probabilities; bootstrap
+    intervals resample patients when `patients` names them, else images."""
     uncalibrated, prob = outputs
-    names, task, positive = meta.class_names, meta.task, meta.positive_index
+    names, task = meta.class_names, meta.task
     onehot = labels if task == "multilabel" else np.eye(len(names))[labels]
     decisions = decide(prob, meta)
-    per_class, macro = _roc_aucs(onehot, prob, meta, cfg.bootstrap, seed)
-    bins = cfg.calibration_bins
-    before = calibration_pairs(task, labels, uncalibrated, positive)
-    after = calibration_pairs(task, labels, prob, positive)
+    groups = patients if ev.patients_known(patients) else None
+    per_class, macro = _roc_aucs(onehot, prob, meta, cfg.bootstrap, seed, groups)
     report = {
         "examples": int(len(labels)),
         "roc_auc": per_class,
@@ -69,21 +68,35 @@ def split_report(labels, outputs, meta: Meta, cfg, seed: int = 0) -> dict:
         if task == "multilabel"
         else float(np.mean(decisions.argmax(axis=1) == labels)),
         "operating_point": _operating_rates(onehot, prob, decisions, meta),
-        "ece_before": ev.expected_calibration_error(*before, bins),
-        "ece_after": ev.expected_calibration_error(*after, bins),
+        "bootstrap_unit": "patient" if groups is not None else "image",
     }
+    for name, p in (("ece_before", uncalibrated), ("ece_after", prob)):
+        report[name], report[f"{name}_ci"] = _ece_interval(labels, p, meta, cfg, seed, groups)
     if task != "multilabel":
         report["confusion_matrix"] = (onehot.T.astype(int) @ decisions).tolist()
     return report
 
 
-def _roc_aucs(onehot, prob, meta: Meta, bootstrap: int, seed: int) -> tuple[dict, dict]:
+def _ece_interval(labels, prob, meta: Meta, cfg, seed: int, groups) -> tuple[float, list]:
+    """The split's ECE and its bootstrap 95% interval [low, high]."""
+
+    def ece(y, p):
+        pairs = calibration_pairs(meta.task, y, p, meta.positive_index)
+        return ev.expected_calibration_error(*pairs, cfg.calibration_bins)
+
+    value, low, high = ev.bootstrap_interval(
+        ece, (labels, prob), cfg.bootstrap, seed, groups=groups
+    )
+    return value, [low, high]
+
+
+def _roc_aucs(onehot, prob, meta: Meta, bootstrap: int, seed: int, groups=None):
     """Per class (binary: the positive one) and macro ROC-AUC with bootstrap 95% intervals."""
     names, positive = meta.class_names, meta.positive_index
     per_class = {}
     for k in [positive] if meta.task == "binary" else range(len(names)):
         value, low, high = ev.bootstrap_interval(
-            ev.roc_auc, (onehot[:, k], prob[:, k]), bootstrap, seed
+            ev.roc_auc, (onehot[:, k], prob[:, k]), bootstrap, seed, groups=groups
         )
         per_class[names[k]] = {
             "value": value,
@@ -95,7 +108,9 @@ def _roc_aucs(onehot, prob, meta: Meta, bootstrap: int, seed: int) -> tuple[dict
         macro = dict(per_class[names[positive]])
         macro.pop("positives")
         return per_class, macro
-    value, low, high = ev.bootstrap_interval(ev.macro_roc_auc, (onehot, prob), bootstrap, seed)
+    value, low, high = ev.bootstrap_interval(
+        ev.macro_roc_auc, (onehot, prob), bootstrap, seed, groups=groups
+    )
     return per_class, {"value": value, "low": low, "high": high}
 
 

@@ -1,9 +1,11 @@
 """Medical networks: a small CNN, a residual network or a KerasHub backbone, calibrated outputs.
 
 Every model takes raw uint8 images of any size (rescaling and resizing are layers inside it) and
-ends in logits (the layer named `logits`) followed by `TemperatureScaling`, which divides them by
-the temperature fitted on validation before the softmax (one class per image) or the per-finding
-sigmoid (multi-label). The saved and exported models therefore give calibrated probabilities.
+ends in logits (the layer named `logits`), a built-in `Rescaling` by 1/T (the layer named
+`temperature`, T fitted on validation) and a built-in softmax (one class per image) or sigmoid
+(multi-label, per finding) `Activation` named `probabilities`. The saved and exported models
+therefore give calibrated probabilities, and a saved `cnn` model loads with `keras` alone (no
+project code registered).
 The last feature map is the layer named `features`, which Grad-CAM explains.
 
 `Meta` is the run's `model_meta.json`; `load_model` and `write_saved_model` read and export a
@@ -15,7 +17,7 @@ import dataclasses
 import keras
 
 from apps.medical.config import AugmentConfig, ModelConfig
-from shared.export import export_saved_model, image_spec, load_saved_model
+from shared.export import export_image_model, export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
@@ -23,6 +25,7 @@ from shared.training import local_preset
 
 FEATURES = "features"  # the last 4-D feature map (for Grad-CAM)
 LOGITS = "logits"  # uncalibrated scores (for fitting the temperature)
+TEMPERATURE = "temperature"  # the Rescaling by 1/T between the logits and the probabilities
 BN_MOMENTUM = 0.9  # moving statistics must settle within the few hundred steps a small set gives
 SERVED_INPUT = (
     "uint8 images (batch, height, width, channels), any height and width; "
@@ -62,6 +65,8 @@ class Meta(ModelMeta):
     val_nll_after: float  # ... and at the fitted temperature
     positive_index: int | None  # binary: the class a decision flags; else None
     operating_point: OperatingPoint  # the thresholds decisions use
+    temperature_fitted: float | None = None  # the validation-NLL optimum (None: older runs)
+    temperature_kept_one: bool = False  # True: the fit did not lower validation ECE, T = 1
 
     def __post_init__(self):
         if isinstance(self.operating_point, dict):  # read back from JSON
@@ -71,6 +76,9 @@ class Meta(ModelMeta):
 @keras.saving.register_keras_serializable(package="deepfield")
 class TemperatureScaling(keras.layers.Layer):
     """Probabilities from logits divided by a stored temperature (Guo et al., 2017).
+
+    Models trained before the temperature became a built-in `Rescaling` hold this layer; it
+    stays registered so their runs still load, score and export. New models do not use it.
 
     Args:
         multilabel: a sigmoid per column (several findings per image) instead of a softmax.
@@ -135,7 +143,10 @@ def build_model(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     logits = keras.layers.Dense(n_outputs, dtype="float32", name=LOGITS)(x)
-    outputs = TemperatureScaling(multilabel, dtype="float32", name="probabilities")(logits)
+    # Built-in layers: a hospital's scoring host loads model.keras with keras alone.
+    scaled = keras.layers.Rescaling(1.0, dtype="float32", name=TEMPERATURE)(logits)
+    activation = "sigmoid" if multilabel else "softmax"
+    outputs = keras.layers.Activation(activation, dtype="float32", name="probabilities")(scaled)
     return keras.Model(inputs, outputs, name=f"medical_{config.architecture}")
 
 
@@ -211,11 +222,26 @@ def logits_model(model: keras.Model) -> keras.Model:
 
 
 def set_temperature(model: keras.Model, value: float) -> None:
-    model.get_layer("probabilities").set_temperature(value)
+    """Divide the logits by `value` from now on (and in the saved config)."""
+    if value <= 0:
+        raise ValueError(f"`temperature` must be > 0. Received: temperature={value}")
+    if not _has_layer(model, TEMPERATURE):  # a run saved with TemperatureScaling
+        model.get_layer("probabilities").set_temperature(value)
+        return
+    # Rescaling reads its scale at call time; a predict function traced before would keep
+    # the old one as a constant, so it is dropped and traced again on the next predict.
+    model.get_layer(TEMPERATURE).scale = 1.0 / float(value)
+    model.predict_function = None
 
 
 def temperature(model: keras.Model) -> float:
-    return float(keras.ops.convert_to_numpy(model.get_layer("probabilities").temperature))
+    if not _has_layer(model, TEMPERATURE):
+        return float(keras.ops.convert_to_numpy(model.get_layer("probabilities").temperature))
+    return 1.0 / float(model.get_layer(TEMPERATURE).scale)
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
 
 
 def load_model(run: RunDir) -> keras.Model:
@@ -225,6 +251,25 @@ def load_model(run: RunDir) -> keras.Model:
     return load_saved_model(run.model_path)
 
 
-def write_saved_model(model: keras.Model, folder: str) -> None:
-    """The model as a SavedModel whose `serve` takes raw uint8 images of any size."""
-    export_saved_model(model, folder, image_spec(model.input.shape[-1]))
+def write_saved_model(model: keras.Model, folder: str, meta: Meta | None = None) -> None:
+    """The model as a SavedModel: `serve` takes raw uint8 images of any size, `serve_bytes`
+    encoded PNG/JPEG files, and `metadata` gives the class names, the temperature and the
+    operating thresholds (NaN for a class without one) a scoring host needs."""
+    if meta is None:
+        export_saved_model(model, folder, image_spec(model.input.shape[-1]))
+        return
+    thresholds = meta.operating_point.thresholds
+    positive = meta.class_names[meta.positive_index] if meta.positive_index is not None else ""
+    metadata = {
+        "app": "medical",
+        "task": meta.task,
+        "class_names": list(meta.class_names),
+        "positive_class": positive,
+        "thresholds": [float(thresholds.get(name, float("nan"))) for name in meta.class_names],
+        "operating_metric": meta.operating_point.metric,
+        "operating_target": float(meta.operating_point.target),
+        "temperature": float(meta.temperature),
+        "image_size": [int(v) for v in meta.image_size],
+        "window": meta.window,
+    }
+    export_image_model(model, folder, meta.image_size, metadata)

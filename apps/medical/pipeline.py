@@ -1,6 +1,7 @@
 """The medical app's five steps: prepare, train, evaluate, score, export."""
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -30,11 +31,14 @@ from apps.medical.model import (
     write_saved_model,
 )
 from apps.medical.plots import plot_evaluation
+from apps.medical.recipe import NAME as RECIPE
+from apps.medical.recipe import evaluate_recipe, fit_recipe
 from apps.medical.sample import write_sample
 from apps.medical.scorer import MedicalScorer, score_files
 from shared import evaluation as ev
 from shared import leaderboard, training
-from shared.calibration import fit_temperature, negative_log_likelihood, scaled_probabilities
+from shared.calibration import choose_temperature, negative_log_likelihood, scaled_probabilities
+from shared.export import TFLITE_MODES, export_tflite_modes, resized_uint8
 from shared.input_pipeline import in_memory_dataset
 from shared.io import DataError, atomic_path, read_json, write_json, write_text
 from shared.pixel_baseline import NAME as BASELINE
@@ -50,6 +54,7 @@ from shared.scoring import default_output_paths, expand_inputs, print_counts
 from shared.steps import (
     StepOptions,
     export_step,
+    locate,
     open_run,
     prepared_folder,
     report_rejects,
@@ -128,6 +133,8 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     seconds = time.perf_counter() - start
     if run.is_chief and config.baseline.enabled:
         fit_baseline(config, data, run)
+        if config.baseline.recipe_cnn:
+            fit_recipe(config, data, run)
     meta = Meta(
         app=APP,
         prepared=str(data.folder),
@@ -144,7 +151,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         backbone=config.model.backbone or None,
         **calibrate(model, data.splits["val"], data, config),
     )
-    save_model(run, model, meta, write_saved_model)
+    save_model(run, model, meta, functools.partial(write_saved_model, meta=meta))
     print(train_summary(meta, seconds, training.weights_digest(model), run), flush=True)
     return run
 
@@ -261,16 +268,22 @@ def calibrate(
     returns the `Meta` fields they fill."""
     multilabel = data.task == "multilabel"
     logits = _predict(logits_model(model), valset.images, config.score.batch_size)
-    temp = fit_temperature(logits, valset.labels, multilabel)
-    set_temperature(model, temp)
-    before = scaled_probabilities(logits, 1.0, multilabel)
-    after = _predict(model, valset.images, config.score.batch_size)  # what the model will serve
     positive = mdata.positive_index(data.class_names, config.data.negative_class)
     bins = config.evaluate.calibration_bins
-    pairs = {
-        n: calibration_pairs(data.task, valset.labels, p, positive)
-        for n, p in (("before", before), ("after", after))
-    }
+
+    def ece_of(prob, labels=valset.labels):
+        return ev.expected_calibration_error(
+            *calibration_pairs(data.task, labels, prob, positive), bins
+        )
+
+    # The fitted T ships only when it lowers validation ECE in 90% of paired resamples.
+    resamples = min(config.evaluate.bootstrap, 200)
+    choice = choose_temperature(
+        logits, valset.labels, ece_of, multilabel, resamples, config.train.seed
+    )
+    temp = choice.temperature
+    set_temperature(model, temp)
+    after = _predict(model, valset.images, config.score.batch_size)  # what the model will serve
     point = config.operating_point
     thresholds = {}
     for k in decision_classes(data.task, len(data.class_names), positive):
@@ -280,8 +293,10 @@ def calibrate(
         thresholds[data.class_names[k]] = max(0.0, chosen - THRESHOLD_MARGIN)
     return {
         "temperature": temp,
-        "val_ece_before": ev.expected_calibration_error(*pairs["before"], bins),
-        "val_ece_after": ev.expected_calibration_error(*pairs["after"], bins),
+        "temperature_fitted": choice.fitted,
+        "temperature_kept_one": choice.kept_one,
+        "val_ece_before": choice.ece_at_one,
+        "val_ece_after": ece_of(after),
         "val_nll_before": negative_log_likelihood(logits, valset.labels, 1.0, multilabel),
         "val_nll_after": negative_log_likelihood(logits, valset.labels, temp, multilabel),
         "positive_index": positive if data.task == "binary" else None,
@@ -321,7 +336,7 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
         calibrated = _predict(model, part.images, config.score.batch_size)
         outputs[split] = (scaled_probabilities(logits, 1.0, meta.task == "multilabel"), calibrated)
         report[key] = split_report(
-            part.labels, outputs[split], meta, config.evaluate, seed=config.train.seed
+            part.labels, outputs[split], meta, config.evaluate, config.train.seed, part.patients
         )
     report["data"] = read_json(data.folder / "prepare.json")
     report["train_seconds"] = meta.train_seconds
@@ -337,18 +352,22 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
 
 def evaluate_baselines(run: RunDir, data: mdata.MedicalData, meta: Meta) -> dict:
     """The run's baselines on the validation and test splits, with their fit times."""
+    out = {}
+    recipe = evaluate_recipe(run, data, meta.task, meta.positive_index)
+    if recipe is not None:
+        out[RECIPE] = recipe
     fitted = load_fitted(run.path / "baselines")
     if fitted is None:
-        return {}
-    model, out = fitted
+        return out
+    model, pixels = fitted
     for split, key in (("test", "test"), ("val", "validation")):
         part = data.splits[split]
         prob = model.predict_proba(pixel_features(part.images, meta.image_size))
-        out[key] = {
+        pixels[key] = {
             AUC: auc_of(prob, part.labels, meta.task, meta.positive_index),
             "accuracy": medmnist_accuracy(prob, part.labels, meta.task),
         }
-    return {BASELINE: out}
+    return {BASELINE: pixels} | out
 
 
 def _leaderboard(run: RunDir, data, meta: Meta, report: dict, outputs: dict) -> dict:
@@ -405,5 +424,56 @@ def score(config: Config, options: StepOptions) -> dict:
 
 def export(config: Config, options: StepOptions | None = None) -> Path:
     """Write the run's model as a SavedModel: raw uint8 images in, calibrated probabilities out."""
-    describe = "input: uint8 images, any size; calibrated output"
-    return export_step(APP, config, options, load_model, write_saved_model, describe)
+    if config.export.format == "tflite":
+        return export_edge(config, options)
+    meta = Meta.read(locate(APP, config, options))
+    describe = (
+        "signatures: serve (uint8 images, any size), serve_bytes (encoded PNG/JPEG), metadata "
+        "(class names, thresholds, temperature); calibrated output"
+    )
+    writer = functools.partial(write_saved_model, meta=meta)
+    return export_step(APP, config, options, load_model, writer, describe)
+
+
+def export_edge(config: Config, options: StepOptions | None = None) -> Path:
+    """LiteRT files (float16, int8 calibrated on train images) in `--output` (default the run's
+    tflite/), with their test ROC-AUC and accuracy beside the Keras model's on the same images
+    (printed and saved as tflite_parity.json)."""
+    opened = open_run(APP, config, options, Meta, prepare, load_model)
+    meta, data = opened.meta, opened.data
+    size = tuple(meta.image_size)
+    train, test = data.splits["train"], data.splits["test"]
+    keep = subsample(train.labels, config.export.representative_images, config.train.seed)
+    if meta.task == "multilabel":  # subsample stratifies single labels; multilabel: the first
+        keep = np.arange(min(len(train), config.export.representative_images))
+    folder = Path(options.output) if options and options.output else opened.run.path / "tflite"
+    modes = export_tflite_modes(
+        opened.model,
+        folder,
+        size,
+        resized_uint8(train.images[keep], size),
+        resized_uint8(test.images, size),
+    )
+    parity = {}
+    for mode, result in modes.items():
+        prob = result["outputs"]
+        parity[mode] = {
+            AUC: auc_of(prob, test.labels, meta.task, meta.positive_index or 0),
+            "accuracy": medmnist_accuracy(prob, test.labels, meta.task),
+            **{k: v for k, v in result.items() if k in ("path", "bytes")},
+        }
+    write_json(folder / "tflite_parity.json", parity)
+    for mode in TFLITE_MODES:
+        print(edge_line(mode, parity[mode], parity["keras"], len(test)), flush=True)
+    return folder
+
+
+def edge_line(mode: str, edge: dict, keras_scores: dict, n: int) -> str:
+    """One export line: the file, its size and its test scores beside the Keras model's."""
+    points = (edge["accuracy"] - keras_scores["accuracy"]) * 100
+    return (
+        f"export: LiteRT {mode} -> {edge['path']} ({edge['bytes'] / 1024:.0f} KiB); test "
+        f"{AUC} {edge[AUC]:.4f} vs Keras {keras_scores[AUC]:.4f}, accuracy "
+        f"{edge['accuracy']:.4f} vs {keras_scores['accuracy']:.4f} ({points:+.1f} points) on "
+        f"{n:,} images"
+    )

@@ -23,11 +23,18 @@ def plot_evaluation(run: RunDir, test: Split, outputs, meta: Meta, report: dict,
     names, task, positive = meta.class_names, meta.task, meta.positive_index
     onehot = test.labels if task == "multilabel" else np.eye(len(names))[test.labels]
     auc = report["test"]["roc_auc"]
-    curves = {}
+    curves, points = {}, {}
+    rates = report["test"]["operating_point"]
     for k in [positive] if task == "binary" else range(len(names)):
         interval = f"95% CI {auc[names[k]]['low']:.3f}-{auc[names[k]]['high']:.3f}"
-        curves[f"{names[k]} ({interval})"] = (onehot[:, k], prob[:, k])
-    ev.plot_roc(curves, plots / "roc.png", "ROC curve (test)")
+        label = f"{names[k]} ({interval})"
+        curves[label] = (onehot[:, k], prob[:, k])
+        threshold = meta.operating_point.thresholds.get(names[k])
+        if threshold is not None and names[k] in rates:  # thresholded classes: the shipped cut
+            at = rates[names[k]]
+            text = f"operating point p >= {threshold:.3f}\n(chosen on validation)"
+            points[label] = (1 - at["specificity"], at["sensitivity"], text)
+    ev.plot_roc(curves, plots / "roc.png", "ROC curve (test)", points)
     reliability = {
         "before temperature scaling": calibration_pairs(task, test.labels, uncalibrated, positive),
         f"after (T = {meta.temperature:.2f})": calibration_pairs(task, test.labels, prob, positive),

@@ -4,7 +4,11 @@ import dataclasses
 from typing import Literal
 
 from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
+from shared.export import ExportConfig
 from shared.images import DEFAULT_MAX_PIXELS
+
+AUTO_SIZE_MAX = 64  # data.image_size []: larger images are shrunk to this long side
+AUTO_SIZE_MIN = 16  # ... and smaller ones grown to this short side (the CNN pools twice)
 
 
 @dataclasses.dataclass
@@ -14,7 +18,9 @@ class DataConfig:
     source: Literal["digits", "files"] = "digits"  # digits: write scikit-learn's digits to `path`
     path: str = "datasets/vision/generated/digits"  # image folder, IDX folder, .npz or .csv file
     format: Literal["auto", "folder", "idx", "npz", "csv"] = "auto"  # auto: from the path
-    image_size: list[int] = bounded([16, 16], low=1)  # [height, width] the model works at
+    # [height, width] the model works at; [] (the default): the data's own size, the long side
+    # at most AUTO_SIZE_MAX px (aspect kept), the short side at least AUTO_SIZE_MIN px
+    image_size: list[int] = bounded([], low=1)
     channels: int | None = bounded(None, choices=[1, 3])  # 1 gray, 3 RGB; None: from the data
     split_column: str | None = None  # CSV manifests: the column naming each row's split
     # (train/validation/test); None: a column named `split` if there is one, else drawn
@@ -26,8 +32,11 @@ class DataConfig:
     max_image_pixels: int = bounded(DEFAULT_MAX_PIXELS, low=1)  # larger files are rejected
 
     def validate(self) -> None:
-        if len(self.image_size) != 2:
-            raise ConfigError(f"data.image_size: expected [height, width], got {self.image_size!r}")
+        if len(self.image_size) not in (0, 2):
+            raise ConfigError(
+                f"data.image_size: expected [height, width] or [] (from the data), got "
+                f"{self.image_size!r}"
+            )
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(
                 "data.val_fraction + data.test_fraction must leave images to train on, got "
@@ -110,4 +119,5 @@ class Config:
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)

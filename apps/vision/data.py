@@ -118,6 +118,10 @@ def read(
         )
         return _from_files(paths, names, own, rejects, fmt, channels, max_pixels, plan)
     arrays = read_idx(path) if fmt == "idx" else read_npz(path, max_pixels)
+    if fmt == "idx" and set(arrays) == {"test"}:
+        # MNIST's t10k files alone (a common download): one labelled pool, which the plan's
+        # fractions split into train, validation and test like any source without splits.
+        return _from_arrays({"train": arrays["test"]}, fmt, channels, plan, pooled=True)
     return _from_arrays(arrays, fmt, channels, plan)
 
 
@@ -275,8 +279,8 @@ def read_idx(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(f"{image_file}: expected images (n, h, w) and labels (n,)")
         arrays[split] = (images, labels)
-    if "train" not in arrays:
-        raise DataError(f"{folder}: no train-images-idx3-ubyte[.gz] file")
+    if not arrays:
+        raise DataError(f"{folder}: no train-images-idx3-ubyte[.gz] or t10k-images file")
     return arrays
 
 
@@ -315,7 +319,9 @@ def read_npz(
     return arrays
 
 
-def _from_arrays(arrays: dict, fmt: str, channels: int | None, plan: SplitPlan) -> ImageData:
+def _from_arrays(
+    arrays: dict, fmt: str, channels: int | None, plan: SplitPlan, pooled: bool = False
+) -> ImageData:
     checked = {}
     for split, (images, labels) in arrays.items():
         images, labels = np.asarray(images), np.asarray(labels)
@@ -337,7 +343,7 @@ def _from_arrays(arrays: dict, fmt: str, channels: int | None, plan: SplitPlan) 
     values = np.unique(np.concatenate([v[1] for v in checked.values()]))
     lookup = {int(v): i for i, v in enumerate(values)}
     class_names = [str(int(v)) for v in values]
-    own = sorted(checked)
+    own = [] if pooled else sorted(checked)
     merged = {
         s: (set_channels(x, channels), np.array([lookup[int(v)] for v in y], np.int32))
         for s, (x, y) in checked.items()
@@ -545,3 +551,29 @@ def write_test_list(run: RunDir, test: Split, channels: int) -> Path:
     target = run.path / TEST_LIST
     write_text(target, "".join(f"{Path(path).absolute()}\n" for path in paths))
     return target
+
+
+def typical_size(data: ImageData, sample: int = 200) -> tuple[int, int]:
+    """(height, width) of the train images: the arrays' own, or the median over up to
+    `sample` train files (headers only, evenly spaced so the pick is deterministic)."""
+    train = data.splits["train"]
+    if train.images is not None:
+        return int(train.images.shape[1]), int(train.images.shape[2])
+    from PIL import Image
+
+    paths = train.paths[:: max(1, len(train.paths) // sample)][:sample]
+    sizes = []
+    for path in paths:
+        with Image.open(path) as image:  # reads the header, not the pixels
+            sizes.append(image.size[::-1])
+    height, width = np.median(np.array(sizes), axis=0)
+    return int(round(height)), int(round(width))
+
+
+def auto_image_size(own: tuple[int, int], low: int, high: int) -> list[int]:
+    """`own` (height, width) scaled, aspect kept, so the long side is at most `high` and the
+    short side at least `low` (the long side winning when both cannot hold)."""
+    height, width = own
+    scale = min(1.0, high / max(height, width))
+    scale = max(scale, min(low / min(height, width), high / max(height, width)))
+    return [max(1, int(round(height * scale))), max(1, int(round(width * scale)))]

@@ -11,7 +11,7 @@ import dataclasses
 import keras
 
 from apps.vision.config import AugmentConfig, ModelConfig
-from shared.export import export_saved_model, image_spec, load_saved_model
+from shared.export import export_image_model, export_saved_model, image_spec, load_saved_model
 from shared.layers import ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
@@ -155,6 +155,17 @@ def load_model(run: RunDir) -> keras.Model:
     return load_saved_model(run.model_path)
 
 
-def write_saved_model(model: keras.Model, folder: str) -> None:
-    """`model` as a SavedModel in `folder`, its `serve` signature taking raw uint8 images."""
-    export_saved_model(model, folder, image_spec(model.input.shape[-1]))
+def write_saved_model(model: keras.Model, folder: str, meta: Meta | None = None) -> None:
+    """`model` as a SavedModel in `folder`: `serve` takes raw uint8 images, `serve_bytes`
+    encoded PNG/JPEG files, and `metadata` gives the class names in output order (the decision
+    is the most probable class, so there is no threshold to carry)."""
+    if meta is None:
+        export_saved_model(model, folder, image_spec(model.input.shape[-1]))
+        return
+    metadata = {
+        "app": "vision",
+        "class_names": list(meta.class_names),
+        "image_size": [int(v) for v in meta.image_size],
+        "channels": int(meta.channels),
+    }
+    export_image_model(model, folder, meta.image_size, metadata)

@@ -1,6 +1,7 @@
 """The vision app's five steps: prepare, train, evaluate, score, export."""
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pandas as pd
 
 from apps.vision import data as vdata
 from apps.vision.card import CARD_TITLE, summary_line, write_card
-from apps.vision.config import Config
+from apps.vision.config import AUTO_SIZE_MAX, AUTO_SIZE_MIN, Config
 from apps.vision.model import INPUT, Meta, build_model, find_backbone, load_model, write_saved_model
 from apps.vision.plots import write_plots
 from apps.vision.sample import write_digits
 from apps.vision.scorer import ImageScorer
 from shared import evaluation as ev
 from shared import leaderboard, steps, training
+from shared.export import TFLITE_MODES, export_tflite_modes, resized_uint8
 from shared.io import DataError, read_json, write_json, write_table
 from shared.pixel_baseline import NAME as BASELINE
 from shared.pixel_baseline import (
@@ -57,6 +59,15 @@ def prepare(config: Config, options: StepOptions | None = None) -> vdata.ImageDa
         data = _read_and_cache(config, source, folder)
     report_rejects(data.rejects, folder)
     data.folder = folder
+    if not cfg.image_size:
+        own = vdata.typical_size(data)
+        cfg.image_size = vdata.auto_image_size(own, AUTO_SIZE_MIN, AUTO_SIZE_MAX)
+        print(
+            f"prepare: image size {cfg.image_size[0]}x{cfg.image_size[1]}, from the data's own "
+            f"{own[0]}x{own[1]} (long side at most {AUTO_SIZE_MAX} px, short side at least "
+            f"{AUTO_SIZE_MIN}; data.image_size=[h,w] sets it)",
+            flush=True,
+        )
     return data
 
 
@@ -75,6 +86,11 @@ def _read_and_cache(config: Config, source: Path, folder: Path) -> vdata.ImageDa
         if data.splits["train"].paths is not None:  # arrays are re-read, files not re-checked
             write_table(folder / "manifest.csv", vdata.manifest_frame(data))
     counts = ", ".join(f"{s} {len(p):,}" for s, p in data.splits.items())
+    if data.format == "idx" and not data.own_splits:
+        counts += (
+            f" (the IDX folder holds only t10k files: all three splits drawn from them by "
+            f"data.val_fraction {cfg.val_fraction} and data.test_fraction {cfg.test_fraction})"
+        )
     print(
         f"prepare: {sum(len(p) for p in data.splits.values()):,} images, "
         f"{len(data.class_names)} classes, {data.channels} channel(s) from {source} "
@@ -121,7 +137,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     if run.is_chief and config.baseline.enabled:
         fit_baseline(config, data, run)
     meta = _meta(config, data, seconds, policy, bool(core.jit_compile))
-    steps.save_model(run, model, meta, write_saved_model)
+    steps.save_model(run, model, meta, functools.partial(write_saved_model, meta=meta))
     print(
         f"train: finished in {seconds:.0f}s; weights sha256 {training.weights_digest(model)}; "
         f"model -> {run.model_path}",
@@ -329,6 +345,55 @@ def score(config: Config, options: StepOptions | None = None) -> dict:
 
 def export(config: Config, options: StepOptions | None = None) -> Path:
     """Write the run's model as a TensorFlow SavedModel (serving signature: raw uint8 images in)."""
-    return steps.export_step(
-        APP, config, options, load_model, write_saved_model, "input: uint8 images, any size"
+    if config.export.format == "tflite":
+        return export_edge(config, options)
+    meta = Meta.read(steps.locate(APP, config, options))
+    describe = (
+        "signatures: serve (uint8 images, any size), serve_bytes (encoded PNG/JPEG), metadata"
     )
+    writer = functools.partial(write_saved_model, meta=meta)
+    return steps.export_step(APP, config, options, load_model, writer, describe)
+
+
+def export_edge(config: Config, options: StepOptions | None = None) -> Path:
+    """LiteRT files (float16, int8 calibrated on train images) in `--output` (default the run's
+    tflite/), with their test accuracy beside the Keras model's on the same images (printed and
+    saved as tflite_parity.json)."""
+    opened = steps.open_run(APP, config, options, Meta, prepare, load_model)
+    meta, data = opened.meta, opened.data
+    size = tuple(meta.image_size)
+    train, test = data.splits["train"], data.splits["test"]
+    keep = subsample(train.labels, config.export.representative_images, config.train.seed)
+    folder = Path(options.output) if options and options.output else opened.run.path / "tflite"
+    modes = export_tflite_modes(
+        opened.model,
+        folder,
+        size,
+        _fixed_size(train, keep, size, meta.channels),
+        _fixed_size(test, np.arange(len(test)), size, meta.channels),
+    )
+    parity = {}
+    for mode, result in modes.items():
+        accuracy = float(np.mean(result["outputs"].argmax(axis=1) == test.labels))
+        parity[mode] = {"accuracy": accuracy} | {
+            k: v for k, v in result.items() if k in ("path", "bytes")
+        }
+    write_json(folder / "tflite_parity.json", parity)
+    keras_accuracy = parity["keras"]["accuracy"]
+    for mode in TFLITE_MODES:
+        edge = parity[mode]
+        print(
+            f"export: LiteRT {mode} -> {edge['path']} ({edge['bytes'] / 1024:.0f} KiB); test "
+            f"accuracy {edge['accuracy']:.4f} vs Keras {keras_accuracy:.4f} "
+            f"({(edge['accuracy'] - keras_accuracy) * 100:+.1f} points) on {len(test):,} images",
+            flush=True,
+        )
+    return folder
+
+
+def _fixed_size(split: vdata.Split, rows, size, channels: int) -> np.ndarray:
+    """The split's images at `rows` as uint8 at the model's size (files decoded as training
+    decodes them)."""
+    if split.images is not None:
+        return resized_uint8(split.images[rows], size)
+    return vdata.decode_all([split.paths[i] for i in rows], size, channels)

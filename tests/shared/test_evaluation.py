@@ -116,3 +116,51 @@ def test_plot_reliability(tmp_path):
     y = (rng.random(500) < prob).astype(int)
     path = ev.plot_reliability({"model": (y, prob), "sharp": (y, prob**3)}, tmp_path / "r.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bootstrap_over_groups_resamples_whole_patients():
+    # 20 patients of 10 images each whose images agree: resampling images treats 200 as
+    # independent and gives a narrower interval than the 20 patients support.
+    rng = np.random.default_rng(0)
+    per_patient = rng.normal(0.5, 0.2, 20)
+    values = np.repeat(per_patient, 10)
+    patients = np.repeat([f"p{i}" for i in range(20)], 10)
+    _, low_rows, high_rows = ev.bootstrap_interval(np.mean, (values,), 400, seed=0)
+    _, low, high = ev.bootstrap_interval(np.mean, (values,), 400, seed=0, groups=patients)
+    assert (high - low) > 2.5 * (high_rows - low_rows)
+    # Unknown ids ('') are rows of their own: all unknown is the row bootstrap.
+    unknown = np.full(200, "")
+    rows = ev.bootstrap_interval(np.mean, (values,), 400, seed=0, groups=unknown)
+    assert rows == ev.bootstrap_interval(np.mean, (values,), 400, seed=0)
+    assert ev.patients_known(patients) and not ev.patients_known(unknown)
+    with pytest.raises(ValueError, match="one group per row"):
+        ev.bootstrap_interval(np.mean, (values,), 10, groups=patients[:5])
+
+
+def test_history_plot_leaves_a_diverging_first_epoch_off_the_loss_scale(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    spiked = pd.DataFrame({"loss": [40.0, 0.9, 0.7, 0.6], "val_loss": [35.0, 1.0, 0.8, 0.75]})
+    _, ax = plt.subplots()
+    ax.plot(range(4), spiked["loss"])
+    assert ev._clip_first_epoch(ax, spiked)
+    low, high = ax.get_ylim()
+    assert high < 1.2 and low > 0.4  # the later epochs fill the axes
+    calm = pd.DataFrame({"loss": [1.2, 0.9, 0.7, 0.6]})
+    assert not ev._clip_first_epoch(plt.subplots()[1], calm)
+    plt.close("all")
+    history = pd.DataFrame(
+        {"epoch": range(4), "loss": spiked["loss"], "val_loss": spiked["val_loss"]}
+        | {"accuracy": [0.3, 0.6, 0.7, 0.8], "val_accuracy": [0.3, 0.5, 0.6, 0.7]}
+    )
+    history.to_csv(tmp_path / "history.csv", index=False)
+    written = ev.plot_history(tmp_path / "history.csv", tmp_path / "h.png", ("loss", "accuracy"))
+    assert written.stat().st_size > 0
+
+
+def test_roc_plot_marks_the_operating_point(tmp_path):
+    y = np.array([0, 0, 1, 1, 0, 1])
+    score = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    points = {"model": (0.0, 2 / 3, "operating point")}
+    assert ev.plot_roc({"model": (y, score)}, tmp_path / "roc.png", points=points).exists()

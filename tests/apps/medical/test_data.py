@@ -1,5 +1,7 @@
 """Medical readers on small files written in the public formats; patient-level splits."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -350,3 +352,73 @@ def test_split_folders_val_as_test_and_a_stray_folder_is_rejected_not_skipped(tm
     assert data.rejects == [
         (str(tmp_path / "d" / "extra" / "x.png"), "not under train/, val/ or test/")
     ]
+
+
+STORED = np.arange(0, 4000, 16, dtype=np.float64).reshape(10, 25)  # 12-bit stored values
+
+
+def test_dicom_sigmoid_and_linear_exact_windows_follow_the_standard(tmp_path):
+    # PS3.3 C.11.2.1.3: SIGMOID y = 1 / (1 + exp(-4 (x - c) / w)); LINEAR_EXACT is a straight
+    # line from c - w/2 to c + w/2, without LINEAR's half-pixel offsets.
+    sigmoid = write_dicom(
+        tmp_path / "s.dcm", STORED, "P", window=(2000, 1000), voi_function="SIGMOID"
+    )
+    expected = 255 / (1 + np.exp(-4 * (STORED - 2000) / 1000))
+    np.testing.assert_allclose(read_dicom(sigmoid)[..., 0], np.round(expected), atol=1)
+    exact = write_dicom(
+        tmp_path / "e.dcm", STORED, "P", window=(2000, 1000), voi_function="LINEAR_EXACT"
+    )
+    expected = np.clip((STORED - 1500) / 1000, 0, 1) * 255
+    np.testing.assert_allclose(read_dicom(exact)[..., 0], np.round(expected), atol=1)
+
+
+def test_dicom_voi_lut_sequence_is_applied_in_place_of_the_window(tmp_path):
+    # A square-root LUT whose entries reach 4095 in a 16-bit descriptor: shown over its own
+    # entries' range, and preferred to the file's window (as pydicom's apply_voi_lut does).
+    lut = np.round(np.sqrt(np.arange(4096) / 4095) * 4095)
+    path = write_dicom(tmp_path / "l.dcm", STORED, "P", window=(100, 50), voi_lut=lut)
+    expected = lut[STORED.astype(int)] / 4095 * 255
+    np.testing.assert_allclose(read_dicom(path)[..., 0], np.round(expected), atol=1)
+    # A named preset replaces the file's LUT with its LINEAR window.
+    lung = read_dicom(path, window="lung")  # -1350..150: stored 0..150 only, the rest bright
+    assert lung[..., 0][STORED > 160].min() == 255
+
+
+@pytest.mark.parametrize(
+    ("window", "function", "reason"),
+    [
+        ((2000, 0.5), "", "Window Width must be greater than or equal to 1"),
+        ((2000, 0), "SIGMOID", "Window Width must be greater than 0"),
+        ((2000, 1000), "CUBIC", "Unsupported \\(0028,1056\\) VOI LUT Function value 'CUBIC'"),
+    ],
+)
+def test_dicom_window_pydicom_cannot_apply_is_refused_with_its_reason(
+    tmp_path, window, function, reason
+):
+    path = write_dicom(tmp_path / "w.dcm", STORED, "P", window=window, voi_function=function)
+    with pytest.raises(ImageError, match=f"VOI LUT / window cannot be applied .*{reason}"):
+        read_dicom(path)
+    assert read_dicom(path, window="soft_tissue").shape == (10, 25, 1)  # a preset still reads
+
+
+PACK = Path("/work/shared/realdata/healthcare/pydicom_test_dicom")
+_pack = pytest.mark.skipif(not (PACK / "MR_small.dcm").is_file(), reason="no DICOM pack")
+
+
+@_pack
+def test_real_dicom_pack_reads_as_the_standard_displays_it():
+    import pydicom
+
+    # MR: window 600/1600 in the file, LINEAR as PS3.3 C.11.2.1.2.1 defines it.
+    stored = pydicom.dcmread(PACK / "MR_small.dcm").pixel_array.astype(np.float64)
+    expected = np.clip((stored - 599.5) / 1599 + 0.5, 0, 1) * 255
+    for name in ("MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"):
+        np.testing.assert_allclose(read_dicom(PACK / name)[..., 0], expected, atol=1, err_msg=name)
+    # CT: no window, so Hounsfield units (stored - 1024) over their own range.
+    hu = pydicom.dcmread(PACK / "CT_small.dcm").pixel_array.astype(np.float64) - 1024
+    expected = (hu - hu.min()) / np.ptp(hu) * 255
+    np.testing.assert_allclose(read_dicom(PACK / "CT_small.dcm")[..., 0], expected, atol=1)
+    assert read_dicom(PACK / "ExplVR_BigEnd.dcm").shape == (60, 80, 3)  # US stays RGB
+    assert read_dicom(PACK / "JPEG2000.dcm").shape == (1024, 256, 1)  # NM, JPEG 2000 decoded
+    with pytest.raises(ImageError, match="multi-frame DICOM \\(15 frames of 10 x 10"):
+        read_dicom(PACK / "rtdose.dcm")

@@ -100,13 +100,18 @@ def test_test_input_is_the_test_split_as_an_npz_of_its_images(trained):
 
 def test_retinamnist_layout_end_to_end_and_every_dicom_encoding_scored_or_rejected(tmp_path):
     npz = write_retinamnist(tmp_path / "retinamnist.npz")
-    sets = tiny_sets(tmp_path, "data.image_size=[12,12]", data=npz)
+    recipe = ["baseline.recipe_cnn=true", "baseline.recipe_epochs=1"]
+    sets = tiny_sets(tmp_path, "data.image_size=[12,12]", *recipe, data=npz)
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     run = tmp_path / "runs" / "medical" / "latest"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "multiclass" and metrics["class_names"] == list("01234")
     board = metrics["leaderboard"]["classification"]
-    assert set(board["models"]) == {"cnn", "pixels_logreg"}
+    # The plain 3-block CNN recipe is a baseline row of the same split, with its fit time.
+    assert set(board["models"]) == {"cnn", "pixels_logreg", "recipe_cnn3"}
+    recipe_row = board["models"]["recipe_cnn3"]
+    assert recipe_row["kind"] == "baseline" and recipe_row["train_seconds"] > 0
+    assert 0 <= recipe_row["test"]["macro_roc_auc"] <= 1
     assert Meta.read(RunDir(run)).channels == 3
     # pydicom's test files in miniature: four encodings of one image, colour ultrasound, a
     # multi-frame dose grid, and the folder's README; each lands in outputs or rejects.

@@ -278,3 +278,32 @@ def test_file_pipeline_decodes_resizes_and_converts(image_folder, tmp_path):
     np.testing.assert_array_equal(decoded, np.asarray(Image.open(gray)))
     rgb = vdata.split_images(part, [0, 1], [16, 16], 3)
     assert rgb.shape == (2, 16, 16, 3)
+
+
+def test_idx_folder_of_only_t10k_files_is_split_into_all_three(tmp_path):
+    x, y = arrays(20)  # 60 images, 3 classes
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", x, False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", y, False)
+    data = read(tmp_path)
+    assert data.format == "idx" and data.own_splits == []
+    sizes = {s: len(p) for s, p in data.splits.items()}
+    assert set(sizes) == {"train", "val", "test"} and sum(sizes.values()) == 60
+    assert min(sizes.values()) >= 6  # 15% each at least, stratified over 3 classes
+    for part in data.splits.values():  # every class in every split
+        assert set(part.labels.tolist()) == {0, 1, 2}
+
+
+def test_default_image_size_is_the_datas_own_within_16_to_64_px():
+    from apps.vision.data import auto_image_size
+
+    assert auto_image_size((28, 28), 16, 64) == [28, 28]  # MNIST keeps its 28 px
+    assert auto_image_size((8, 8), 16, 64) == [16, 16]  # sklearn digits grow to 16
+    assert auto_image_size((375, 500), 16, 64) == [48, 64]  # photos shrink, aspect kept
+
+
+def test_prepare_says_the_image_size_it_took_from_the_data(tmp_path, capsys):
+    from tests.apps.vision.conftest import cli, tiny_sets, write_folder
+
+    images = write_folder(tmp_path / "images", per_class=4, sizes=(20, 20))
+    assert cli("prepare", *tiny_sets(tmp_path, images, "data.image_size=[]")) == 0
+    assert "prepare: image size 20x20, from the data's own 20x20" in capsys.readouterr().out

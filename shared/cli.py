@@ -8,6 +8,7 @@ shared.steps.StepOptions)`.
 """
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import os
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated user ids, or a file with one per line",
                 )
                 sub.add_argument("--k", type=int, help="items per user (default: from the config)")
+            if step == "export":
+                sub.add_argument(
+                    "--format",
+                    choices=("savedmodel", "tflite"),
+                    help="savedmodel (default), or tflite: LiteRT float16 and int8 files with "
+                    "their test accuracy beside the Keras model's (image apps)",
+                )
             if step in ("score", "export", "recommend"):
                 sub.add_argument(
                     "--output", help="output path (default: beside the input / in the run)"
@@ -165,14 +173,22 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
 def _checked_config(args: argparse.Namespace):
     """The step's config from the app's `config` module (no TensorFlow in it), and the run
     folder and inputs it names, checked to exist."""
-    from shared.config import load_config
+    from shared.config import ConfigError, load_config
     from shared.run import RunDir
     from shared.scoring import expand_inputs
 
     package = APPS[args.app].package
     config_cls = importlib.import_module(f"{package}.config").Config
     default = Path(importlib.import_module(package).__file__).parent / "configs" / "default.yaml"
-    config = load_config(config_cls, args.config or default, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "format", None):
+        if "export" not in {f.name for f in dataclasses.fields(config_cls)}:
+            raise ConfigError(
+                f"{args.app} export writes a SavedModel only; --format {args.format} is for the "
+                "image apps"
+            )
+        overrides.append(f"export.format={args.format}")
+    config = load_config(config_cls, args.config or default, overrides)
     if args.step in USES_RUN:
         RunDir.locate(args.app, args.run, config.run.root)
     if args.step == "score":

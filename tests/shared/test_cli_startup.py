@@ -42,3 +42,14 @@ def test_a_missing_run_or_input_is_one_line_before_tensorflow_is_imported(tmp_pa
     done = probe("fraud", "score", "--run", str(tmp_path / "run"), "--input", str(missing))
     assert done.returncode == 2 and "tensorflow imported: False" in done.stdout
     assert done.stderr.strip() == f"error: {missing}: no such file or folder"
+
+
+def test_export_format_sets_the_image_apps_export_config_and_is_refused_elsewhere(tmp_path):
+    from shared.cli import _checked_config, build_parser
+    from shared.config import ConfigError
+
+    args = ["export", "--run", str(tmp_path), "--format", "tflite"]
+    config = _checked_config(build_parser().parse_args(["medical", *args]))
+    assert config.export.format == "tflite"
+    with pytest.raises(ConfigError, match="^fraud export writes a SavedModel only"):
+        _checked_config(build_parser().parse_args(["fraud", *args]))

@@ -136,8 +136,21 @@ class DataConfig:
 class ModelConfig:
     """The supervised network and the autoencoder."""
 
-    hidden_units: list[int] = bounded([128, 64], low=1)  # MLP widths of the supervised network
+    hidden_units: list[int] = bounded([128, 64], low=1)  # widths of the plain MLP (used when
+    # model.residual_blocks is 0)
     dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout after each hidden layer
+    numeric_embedding: Literal["periodic", "piecewise", "none"] = "periodic"  # per-column
+    # embedding of the numerics (Gorishniy et al. 2022): periodic (PLR), piecewise-linear on
+    # training quantile bins (PLE), or none (the standardised values only)
+    numeric_embedding_dim: int = bounded(8, low=1)  # units per numeric column's embedding
+    embedding_frequencies: int = bounded(16, low=1)  # periodic: frequencies per column
+    embedding_sigma: float = bounded(0.1, low=0.0, low_open=True)  # periodic: spread of the
+    # initial frequencies (the paper's most sensitive knob)
+    piecewise_bins: int = bounded(16, low=2)  # piecewise: quantile bins per column
+    residual_blocks: int = bounded(2, low=0)  # pre-norm residual MLP blocks (0: plain MLP)
+    block_width: int = bounded(64, low=1)  # width of the residual blocks
+    blend: bool = True  # also report a blend of the network and gradient boosting (weight
+    # fitted on validation); the run ships whichever model is best on validation AUPRC
     embedding_dim: int = bounded(0, low=0)  # per categorical column; 0: from the vocabulary size
     loss: Literal["bce", "focal"] = "bce"  # binary cross-entropy or focal loss
     focal_gamma: float = bounded(2.0, low=0.0)  # focusing parameter of the focal loss

@@ -3,11 +3,18 @@ decision threshold chosen on validation (minimum expected cost or best F1), and 
 validation report with its leaderboard."""
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
+from apps.fraud import baselines as sk
 from apps.fraud.config import Config, EvaluateConfig
 from apps.fraud.data import Columns
-from apps.fraud.model import BASELINES, NETWORKS, Meta
+from apps.fraud.model import NETWORKS, Meta
 from shared import evaluation as ev
 from shared import leaderboard as lb
 from shared import training
@@ -133,26 +140,106 @@ def evaluation_report(
         else costs.fn_cost,
         "fp_cost": costs.fp_cost if costs_per_row["val"] is not None else None,
     }
-    report["operating_point"] = {
+    report["operating_point"] = operating_point(meta, report)
+    report["anomaly_detectors"] = {
+        name: versus_random(labels["test"], report["test"][name]["auprc"])
+        for name in ("autoencoder", "isolation_forest")
+        if name in report["test"]
+    }
+    report["credit_risk"] = {
+        name: credit_risk(labels["test"], scores["test"][name])
+        for name in scores["test"]
+        if name in PROBABILITIES
+    }
+    return report
+
+
+def versus_random(y, auprc_value: float) -> dict:
+    """An unsupervised detector's test AUPRC against a random ranking's (the positive rate),
+    with the verdict in words: a detector that does not beat it is said to, with why."""
+    rate = float(np.mean(y))
+    beats = bool(np.isfinite(auprc_value) and auprc_value > rate)
+    verdict = (
+        f"beats random (AUPRC {auprc_value:.4f} against the positive rate {rate:.4f})"
+        if beats
+        else f"does NOT beat random (AUPRC {auprc_value:.4f} against the positive rate "
+        f"{rate:.4f}): on this table the positives are not outliers of the negative rows, so "
+        "how unusual a row is does not rank them; use the supervised models"
+    )
+    return {"auprc": auprc_value, "random_auprc": rate, "beats_random": beats, "verdict": verdict}
+
+
+PROBABILITIES = ("network", "hist_gradient_boosting", "logistic_regression", "blend")  # the
+# models whose score is a probability (of fraud, of default), so Brier and calibration apply
+
+
+def credit_risk(y, probability) -> dict:
+    """What credit teams report for a probability of default: Brier score, the KS statistic
+    (largest gap between the score distributions of defaulters and non-defaulters), Gini
+    (2 AUC - 1), and the mean predicted PD beside the observed default rate."""
+    y, p = np.asarray(y).astype(int), np.asarray(probability, np.float64)
+    if not 0 < y.sum() < len(y) or not np.isfinite(p).all():
+        return {"brier": float("nan"), "ks": float("nan"), "gini": float("nan")}
+    fpr, tpr, _ = roc_curve(y, p)
+    return {
+        "brier": float(brier_score_loss(y, p)),
+        "ks": float(np.max(tpr - fpr)),
+        "gini": float(2 * roc_auc_score(y, p) - 1),
+        "mean_pd": float(p.mean()),
+        "observed_rate": float(y.mean()),
+    }
+
+
+def operating_point(meta: Meta, report: dict) -> dict:
+    """The shipped model's threshold, what it flags and costs on validation and test, and a
+    drift warning when the flagged fractions differ by more than 2x."""
+    decision = meta.decision_model
+    val, test = report["validation"][decision], report["test"][decision]
+    point = {
         "model": decision,
         "output": meta.decision_output,
         "threshold": meta.threshold,
         "rule": meta.threshold_rule,
         "optimises": meta.threshold_optimises,
         "flagged_fraction": {
-            "validation": report["validation"][decision]["flagged_fraction"],
-            "test": report["test"][decision]["flagged_fraction"],
+            "validation": val["flagged_fraction"],
+            "test": test["flagged_fraction"],
         },
     }
-    return report
+    if "expected_cost" in val:
+        point["expected_cost"] = {"validation": val["expected_cost"], "test": test["expected_cost"]}
+        point["cost_per_1000_rows"] = {
+            "validation": val["cost_per_1000_rows"],
+            "test": test["cost_per_1000_rows"],
+        }
+    point["drift"] = drift_warning(val["flagged_fraction"], test["flagged_fraction"])
+    return point
+
+
+def drift_warning(validation: float, test: float) -> str | None:
+    """A line when the test flagged fraction is over 2x (or under half) the validation one:
+    the score distribution moved, so the threshold chosen on validation no longer means the
+    same; None otherwise."""
+    low, high = sorted((validation, test))
+    if high == 0 or (low > 0 and high / low <= 2.0):
+        return None
+    ratio = "inf" if low == 0 else f"{high / low:.1f}"
+    return (
+        f"drift: the threshold flags {test:.1%} of test rows against {validation:.1%} of "
+        f"validation rows ({ratio}x); the score distribution moved, re-fit the threshold on "
+        "recent labelled rows"
+    )
 
 
 def leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
-    """Both networks (failed ones with the reason) beside both baselines, on AUPRC."""
+    """Both networks (failed ones with the reason) beside the baselines and the blend, on
+    AUPRC; `selected` is the model the run ships."""
     entries = {}
 
+    budgets = [k for k in report["test"][meta.decision_model] if k.startswith("recall_at_top_")]
+
     def metrics(split: str, name: str) -> dict:
-        return {m: report[split][name][m] for m in ("auprc", "roc_auc")}
+        return {m: report[split][name][m] for m in ("auprc", "roc_auc", *budgets)}
 
     for name in NETWORKS:
         summary = training.fit_summary(run, name) or {}
@@ -171,11 +258,18 @@ def leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
                 summary.get("seconds"),
                 history=run.path / f"history-{name}.csv",
             )
-    for name in BASELINES:
+    for name in meta.baselines:
         entries[name] = lb.model_entry(
             lb.BASELINE,
             metrics("test", name),
             metrics("validation", name),
             meta.baseline_seconds.get(name),
+        )
+    if sk.BLEND in report["test"]:
+        seconds = (entries["network"].get("train_seconds") or 0) + meta.baseline_seconds.get(
+            "hist_gradient_boosting", 0
+        )
+        entries[sk.BLEND] = lb.model_entry(
+            lb.BLEND, metrics("test", sk.BLEND), metrics("validation", sk.BLEND), seconds
         )
     return lb.build("auprc", True, entries, meta.decision_model, history_column="val_auprc")

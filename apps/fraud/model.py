@@ -8,24 +8,30 @@ preprocessor with the networks that trained, so it takes raw feature columns and
 """
 
 import dataclasses
-import time
 
 import keras
 import numpy as np
 from keras import layers, ops
-from scipy import sparse
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 
 from apps.fraud.config import ModelConfig
 from apps.fraud.data import input_name
+from apps.fraud.features import FeatureSpec
+from apps.fraud.layers import (
+    PeriodicEmbedding,
+    PiecewiseLinearEmbedding,
+    RowFeatures,
+    residual_block,
+)
 from shared.export import export_saved_model, load_saved_model, named_input_spec
 from shared.run import RunDir
-from shared.splits import SPLITS
 from shared.steps import ModelMeta
 
 NETWORKS = {"network": "fraud_probability", "autoencoder": "anomaly_score"}  # name: its output
-BASELINES = ("logistic_regression", "hist_gradient_boosting")
+FEATURES_OUTPUT = "model_features"  # the scorer's preprocessed matrix, for the scikit-learn
+# models (standardised numerics, then category ids)
+RISK_SCORE = "risk_score"  # the scores file's column of the shipped model's score
+CANDIDATES = ("network", "hist_gradient_boosting", "blend", "logistic_regression")  # the
+# models a run may ship, in the order that breaks a tie on validation AUPRC
 
 
 @dataclasses.dataclass
@@ -35,13 +41,19 @@ class Meta(ModelMeta):
     label: str  # the label column of the training file
     schema: dict  # the InputSchema (as a dict) every file to score is checked against
     feature_spec: dict  # the FeatureSpec (as a dict) of the engineered features
-    numeric_inputs: list[str]  # the scorer's numeric input columns, raw and engineered
+    numeric_inputs: list[str]  # the scorer's numeric input columns: raw, and the engineered
+    # ones the model does not compute itself
+    model_numeric: list[str]  # the columns of the standardised numeric matrix, in order
     categorical_inputs: list[str]  # the scorer's categorical input columns
     vocabulary_sizes: dict[str, int]  # categorical column: values kept (others are unknown)
     networks: list[str]  # the networks that trained and are in the scorer
     failed_networks: dict[str, str]  # network: why it failed (left out of the scorer)
-    decision_model: str  # the model whose score decides: the trained network with best AUPRC
-    decision_output: str  # the scorer output that decides (fraud_probability, anomaly_score)
+    decision_model: str  # the model the run ships: the best on validation AUPRC of the
+    # network, gradient boosting, their blend and logistic regression
+    decision_output: str  # the scores file's column that decides (risk_score)
+    blend_weight: float | None  # the network's weight in the blend (None: no blend)
+    baselines: list[str]  # the scikit-learn models saved in baselines/<name>.skops
+    validation_auprc: dict[str, float]  # every model's validation AUPRC, which selected it
     threshold: float  # flag a row when the decision output is >= this
     thresholds: dict[str, float]  # every model's threshold, networks and baselines
     threshold_rule: str  # cost or f1: what the thresholds optimise on validation
@@ -83,18 +95,34 @@ def embedding_size(vocabulary_size: int, configured: int) -> int:
 
 
 def build_preprocessor(
-    numeric: list[str], vocabularies: dict[str, list[str]], mean: np.ndarray, variance: np.ndarray
+    numeric: list[str],
+    vocabularies: dict[str, list[str]],
+    mean: np.ndarray,
+    variance: np.ndarray,
+    row_features: "RowFeatureSpec | None" = None,
 ) -> keras.Model:
     """Raw columns -> {"numeric": standardised matrix, "cat_<column>": integer ids}.
 
+    With `row_features`, its engineered columns (the last ones of `numeric`) are computed
+    inside the model from its raw amount and seconds columns, which become inputs instead.
     Unknown and missing categories map to id 0 (StringLookup's out-of-vocabulary bucket).
     """
+    derived = row_features.names if row_features else []
     inputs, outputs = {}, {}
-    numeric_inputs = []
-    for column in numeric:
+
+    def numeric_input(column: str):
         name = input_name(column)
         inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
-        numeric_inputs.append(inputs[name])
+        return inputs[name]
+
+    numeric_inputs = [numeric_input(c) for c in numeric[: len(numeric) - len(derived)]]
+    if derived:
+        raw = [numeric_input(c) for c in row_features.raw_columns]
+        numeric_inputs.append(
+            RowFeatures(bool(row_features.amount), bool(row_features.seconds), name="row_features")(
+                raw
+            )
+        )
     joined = (
         layers.Concatenate(name="numeric_columns")(numeric_inputs)
         if len(numeric_inputs) > 1
@@ -113,6 +141,35 @@ def build_preprocessor(
     return keras.Model(inputs, outputs, name="preprocessor")
 
 
+@dataclasses.dataclass
+class RowFeatureSpec:
+    """The engineered features a layout without per-entity history computes from one row, so
+    the saved model computes them itself: from the amount (`log_amount`) and a timestamp in
+    seconds (`hour_sin`, `hour_cos`)."""
+
+    amount: str | None
+    seconds: str | None
+
+    @property
+    def names(self) -> list[str]:
+        return (["log_amount"] if self.amount else []) + (
+            ["hour_sin", "hour_cos"] if self.seconds else []
+        )
+
+    @property
+    def raw_columns(self) -> list[str]:
+        return [c for c in (self.amount, self.seconds) if c]
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> "RowFeatureSpec | None":
+        """The in-model features of a layout, or None: with per-entity history, or calendar
+        features from parsed dates, the features are the feature builder's (outside)."""
+        if spec.has_history or (spec.has_clock and spec.timestamp_unit == "datetime"):
+            return None
+        found = cls(spec.amount, spec.timestamp if spec.has_clock else None)
+        return found if found.names else None
+
+
 def _core_inputs(n_numeric: int, vocabularies: dict[str, list[str]]) -> dict:
     inputs = {"numeric": keras.Input(shape=(n_numeric,), name="numeric")}
     for column in vocabularies:
@@ -122,11 +179,17 @@ def _core_inputs(n_numeric: int, vocabularies: dict[str, list[str]]) -> dict:
 
 
 def build_classifier(
-    n_numeric: int, vocabularies: dict[str, list[str]], config: ModelConfig
+    n_numeric: int,
+    vocabularies: dict[str, list[str]],
+    config: ModelConfig,
+    edges: list[list[float]] | None = None,
 ) -> keras.Model:
-    """MLP over standardised numerics and one learned embedding per categorical column."""
+    """The supervised network: standardised numerics beside their periodic or piecewise-linear
+    embeddings (`edges`: the training quantile bins, for piecewise), one learned embedding per
+    categorical column, then pre-norm residual blocks with dropout (or a plain MLP when
+    model.residual_blocks is 0) and a sigmoid."""
     inputs = _core_inputs(n_numeric, vocabularies)
-    parts = [inputs["numeric"]]
+    parts = [inputs["numeric"], *_numeric_embedding(inputs["numeric"], config, edges)]
     for column, vocabulary in vocabularies.items():
         name = input_name(column)
         size = len(vocabulary) + 1  # + the unknown bucket
@@ -135,11 +198,37 @@ def build_classifier(
         )(inputs[f"cat_{name}"])
         parts.append(layers.Flatten(name=f"flat_{name}")(embedded))
     x = layers.Concatenate(name="features")(parts) if len(parts) > 1 else parts[0]
-    for i, units in enumerate(config.hidden_units):
-        x = layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-        x = layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    if config.residual_blocks:
+        x = layers.Dense(config.block_width, name="stem")(x)
+        for i in range(config.residual_blocks):
+            x = residual_block(x, config.block_width, config.dropout, f"block_{i}")
+        x = layers.LayerNormalization(name="head_norm")(x)
+        x = layers.Activation("relu", name="head_relu")(x)
+    else:
+        for i, units in enumerate(config.hidden_units):
+            x = layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+            x = layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     output = layers.Dense(1, activation="sigmoid", dtype="float32", name="fraud_probability")(x)
     return keras.Model(inputs, output, name="classifier")
+
+
+def _numeric_embedding(numeric, config: ModelConfig, edges) -> list:
+    if config.numeric_embedding == "periodic":
+        layer = PeriodicEmbedding(
+            config.embedding_frequencies,
+            config.numeric_embedding_dim,
+            config.embedding_sigma,
+            name="periodic_embedding",
+        )
+    elif config.numeric_embedding == "piecewise":
+        if edges is None:
+            raise ValueError("model.numeric_embedding=piecewise needs the training bins (edges)")
+        layer = PiecewiseLinearEmbedding(
+            edges, config.numeric_embedding_dim, name="piecewise_embedding"
+        )
+    else:
+        return []
+    return [layer(numeric)]
 
 
 def build_autoencoder(
@@ -170,10 +259,14 @@ def build_autoencoder(
     return keras.Model(inputs, error, name="autoencoder")
 
 
-def build_scorer(preprocessor: keras.Model, networks: dict[str, keras.Model]) -> keras.Model:
+def build_scorer(
+    preprocessor: keras.Model, networks: dict[str, keras.Model], categorical: list[str]
+) -> keras.Model:
     """Raw columns in; one score per trained network out, named by `networks`' keys
-    (`fraud_probability`: the classifier, `anomaly_score`: the autoencoder). A network that
-    failed to train is left out, so it never scores a row. This is what is saved and exported."""
+    (`fraud_probability`: the classifier, `anomaly_score`: the autoencoder), and the
+    preprocessed matrix the scikit-learn models read (`model_features`: standardised numerics,
+    then the ids of the `categorical` columns in that order). A network that failed to train is
+    left out, so it never scores a row. This is what is saved and exported."""
     inputs = {
         name: keras.Input(shape=(1,), name=name, dtype=t.dtype)
         for name, t in preprocessor.input.items()
@@ -183,6 +276,17 @@ def build_scorer(preprocessor: keras.Model, networks: dict[str, keras.Model]) ->
         output: layers.Reshape((), name=output)(network(features))
         for output, network in networks.items()
     }
+    ids = [
+        layers.Activation("linear", dtype="float32", name=f"id_{input_name(c)}")(
+            ops.cast(features[f"cat_{input_name(c)}"], "float32")
+        )
+        for c in categorical
+    ]
+    outputs[FEATURES_OUTPUT] = (
+        layers.Concatenate(name=FEATURES_OUTPUT)([features["numeric"], *ids])
+        if ids
+        else layers.Activation("linear", name=FEATURES_OUTPUT)(features["numeric"])
+    )
     return keras.Model(inputs, outputs, name="fraud_scorer")
 
 
@@ -198,63 +302,3 @@ def predict_rows(model: keras.Model, features: dict, batch_size: int) -> np.ndar
         for i in range(0, rows, batch_size)
     ]
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
-
-
-def _baseline_matrix(features: dict, vocabularies: dict) -> sparse.csr_matrix:
-    """Standardised numerics plus one-hot categories, for logistic regression."""
-    blocks = [sparse.csr_matrix(features["numeric"])]
-    for column, vocabulary in vocabularies.items():
-        ids = features[f"cat_{input_name(column)}"].reshape(-1)
-        blocks.append(
-            sparse.csr_matrix(
-                (np.ones(len(ids)), (np.arange(len(ids)), ids)),
-                shape=(len(ids), len(vocabulary) + 1),
-            )
-        )
-    return sparse.hstack(blocks).tocsr()
-
-
-def _baseline_dense(features: dict, vocabularies: dict) -> np.ndarray:
-    """Standardised numerics plus category ids, for gradient boosting."""
-    cat_names = [f"cat_{input_name(c)}" for c in vocabularies]
-    return np.hstack([features["numeric"]] + [features[n].astype(np.float64) for n in cat_names])
-
-
-def fit_baselines(features: dict, labels: dict, vocabularies: dict, seed: int) -> tuple:
-    """scikit-learn baselines on the networks' preprocessed features and splits: each one's
-    validation and test scores ({name: {split: scores}}) and fit seconds ({name: seconds})."""
-    logistic = LogisticRegression(max_iter=2000, C=1.0, class_weight="balanced")
-    matrices = {s: _baseline_matrix(features[s], vocabularies) for s in SPLITS}
-    dense = {s: _baseline_dense(features[s], vocabularies) for s in SPLITS}
-    n_numeric = features["train"]["numeric"].shape[1]
-    # Native categorical splits for columns that fit HGB's 255 bins; wider ones stay ordinal.
-    categorical_mask = [False] * n_numeric + [len(vocabularies[c]) + 1 < 255 for c in vocabularies]
-    boosting = HistGradientBoostingClassifier(
-        max_iter=300,
-        learning_rate=0.1,
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=20,
-        categorical_features=np.array(categorical_mask) if any(categorical_mask) else None,
-        random_state=seed,
-    )
-    fitted = {
-        "logistic_regression": (logistic, matrices),
-        "hist_gradient_boosting": (boosting, dense),
-    }
-    seconds = {}
-    for name, (model, inputs) in fitted.items():
-        start = time.perf_counter()
-        model.fit(inputs["train"], labels["train"])
-        seconds[name] = round(time.perf_counter() - start, 3)
-    print(
-        "train: baselines fitted (logistic regression "
-        f"{seconds['logistic_regression']:.1f}s, histogram gradient boosting "
-        f"{seconds['hist_gradient_boosting']:.1f}s)",
-        flush=True,
-    )
-    scores = {
-        name: {s: model.predict_proba(inputs[s])[:, 1] for s in ("val", "test")}
-        for name, (model, inputs) in fitted.items()
-    }
-    return scores, seconds

@@ -9,22 +9,24 @@ import keras
 import numpy as np
 import pandas as pd
 
-from apps.fraud import card, metrics, plots
+from apps.fraud import baselines as sk
+from apps.fraud import card, metrics, plots, serving
 from apps.fraud import data as fraud_data
 from apps.fraud.config import Config
 from apps.fraud.data import Prepared
+from apps.fraud.layers import quantile_edges
 from apps.fraud.model import (
-    BASELINES,
+    CANDIDATES,
     NETWORKS,
+    RISK_SCORE,
     Meta,
+    RowFeatureSpec,
     build_autoencoder,
     build_classifier,
     build_preprocessor,
     build_scorer,
-    fit_baselines,
     load_model,
     predict_rows,
-    write_saved_model,
 )
 from apps.fraud.sample import write_sample
 from apps.fraud.scorer import TransactionScorer
@@ -89,7 +91,9 @@ def prepare(config: Config, options: StepOptions | None = None) -> Prepared:
 class TrainingData:
     """The prepared splits as the networks and the baselines take them."""
 
-    numeric: list[str]  # the numeric input columns, raw and engineered
+    numeric: list[str]  # the columns of the standardised numeric matrix, raw and engineered
+    inputs: list[str]  # the preprocessor's numeric input columns (raw, and the engineered
+    # ones it does not compute itself)
     categorical: list[str]  # the categorical input columns
     vocabularies: dict[str, list[str]]  # categorical column: the values kept, from training
     preprocessor: keras.Model  # raw columns -> standardised numerics and category ids
@@ -106,14 +110,20 @@ def training_data(config: Config, prepared: Prepared) -> TrainingData:
         c: fraud_data.vocabulary(rows["train"][c], config.data.max_categories) for c in categorical
     }
     numeric_train = rows["train"][numeric].to_numpy(np.float64)
+    in_model = RowFeatureSpec.of(prepared.columns.feature_spec(config.data.windows))
+    inputs = numeric
+    if in_model:
+        inputs = numeric[: len(numeric) - len(in_model.names)] + in_model.raw_columns
     preprocessor = build_preprocessor(
-        numeric, vocabularies, numeric_train.mean(axis=0), numeric_train.var(axis=0)
+        numeric, vocabularies, numeric_train.mean(axis=0), numeric_train.var(axis=0), in_model
     )
     features = {
-        s: fraud_data.preprocess(preprocessor, rows[s], numeric, categorical) for s in SPLITS
+        s: fraud_data.preprocess(preprocessor, rows[s], inputs, categorical) for s in SPLITS
     }
     labels = {s: rows[s][prepared.columns.label].to_numpy(np.float32) for s in SPLITS}
-    return TrainingData(numeric, categorical, vocabularies, preprocessor, rows, features, labels)
+    return TrainingData(
+        numeric, inputs, categorical, vocabularies, preprocessor, rows, features, labels
+    )
 
 
 def train(config: Config, options: StepOptions | None = None) -> RunDir:
@@ -126,14 +136,13 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     start = time.perf_counter()
     data = training_data(config, prepared)
     trained, failures = _fit_networks(config, strategy, run, data)
-    # Only the chief reports the baselines; other workers of a cluster skip them.
-    baselines, baseline_seconds = (
-        fit_baselines(data.features, data.labels, data.vocabularies, config.train.seed)
-        if run.is_chief
-        else ({}, {})
-    )
+    # Only the chief fits and saves the scikit-learn models; other workers of a cluster skip them.
+    fitted, baseline_seconds = _fit_baselines(config, data) if run.is_chief else ({}, {})
+    baseline_scores = _baseline_scores(data, fitted)
     train_seconds = round(time.perf_counter() - start, 3)
-    scorer = build_scorer(data.preprocessor, {NETWORKS[n]: m for n, m in trained.items()})
+    scorer = build_scorer(
+        data.preprocessor, {NETWORKS[n]: m for n, m in trained.items()}, data.categorical
+    )
     meta = Meta(
         app=APP,
         prepared=str(prepared.folder),
@@ -144,20 +153,38 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         label=prepared.columns.label,
         schema=prepared.columns.schema().to_dict(),
         feature_spec=dataclasses.asdict(prepared.columns.feature_spec(config.data.windows)),
-        numeric_inputs=data.numeric,
+        numeric_inputs=data.inputs,
+        model_numeric=data.numeric,
         categorical_inputs=data.categorical,
         vocabulary_sizes={c: len(v) for c, v in data.vocabularies.items()},
         networks=list(trained),
         failed_networks=failures,
         costs=to_dict(config.evaluate),
         baseline_seconds=baseline_seconds,
-        **_operating_point(config, prepared, data, trained, baselines),
+        baselines=list(fitted),
+        **_operating_point(config, prepared, data, trained, baseline_scores),
     )
     if run.is_chief:
-        _save_baseline_scores(run, baselines)
-    steps.save_model(run, scorer, meta, write_saved_model)
+        _save_baselines(run, fitted, baseline_scores)
+    steps.save_model(run, scorer, meta, _export_writer(run, meta))
     _print_trained(run, meta, trained)
     return run
+
+
+def _fit_baselines(config: Config, data: TrainingData) -> tuple[dict, dict]:
+    matrix = sk.model_features(data.features["train"], data.categorical)
+    sizes = [len(data.vocabularies[c]) for c in data.categorical]
+    return sk.fit_all({"train": matrix}, data.labels, len(data.numeric), sizes, config.train.seed)
+
+
+def _baseline_scores(data: TrainingData, fitted: dict) -> dict:
+    """{baseline: {split: scores}} on validation and test."""
+    sizes = [len(data.vocabularies[c]) for c in data.categorical]
+    matrices = {s: sk.model_features(data.features[s], data.categorical) for s in ("val", "test")}
+    return {
+        name: {s: sk.predict(name, model, matrices[s], len(data.numeric), sizes) for s in matrices}
+        for name, model in fitted.items()
+    }
 
 
 def _checked_prepare(config: Config) -> Prepared:
@@ -192,7 +219,12 @@ def _validation_auprc(data: TrainingData, batch_size: int) -> training.EpochScor
 def _fit_classifier(config: Config, strategy, run: RunDir, data: TrainingData) -> keras.Model:
     cfg, features, labels = config.train, data.features, data.labels
     with strategy.scope():
-        model = build_classifier(len(data.numeric), data.vocabularies, config.model)
+        edges = (
+            quantile_edges(features["train"]["numeric"], config.model.piecewise_bins)
+            if config.model.numeric_embedding == "piecewise"
+            else None
+        )
+        model = build_classifier(len(data.numeric), data.vocabularies, config.model, edges)
         if config.model.loss == "focal":
             loss = keras.losses.BinaryFocalCrossentropy(
                 gamma=config.model.focal_gamma, apply_class_balancing=True
@@ -258,24 +290,33 @@ def _fit_autoencoder(config: Config, strategy, run: RunDir, data: TrainingData) 
 def _operating_point(
     config: Config, prepared: Prepared, data: TrainingData, trained: dict, baselines: dict
 ) -> dict:
-    """Every model's threshold from its validation scores, the decision model (the trained
-    network with the best validation AUPRC) and what it flags: the Meta fields of the decision."""
-    batch = config.score.batch_size
+    """Every model's validation scores and threshold, the blend weight, the model the run
+    ships (the best validation AUPRC among the network, gradient boosting, their blend and
+    logistic regression) and what it flags: the Meta fields of the decision."""
     y = data.labels["val"]
-    val_scores = {n: predict_rows(m, data.features["val"], batch) for n, m in trained.items()}
+    val_scores = {
+        n: predict_rows(m, data.features["val"], config.score.batch_size)
+        for n, m in trained.items()
+    }
     val_scores.update({name: model_scores["val"] for name, model_scores in baselines.items()})
+    weight = None
+    if config.model.blend and "network" in val_scores and "hist_gradient_boosting" in val_scores:
+        net, hgb = val_scores["network"], val_scores["hist_gradient_boosting"]
+        weight = sk.fit_blend(y, net, hgb, metrics.auprc)
+        val_scores[sk.BLEND] = sk.blend(weight, net, hgb)
     rule = metrics.threshold_rule(config.evaluate, prepared.columns)
     fn_cost = metrics.fn_costs(config, prepared.columns, data.rows["val"])
     thresholds = {
         name: metrics.choose_threshold(rule, y, s, fn_cost, config.evaluate.fp_cost)
         for name, s in val_scores.items()
     }
-    decision = training.best_network(
-        {n: metrics.auprc(y, val_scores[n]) for n in trained}, "max"
-    ) or next(iter(trained))
+    auprc = {n: metrics.auprc(y, s) for n, s in val_scores.items()}
+    decision = select_model(auprc)
     return {
         "decision_model": decision,
-        "decision_output": NETWORKS[decision],
+        "decision_output": RISK_SCORE,
+        "blend_weight": weight,
+        "validation_auprc": {n: round(v, 6) for n, v in auprc.items()},
         "threshold": thresholds[decision],
         "thresholds": thresholds,
         "threshold_rule": rule,
@@ -284,8 +325,25 @@ def _operating_point(
     }
 
 
-def _save_baseline_scores(run: RunDir, baselines: dict) -> None:
-    """The baselines' validation and test scores, for evaluate (`<name>__<split>` arrays)."""
+def select_model(validation_auprc: dict[str, float]) -> str:
+    """The shipped model: the best validation AUPRC among the candidates that have a finite
+    one (ties go to the earlier of CANDIDATES); the autoencoder only when none has."""
+    ranked = [
+        (validation_auprc[n], -i, n)
+        for i, n in enumerate(CANDIDATES)
+        if np.isfinite(validation_auprc.get(n, np.nan))
+    ]
+    if ranked:
+        return max(ranked)[2]
+    return "autoencoder" if "autoencoder" in validation_auprc else next(iter(validation_auprc))
+
+
+def _save_baselines(run: RunDir, fitted: dict, baselines: dict) -> None:
+    """Each scikit-learn model as baselines/<name>.skops (what score and export serve), and
+    their validation and test scores for evaluate (`<name>__<split>` arrays)."""
+    folder = run.subdir("baselines")
+    for name, model in fitted.items():
+        sk.save(model, folder / f"{name}.skops")
     with atomic_path(run.path / "baseline_scores.npz", suffix=".npz") as tmp:
         np.savez(
             tmp,
@@ -303,10 +361,13 @@ def _print_trained(run: RunDir, meta: Meta, trained: dict) -> None:
     decision = meta.decision_model
     if meta.failed_networks:
         print(
-            f"train: {', '.join(meta.failed_networks)} failed and is not used; the decision "
-            f"model is {decision}",
+            f"train: {', '.join(meta.failed_networks)} failed and is not used; the run "
+            f"ships {decision}",
             flush=True,
         )
+    shown = ", ".join(f"{n} {v:.4f}" for n, v in meta.validation_auprc.items())
+    blend = f" (blend weight on the network {meta.blend_weight:g})" if meta.blend_weight else ""
+    print(f"train: validation AUPRC: {shown}{blend}; the run ships {decision}", flush=True)
     print(
         f"train: {decision} flags when {meta.decision_output} >= {meta.threshold:.4g}, "
         f"which {meta.threshold_optimises}; it flags {meta.validation_flagged_fraction:.1%} of "
@@ -341,8 +402,10 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
 
 def _validation_and_test(opened: steps.OpenRun, batch_size: int) -> tuple[dict, dict, dict]:
     """Per split (val, test): the labels, every model's scores (the networks now, the
-    baselines as train saved them) and what a missed positive costs per row."""
-    scorer = TransactionScorer(opened.meta, opened.model, batch_size)
+    baselines as train saved them, the blend from both) and what a missed positive costs per
+    row."""
+    meta = opened.meta
+    scorer = TransactionScorer(meta, opened.model, batch_size, {})
     baseline_file = np.load(opened.run.path / "baseline_scores.npz", allow_pickle=False)
     frame, columns = opened.data.frame, opened.data.columns
     labels, scores, fn_costs = {}, {}, {}
@@ -351,8 +414,12 @@ def _validation_and_test(opened: steps.OpenRun, batch_size: int) -> tuple[dict, 
         labels[split] = rows[columns.label].to_numpy()
         fn_costs[split] = metrics.fn_costs(opened.config, columns, rows)
         scores[split] = scorer.network_scores(rows)
-        for name in BASELINES:
+        for name in meta.baselines:
             scores[split][name] = baseline_file[f"{name}__{split}"]
+        if meta.blend_weight is not None:
+            scores[split][sk.BLEND] = sk.blend(
+                meta.blend_weight, scores[split]["network"], scores[split]["hist_gradient_boosting"]
+            )
     return labels, scores, fn_costs
 
 
@@ -379,6 +446,14 @@ def score(config: Config, options: StepOptions) -> dict:
 
 def export(config: Config, options: StepOptions | None = None) -> Path:
     """Write the run's scorer as a TensorFlow SavedModel (serving signature: one tensor per
-    input column, raw values and strings in)."""
-    describe = Meta.read(steps.locate(APP, config, options)).input
-    return steps.export_step(APP, config, options, load_model, write_saved_model, describe)
+    input column) with, in its assets.extra/, the shipped scikit-learn model (skops) and
+    serving.json, the recipe from the SavedModel's outputs to the shipped score."""
+    run = steps.locate(APP, config, options)
+    meta = Meta.read(run)
+    return steps.export_step(
+        APP, config, options, load_model, _export_writer(run, meta), serving.describe(meta)
+    )
+
+
+def _export_writer(run: RunDir, meta: Meta):
+    return lambda model, folder: serving.write_export(model, folder, run, meta)

@@ -2,6 +2,7 @@
 matrix and cost curve, and the training history."""
 
 from apps.fraud.config import EvaluateConfig
+from apps.fraud.metrics import PROBABILITIES
 from apps.fraud.model import Meta
 from shared import evaluation as ev
 from shared.run import RunDir
@@ -24,7 +25,7 @@ def plot_run(
     )
     ev.plot_roc({n: (y, s[n]) for n in s}, plots / "roc.png", "ROC (test)")
     ev.plot_calibration(
-        {n: (y, s[n]) for n in s if n != "autoencoder"},
+        {n: (y, s[n]) for n in s if n in PROBABILITIES},
         plots / "calibration.png",
         title="Calibration (test)",
     )

@@ -5,9 +5,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from apps.fraud import serving
 from apps.fraud.data import model_inputs
 from apps.fraud.features import FeatureBuilder, FeatureSpec
-from apps.fraud.model import NETWORKS, Meta, load_model
+from apps.fraud.model import NETWORKS, RISK_SCORE, Meta, load_model
 from shared.run import RunDir
 from shared.scoring import InputSchema, predict_in_batches
 
@@ -19,9 +20,10 @@ class TransactionScorer:
     from one chunk to the next.
     """
 
-    def __init__(self, meta: Meta, model: keras.Model, batch_size: int):
+    def __init__(self, meta: Meta, model: keras.Model, batch_size: int, fitted: dict):
         self.meta = meta
         self.model = model
+        self.fitted = fitted  # the scikit-learn models the shipped score needs
         self.features = FeatureBuilder(FeatureSpec(**meta.feature_spec))
         self.schema = InputSchema.from_dict(meta.schema)
         self.batch_size = batch_size
@@ -30,12 +32,13 @@ class TransactionScorer:
             ["row"]
             + ([self.schema.id_column] if self.schema.id_column else [])
             + self.outputs
-            + ["decision"]
+            + [RISK_SCORE, "decision"]
         )
 
     @classmethod
     def from_run(cls, run: RunDir, batch_size: int) -> "TransactionScorer":
-        return cls(Meta.read(run), load_model(run), batch_size)
+        meta = Meta.read(run)
+        return cls(meta, load_model(run), batch_size, serving.load_baselines(run, meta))
 
     def predict(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """The scorer's outputs for rows that already hold the engineered features."""
@@ -55,6 +58,8 @@ class TransactionScorer:
             result[self.schema.id_column] = typed[self.schema.id_column].to_numpy()
         for output in self.outputs:
             result[output] = np.round(out[output], 6)
-        flagged = out[self.meta.decision_output] >= self.meta.threshold
+        risk = serving.risk_scores(self.meta, out, self.fitted)
+        result[RISK_SCORE] = np.round(risk, 6)
+        flagged = risk >= self.meta.threshold
         result["decision"] = np.where(flagged, "flag", "pass")
         return result

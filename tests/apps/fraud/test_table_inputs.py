@@ -50,7 +50,8 @@ def test_ragged_rows_and_a_blank_line_are_rejects_and_shift_no_other_row(
     assert scores["row"].tolist() == expected_rows
     assert scores["transaction_id"].tolist() == kept["transaction_id"].tolist()
     clean, _ = score(sets, write(tmp_path, "kept.csv", lines_of(kept)), tmp_path)
-    assert scores[SCORES].equals(clean[SCORES])
+    # Chunks of 3 rows run the network at another batch size: the last printed digit may move.
+    pd.testing.assert_frame_equal(scores[SCORES], clean[SCORES], check_exact=False, atol=2e-6)
 
 
 def test_a_byte_order_mark_before_the_header_scores_as_without_it(trained, tmp_path):

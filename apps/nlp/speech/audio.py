@@ -1,7 +1,7 @@
 """Reading audio files: decode (WAV, FLAC, OGG), mix down to mono, resample, check, fit a clip.
 
 Every problem is an AudioError whose message is the reason a scorer or reader writes to its
-rejects: empty, corrupt, unsupported, silent or too short.
+rejects: empty, corrupt, unsupported, silent or (when `data.min_seconds` asks) too short.
 """
 
 import os
@@ -74,10 +74,17 @@ def _check_wav_length(path: Path, size: int) -> None:
 
 
 def check_audio(samples: np.ndarray, sample_rate: int, min_seconds: float, silence_db: float):
-    """Raise AudioError for a recording that is too short or silent."""
-    seconds = len(samples) / sample_rate
-    if seconds < min_seconds:
-        raise AudioError(f"too short ({seconds:.3f} s < {min_seconds:g} s)")
+    """Raise AudioError for a recording that is silent or (with min_seconds > 0) too short.
+
+    Lengths are compared in whole samples: a clip of exactly `min_seconds` passes, and the
+    message gives both lengths with the precision that tells them apart.
+    """
+    needed = int(round(min_seconds * sample_rate))
+    if len(samples) < needed:
+        raise AudioError(
+            f"too short ({len(samples):,} samples = {len(samples) / sample_rate:.4f} s < "
+            f"{needed:,} samples = {min_seconds:g} s)"
+        )
     peak = float(np.max(np.abs(samples)))
     level = 20 * np.log10(peak) if peak > 0 else -np.inf
     if level < silence_db:
@@ -108,11 +115,44 @@ def windows(samples: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.
     return np.stack([samples[s : s + length] for s in starts]), starts
 
 
-def load_clip(path, sample_rate: int, clip_seconds: float, min_seconds: float, silence_db: float):
-    """Read, check and fit one training clip to the configured length."""
+def trim_silence(samples: np.ndarray, sample_rate: int, trim_db: float) -> np.ndarray:
+    """The recording without its leading and trailing frames quieter than `trim_db` below its
+    loudest frame (0: untouched). A trim that would leave under 0.1 s keeps the recording
+    whole: that is a click or a burst, not a word with silence around it."""
+    if trim_db <= 0 or len(samples) < 2048:
+        return samples
+    trimmed, _ = librosa.effects.trim(samples, top_db=trim_db, frame_length=512, hop_length=128)
+    return trimmed if len(trimmed) >= 0.1 * sample_rate else samples
+
+
+def load_clip(
+    path,
+    sample_rate: int,
+    clip_seconds: float,
+    min_seconds: float,
+    silence_db: float,
+    trim_db: float = 0.0,
+):
+    """Read, check, trim silence from and fit one clip to the configured length (a short clip
+    is padded, never dropped)."""
     samples = read_audio(path, sample_rate)
     check_audio(samples, sample_rate, min_seconds, silence_db)
+    samples = trim_silence(samples, sample_rate, trim_db)
     return fit_clip(samples, clip_length(sample_rate, clip_seconds))
+
+
+def native_rate(paths: list[str], fallback: int) -> int:
+    """The sample rate every readable file shares (a header read), else `fallback`: 8 kHz
+    recordings stay at 8 kHz instead of gaining empty bands above 4 kHz."""
+    rates = set()
+    for path in paths:
+        try:
+            rates.add(sf.info(os.fsencode(path)).samplerate)
+        except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+            continue  # an unreadable file is rejected, with its reason, when it is read
+        if len(rates) > 1:
+            return fallback
+    return rates.pop() if rates else fallback
 
 
 def clip_length(sample_rate: int, clip_seconds: float) -> int:

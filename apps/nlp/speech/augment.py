@@ -161,6 +161,57 @@ class SpecAugment(_RandomLayer):
         }
 
 
+def _interpolate(x, position, axis: int):
+    """`x` read at fractional `position` (batch, size) along `axis` (1 or 2), linearly."""
+    size = x.shape[axis] if x.shape[axis] is not None else ops.shape(x)[axis]
+    low = ops.floor(position)
+    weight = position - low
+    low = ops.cast(low, "int32")
+    high = ops.minimum(low + 1, size - 1)
+    expand = (slice(None), slice(None), None) if axis == 1 else (slice(None), None, slice(None))
+
+    def gather(index):
+        return ops.take_along_axis(x, ops.broadcast_to(index[expand], ops.shape(x)), axis=axis)
+
+    return gather(low) * (1.0 - weight[expand]) + gather(high) * weight[expand]
+
+
+@keras.saving.register_keras_serializable(package="deepfield.speech")
+class SpeedWarp(_RandomLayer):
+    """A new voice from a clip: its mel axis stretched by a random factor in 1 +- `vtlp`
+    (vocal-tract-length perturbation: a shorter or longer vocal tract moves every formant by
+    the same factor) and its time axis by 1 +- `tempo` about the centre; both together are
+    what speed perturbation (resampling the waveform) does, at a fraction of its cost.
+
+    Args:
+        vtlp: largest relative warp of the frequency axis, in [0, 0.5].
+        tempo: largest relative warp of the time axis, in [0, 0.5].
+    """
+
+    def __init__(self, vtlp=0.15, tempo=0.15, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        for name, value in (("vtlp", vtlp), ("tempo", tempo)):
+            if not 0.0 <= value <= 0.5:
+                raise ValueError(f"`{name}` must be in [0, 0.5]. Received: {name}={value}")
+        self.vtlp, self.tempo = float(vtlp), float(tempo)
+
+    def augment(self, x):
+        batch, frames, bins = ops.shape(x)[0], x.shape[1], x.shape[2]
+        if self.vtlp:
+            factor = self.uniform((batch, 1), 1.0 - self.vtlp, 1.0 + self.vtlp)
+            position = ops.arange(bins, dtype="float32")[None, :] * factor
+            x = _interpolate(x, ops.clip(position, 0.0, bins - 1.0), axis=2)
+        if self.tempo:
+            factor = self.uniform((batch, 1), 1.0 - self.tempo, 1.0 + self.tempo)
+            centre = (frames - 1) / 2.0
+            position = (ops.arange(frames, dtype="float32")[None, :] - centre) * factor + centre
+            x = _interpolate(x, ops.clip(position, 0.0, frames - 1.0), axis=1)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "vtlp": self.vtlp, "tempo": self.tempo}
+
+
 def augmentation(config, kind: str) -> keras.Sequential | None:
     """The configured augmentation layers (float32: they work on dB values), or None."""
     if not config.enabled:
@@ -171,6 +222,8 @@ def augmentation(config, kind: str) -> keras.Sequential | None:
     if config.noise_probability and kind == "logmel":
         noise = BackgroundNoise(config.noise_probability, config.noise_snr_db, dtype="float32")
         layers.append(noise)
+    if config.vtlp or config.tempo:
+        layers.append(SpeedWarp(config.vtlp, config.tempo, dtype="float32"))
     if config.time_masks or config.freq_masks:
         masks = SpecAugment(
             config.time_masks,

@@ -36,8 +36,22 @@ def write_card(run: RunDir, meta: Meta, report: dict) -> None:
     }
     if test["per_speaker"]:
         sections["Per speaker (test)"] = metrics_table(test["per_speaker"], ["accuracy", "clips"])
+    if "per_speaker" in report.get("loso", {}):
+        sections["Leave-one-speaker-out"] = _loso_text(report)
     sections["Limits"] = LIMITS
     write_model_card(run.card_path, CARD_TITLE, sections)
+
+
+def _loso_text(report: dict) -> str:
+    """The leave-one-speaker-out leaderboard, and accuracy per left-out speaker."""
+    loso = report["loso"]
+    board = leaderboard.to_markdown(report["leaderboard"]["loso"])
+    columns = ["clips", *loso["mean_per_speaker"]]
+    return (
+        f"Every clip tested by models trained without its speaker ({loso['speakers']} speakers "
+        f"in {loso['folds']} folds; `test` is the mean over speakers).\n\n{board}\n\n"
+        + metrics_table(loso["per_speaker"], columns)
+    )
 
 
 def _data_text(data: dict) -> str:
@@ -75,6 +89,13 @@ def _baselines_text(report: dict) -> str:
     )
 
 
+def _loso_summary(report: dict) -> str:
+    means = report.get("loso", {}).get("mean_per_speaker")
+    if not means:
+        return ""
+    return "; leave-one-speaker-out mean " + ", ".join(f"{n} {v:.4f}" for n, v in means.items())
+
+
 def summary(report: dict, plots: Path) -> str:
     """`evaluate`'s closing line: test accuracy and macro F1 beside the baselines."""
     t = report["test"]
@@ -84,5 +105,6 @@ def summary(report: dict, plots: Path) -> str:
         f"{t['examples']:,} clips"
         + (" by speakers unseen in training" if report["speaker_disjoint"] else "")
         + (f" (baselines: {base})" if base else "")
+        + _loso_summary(report)
         + f"; plots -> {plots}"
     )

@@ -8,6 +8,15 @@ from shared.config import ConfigError, RunConfig, TrainConfig, bounded
 
 
 @dataclasses.dataclass
+class SpeechTrainConfig(TrainConfig):
+    """The shared training settings, and how a small training split fills an epoch."""
+
+    # a smaller training split is repeated within an epoch (augmented afresh each time) to at
+    # least this many clips: 7 clips a word give a few steps an epoch, too few to learn from
+    min_epoch_clips: int = bounded(2000, low=0)
+
+
+@dataclasses.dataclass
 class SynthConfig:
     """The seeded spoken-word synthesizer that makes the sample data."""
 
@@ -30,13 +39,30 @@ class DataConfig:
     split: Literal["auto", "speaker", "random"] = "auto"  # auto: speaker-disjoint when known
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # without own lists
     test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # without own lists
-    sample_rate: int = bounded(16000, low=1000)  # every file is resampled to this rate (Hz)
+    # every file is resampled to this rate (Hz); 0: the rate all files share (8 kHz stays
+    # 8 kHz), 16 kHz when they differ
+    sample_rate: int = bounded(0, low=0)
     clip_seconds: float = bounded(1.0, low=0.1)  # clips are trimmed or padded to this length
-    min_seconds: float = bounded(0.2, low=0.0)  # shorter recordings are rejected as too short
-    silence_db: float = bounded(-50.0, high=0.0)  # peak level (dBFS) below which a file is silent
+    min_seconds: float = bounded(0.0, low=0.0)  # > 0: shorter recordings are rejected (0: padded)
+    # peak level (dBFS) below which a file is silent: -80 is a few steps of 16-bit audio, below
+    # any real quiet recording (Speech Commands holds words peaking at -53 dBFS)
+    silence_db: float = bounded(-80.0, high=0.0)
+    trim_db: float = bounded(40.0, low=0.0)  # cut leading/trailing audio this far below the peak
+    words: list[str] = bounded([])  # only clips of these words (e.g. the digits); []: every word
+    test_speakers: list[str] = bounded([])  # named speakers form the test split (overrides draw)
+    val_speakers: list[str] = bounded([])  # named speakers form the validation split
+    # >= 0: recordings whose {index} is at most this are the test split (Free Spoken Digit: 4)
+    test_index_max: int = bounded(-1, low=-1)
     synth: SynthConfig = dataclasses.field(default_factory=SynthConfig)
 
     def validate(self) -> None:
+        if 0 < self.sample_rate < 1000:
+            raise ConfigError(
+                f"data.sample_rate must be 0 (the files' own) or >= 1000, got {self.sample_rate}"
+            )
+        if set(self.test_speakers) & set(self.val_speakers):
+            both = sorted(set(self.test_speakers) & set(self.val_speakers))
+            raise ConfigError(f"data.test_speakers and data.val_speakers share {both}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(
                 "data.val_fraction + data.test_fraction must leave clips to train on, got "
@@ -54,10 +80,14 @@ class FeatureConfig:
     """librosa features; saved with the model, and scoring refuses different ones."""
 
     kind: Literal["logmel", "mfcc"] = "logmel"  # log-mel spectrogram (dB) or MFCC
-    n_mels: int = bounded(40, low=4)  # mel bands
-    n_fft: int = bounded(512, low=16)  # FFT size (samples)
-    win_length: int = bounded(400, low=16)  # analysis window (samples, <= n_fft)
-    hop_length: int = bounded(320, low=1)  # frame step (samples); 320 at 16 kHz is 20 ms
+    # 0 in the next four: chosen for the sample rate (40 bands from 16 kHz, 32 below; a 25 ms
+    # window, a 20 ms hop, the FFT the next power of two above the window)
+    n_mels: int = bounded(0, low=0)  # mel bands
+    n_fft: int = bounded(0, low=0)  # FFT size (samples)
+    win_length: int = bounded(0, low=0)  # analysis window (samples, <= n_fft)
+    hop_length: int = bounded(0, low=0)  # frame step (samples)
+    top_db: float = bounded(80.0, low=0.0)  # dB relative to the clip's peak, floored this far
+    # below it (a level-free input); 0: absolute dB (power 1 = 0 dB)
     fmin: float = bounded(20.0, low=0.0)  # lowest mel frequency (Hz)
     fmax: float = bounded(7600.0, low=0.0, low_open=True)  # highest mel frequency (Hz)
     n_mfcc: int = bounded(20, low=2)  # mfcc: coefficients kept
@@ -66,7 +96,11 @@ class FeatureConfig:
     cache_dir: str = ""  # per-file feature cache; empty: <run.root>/speech/feature-cache
 
     def validate(self) -> None:
-        if self.win_length > self.n_fft:
+        smallest = {"n_mels": 4, "n_fft": 16, "win_length": 16}
+        for key, low in smallest.items():
+            if 0 < getattr(self, key) < low:
+                raise ConfigError(f"features.{key} must be 0 (auto) or >= {low}")
+        if self.n_fft and self.win_length > self.n_fft:
             raise ConfigError(
                 "features.win_length must be <= features.n_fft, got "
                 f"{self.win_length} > {self.n_fft}"
@@ -76,10 +110,20 @@ class FeatureConfig:
                 f"features.fmin must be below features.fmax, got {self.fmin} >= {self.fmax}"
             )
 
-    def params(self, sample_rate: int, clip_seconds: float) -> dict:
-        """Everything that changes the numbers a model sees (not where or how fast)."""
+    def params(self, sample_rate: int, clip_seconds: float, trim_db: float = 0.0) -> dict:
+        """Everything that changes the numbers a model sees (not where or how fast), with the
+        sizes left at 0 chosen for `sample_rate`."""
         values = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_PARAMS}
-        return values | {"sample_rate": sample_rate, "clip_seconds": clip_seconds}
+        win = self.win_length or int(round(0.025 * sample_rate))
+        n_fft = self.n_fft or max(win, 1 << (win - 1).bit_length())
+        sizes = {
+            "n_mels": self.n_mels or (40 if sample_rate >= 16000 else 32),
+            "n_fft": n_fft,
+            "win_length": min(win, n_fft),
+            "hop_length": self.hop_length or int(round(0.02 * sample_rate)),
+        }
+        fixed = {"sample_rate": sample_rate, "clip_seconds": clip_seconds, "trim_db": trim_db}
+        return values | sizes | fixed
 
 
 NOT_PARAMS = ("workers", "cache_dir")
@@ -97,6 +141,10 @@ class AugmentConfig:
     time_mask_frames: int = bounded(6, low=1)  # max width of a time mask (frames)
     freq_masks: int = bounded(2, low=0)  # SpecAugment frequency masks per clip
     freq_mask_bins: int = bounded(5, low=1)  # max width of a frequency mask (bins)
+    # speaker change, as resampling the voice would make it: a random warp of the mel axis up
+    # to this fraction (vocal-tract-length perturbation) and of the time axis (tempo)
+    vtlp: float = bounded(0.15, low=0.0, high=0.5)
+    tempo: float = bounded(0.15, low=0.0, high=0.5)
 
 
 @dataclasses.dataclass
@@ -108,6 +156,10 @@ class ModelConfig:
     rnn_units: int = bounded(64, low=1)  # crnn: GRU units per direction
     dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
     label_smoothing: float = bounded(0.05, low=0.0, high=0.5)  # cross-entropy label smoothing
+    # utterance: each clip's bins to zero mean and unit spread over its own frames (CMVN, after
+    # augmentation), which removes the microphone's and the room's colouring; none: only the
+    # training set's per-bin statistics
+    cmvn: Literal["utterance", "none"] = "utterance"
 
 
 @dataclasses.dataclass
@@ -132,6 +184,10 @@ class EvaluateConfig:
 
     top_k: int = bounded(3, low=2)  # top-k accuracy, reported when there are more than k classes
     example_inputs: int = bounded(8, low=0)  # test inputs (features) plotted with their predictions
+    # leave-one-speaker-out: train the network and the baselines again without each speaker
+    # (or group of speakers) and test on it; per-speaker accuracy and the mean in metrics.json
+    loso: bool = False
+    loso_folds: int = bounded(10, low=2)  # at most this many trainings: speakers grouped in folds
 
 
 @dataclasses.dataclass
@@ -146,20 +202,53 @@ class ScoreConfig:
 
 
 @dataclasses.dataclass
+class SequenceConfig:
+    """task=sequence: word sequences (speech-to-text for a small vocabulary) with a CTC model.
+
+    Without sentence-level data (a `path,transcript` manifest or LibriSpeech-style
+    `*.trans.txt` folders), utterances are made from the single-word clips of each split:
+    several clips of one speaker in a row, with random gaps, levels and background noise."""
+
+    unit: Literal["word", "char"] = "word"  # CTC tokens: words (small vocabulary) or characters
+    words: list[int] = bounded([3, 5], low=1)  # generated utterances: fewest and most words
+    utterances: list[int] = bounded([3000, 300, 300], low=1)  # generated train, val, test
+    gap_seconds: list[float] = bounded([0.05, 0.3], low=0.0)  # silence between two words
+    level_db: float = bounded(6.0, low=0.0)  # each word's level varies by up to +- this
+    snr_db: list[float] = bounded([10.0, 30.0])  # background noise of a generated utterance
+    max_seconds: float = bounded(4.0, low=0.5)  # utterances are padded (or cut) to this length
+    filters: list[int] = bounded([32, 64], low=1)  # convolution stages (each halves frequency)
+    rnn_units: int = bounded(96, low=1)  # GRU units per direction, two layers
+    dropout: float = bounded(0.2, low=0.0, high=0.9)
+    beam_width: int = bounded(8, low=1)  # beam search width (1: greedy)
+
+    def validate(self) -> None:
+        if len(self.words) != 2 or self.words[0] > self.words[1]:
+            raise ConfigError(f"sequence.words must be [fewest, most], got {self.words}")
+        if len(self.utterances) != 3:
+            raise ConfigError(
+                f"sequence.utterances must be [train, val, test], got {self.utterances}"
+            )
+
+
+@dataclasses.dataclass
 class Config:
+    task: Literal["word", "sequence"] = "word"  # one word per clip, or word sequences (CTC)
+    sequence: SequenceConfig = dataclasses.field(default_factory=SequenceConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    train: SpeechTrainConfig = dataclasses.field(default_factory=SpeechTrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def validate(self) -> None:
-        if self.baseline.models and self.baseline.n_mfcc > self.features.n_mels:
+        bands = self.features.n_mels or 32  # 0 (auto): 32 bands at the lowest rates
+        if self.baseline.models and self.baseline.n_mfcc > bands:
             raise ConfigError(
                 f"baseline.n_mfcc must be <= features.n_mels (MFCCs come from the mel bands), got "
-                f"{self.baseline.n_mfcc} > {self.features.n_mels}"
+                f"{self.baseline.n_mfcc} > {bands}"
+                + ("" if self.features.n_mels else " (features.n_mels 0 gives 32 at 8 kHz)")
             )

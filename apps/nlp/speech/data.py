@@ -26,7 +26,7 @@ from shared.scoring import file_problem
 
 SPLITS = ("train", "val", "test")
 LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
-COLUMNS = ["path", "label", "speaker", "split"]
+COLUMNS = ["path", "label", "speaker", "split", "index"]  # index: the file name's {index}, or -1
 
 
 @dataclasses.dataclass
@@ -95,6 +95,16 @@ def read(path: str | Path, fmt: str, filename_pattern: str, speaker_pattern: str
     if table.label.nunique() < 2:
         raise DataError(f"{path}: need at least 2 words, found {sorted(table.label.unique())}")
     return table, rejects
+
+
+def keep_words(table: pd.DataFrame, words: list[str]) -> pd.DataFrame:
+    """The clips of `words` only (data.words; empty: all); a word not found is a DataError."""
+    if not words:
+        return table
+    missing = sorted(set(words) - set(table.label))
+    if missing:
+        raise DataError(f"data.words names words with no clips: {missing}")
+    return table[table.label.isin(words)].reset_index(drop=True)
 
 
 def _is_audio(path: Path) -> bool:
@@ -187,7 +197,7 @@ def _read_folder(root: Path, speaker_pattern: str):
             match = regex.match(file.name) if regex else None
             speaker = match.groupdict().get("speaker", "") if match else ""
             split = listed.get(file.relative_to(root).as_posix(), "train" if listed else "")
-            rows.append((str(file), word.name, speaker, split))
+            rows.append((str(file), word.name, speaker, split, _index(match)))
     return rows, rejects
 
 
@@ -207,7 +217,8 @@ def _read_pattern(root: Path, pattern: str):
         if match is None:
             rejects.append((str(file), f"file name does not match the pattern {pattern!r}"))
             continue
-        rows.append((str(file), match["label"], match.groupdict().get("speaker") or "", ""))
+        speaker = match.groupdict().get("speaker") or ""
+        rows.append((str(file), match["label"], speaker, "", _index(match)))
     return rows, rejects
 
 
@@ -228,51 +239,128 @@ def _read_csv(manifest: Path, _pattern: str):
             if split and split not in SPLITS:
                 rejects.append((str(file), f"split must be one of {', '.join(SPLITS)}"))
                 continue
-            rows.append((str(file), row.label, getattr(row, "speaker", "") or "", split))
+            speaker = getattr(row, "speaker", "") or ""
+            index = str(getattr(row, "index", "") or "")
+            rows.append(
+                (str(file), row.label, speaker, split, int(index) if index.isdigit() else -1)
+            )
     return rows, rejects
 
 
-def assign_splits(table: pd.DataFrame, mode: str, val: float, test: float, seed: int):
+def _index(match: re.Match | None) -> int:
+    """The recording index a file name carries ({index}), or -1."""
+    value = match.groupdict().get("index") if match else None
+    return int(value) if value else -1
+
+
+@dataclasses.dataclass
+class SplitRules:
+    """How to split: data.split, the fractions, and the splits a user states."""
+
+    mode: str = "auto"  # auto, speaker or random
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+    test_speakers: tuple = ()
+    val_speakers: tuple = ()
+    test_index_max: int = -1
+
+    def stated(self) -> bool:
+        return bool(self.test_speakers or self.val_speakers or self.test_index_max >= 0)
+
+
+def assign_splits(table: pd.DataFrame, rules: SplitRules):
     """Fill the `split` column and return (table, how it was split).
 
-    Own splits (list files, a `split` column) are kept. Otherwise, with `mode` speaker (or auto
-    and every file's speaker known), whole speakers go to one split, so the test measures new
-    voices; else a stratified random split.
+    Own splits (list files, a `split` column) are kept; when they name no validation clip, it
+    is drawn from the training side. Stated splits (named speakers, an index rule) come next.
+    Otherwise, with `mode` speaker (or auto and every file's speaker known), whole speakers go
+    to one split, so the test measures new voices; else a stratified random split.
     """
     table = table.copy()
     if (table.split != "").all():
-        return table, "own"
+        if (table.split == "val").any():
+            return table, "own"
+        train = table.split == "train"
+        table.loc[train, "split"] = _draw_val(table[train], rules, by_speaker=True)
+        return table, "own, validation drawn from train"
+    if rules.stated():
+        return _stated_split(table, rules)
     known = (table.speaker != "").all()
-    if mode == "speaker" and not known:
+    if rules.mode == "speaker" and not known:
         raise DataError(
             "data.split=speaker needs the speaker of every file (file-name pattern or a speaker "
             f"column); {int((table.speaker == '').sum()):,} file(s) have none"
         )
-    if mode in ("speaker", "auto") and known:
+    if rules.mode in ("speaker", "auto") and known:
         speakers = np.array(sorted(table.speaker.unique()))
         if len(speakers) < 3:
             raise DataError(
                 f"a speaker-disjoint split needs 3 speakers or more, found {len(speakers)}"
             )
-        np.random.default_rng(seed).shuffle(speakers)
-        n_test = max(1, int(round(test * len(speakers))))
-        n_val = max(1, int(round(val * len(speakers))))
+        np.random.default_rng(rules.seed).shuffle(speakers)
+        n_test = max(1, int(round(rules.test * len(speakers))))
+        n_val = max(1, int(round(rules.val * len(speakers))))
         groups = {"test": speakers[:n_test], "val": speakers[n_test : n_test + n_val]}
         table["split"] = "train"
         for split, members in groups.items():
             table.loc[table.speaker.isin(members), "split"] = split
         return table, "speaker"
+    rest, test_idx = _stratified(np.arange(len(table)), table.label.to_numpy(), rules.test, rules)
+    table["split"] = "test"
+    table.iloc[rest, table.columns.get_loc("split")] = "train"
+    train = table.split == "train"
+    share = rules.val / (1 - rules.test)  # of the clips left after the test draw
+    table.loc[train, "split"] = _draw_val(table[train], rules, False, share)
+    return table, "random"
+
+
+def _stated_split(table: pd.DataFrame, rules: SplitRules):
+    """Test (and validation) from data.test_speakers / data.val_speakers / data.test_index_max;
+    validation drawn from the rest when not named."""
+    present = set(table.speaker)
+    missing = sorted((set(rules.test_speakers) | set(rules.val_speakers)) - present)
+    if missing:
+        raise DataError(f"data.test_speakers / data.val_speakers name unknown speakers {missing}")
+    if rules.test_index_max >= 0 and (table["index"] < 0).any():
+        raise DataError(
+            "data.test_index_max needs every file's {index} from the file-name pattern; "
+            f"{int((table['index'] < 0).sum()):,} file(s) have none"
+        )
+    test = table.speaker.isin(rules.test_speakers)
+    if rules.test_index_max >= 0:
+        test |= table["index"] <= rules.test_index_max
+    val = table.speaker.isin(rules.val_speakers) & ~test
+    table["split"] = np.where(test, "test", np.where(val, "val", "train"))
+    if not rules.val_speakers:
+        train = table.split == "train"
+        by_speaker = bool(rules.test_speakers) and rules.test_index_max < 0
+        table.loc[train, "split"] = _draw_val(table[train], rules, by_speaker)
+    return table, "stated"
+
+
+def _draw_val(
+    part: pd.DataFrame, rules: SplitRules, by_speaker: bool, fraction: float | None = None
+) -> np.ndarray:
+    """train/val labels for the training side `part` (`fraction` of it, default data.
+    val_fraction): whole speakers when `by_speaker` and every speaker is known (at least 2 of
+    them), else stratified random clips."""
+    fraction = rules.val if fraction is None else fraction
+    speakers = np.array(sorted(part.speaker.unique()))
+    if by_speaker and (part.speaker != "").all() and len(speakers) >= 2:
+        np.random.default_rng(rules.seed).shuffle(speakers)
+        chosen = speakers[: max(1, int(round(fraction * len(speakers))))]
+        return np.where(part.speaker.isin(chosen), "val", "train")
+    _, val_idx = _stratified(np.arange(len(part)), part.label.to_numpy(), fraction, rules)
+    out = np.full(len(part), "train", dtype=object)
+    out[val_idx] = "val"
+    return out
+
+
+def _stratified(index: np.ndarray, labels: np.ndarray, fraction: float, rules: SplitRules):
+    """(kept, drawn) positions: `fraction` of them drawn, stratified by label when every label
+    has 3 clips or more."""
     from sklearn.model_selection import train_test_split
 
-    index = np.arange(len(table))
-    labels = table.label.to_numpy()
-    stratify = labels if table.label.value_counts().min() >= 3 else None
-    rest, test_idx = train_test_split(index, test_size=test, random_state=seed, stratify=stratify)
-    strat_rest = labels[rest] if stratify is not None else None
-    train_idx, val_idx = train_test_split(
-        rest, test_size=val / (1 - test), random_state=seed, stratify=strat_rest
-    )
-    table["split"] = ""
-    for split, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
-        table.iloc[idx, table.columns.get_loc("split")] = split
-    return table, "random"
+    stratify = labels if pd.Series(labels).value_counts().min() >= 3 else None
+    return train_test_split(index, test_size=fraction, random_state=rules.seed, stratify=stratify)

@@ -28,9 +28,14 @@ CHUNK = 64  # files per task sent to a worker process
 MIN_PARALLEL_FILES = 5000
 
 
-def feature_params(config: Config) -> dict:
-    """The run's feature parameters: the features config at the data's rate and clip length."""
-    return config.features.params(config.data.sample_rate, config.data.clip_seconds)
+DEFAULT_RATE = 16000  # data.sample_rate 0 with files of several rates
+
+
+def feature_params(config: Config, native: int | None = None) -> dict:
+    """The run's feature parameters: the features config at the data's rate (data.sample_rate,
+    else the files' own `native` rate) and clip length."""
+    rate = config.data.sample_rate or native or DEFAULT_RATE
+    return config.features.params(rate, config.data.clip_seconds, config.data.trim_db)
 
 
 def audio_checks(config: Config) -> dict:
@@ -55,7 +60,12 @@ def extract(samples: np.ndarray, params: dict) -> np.ndarray:
         win_length=params["win_length"],
         center=True,
     )
-    logmel = librosa.power_to_db(fb @ (np.abs(spectrum) ** 2), ref=1.0, amin=1e-10, top_db=None)
+    mel = fb @ (np.abs(spectrum) ** 2)
+    # Relative to the clip's peak (floored top_db below it): real recordings differ in level by
+    # tens of dB; absolute dB for top_db 0 and for the baselines' silence detection.
+    top_db = params.get("top_db", 0.0)
+    ref = max(float(mel.max()), 1e-10) if top_db else 1.0
+    logmel = librosa.power_to_db(mel, ref=ref, amin=1e-10, top_db=top_db or None)
     if params["kind"] == "logmel":
         return np.ascontiguousarray(logmel.T, dtype=np.float32)
     mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=params["n_mfcc"])
@@ -82,8 +92,9 @@ def feature_shape(params: dict) -> tuple[int, int]:
 
 
 def mfcc_params(params: dict, n_mfcc: int) -> dict:
-    """The parameters of MFCCs with deltas on the same clips, mel bands and frames as `params`."""
-    return params | {"kind": "mfcc", "n_mfcc": n_mfcc, "deltas": True}
+    """The parameters of MFCCs with deltas on the same clips, mel bands and frames as `params`
+    (absolute dB, so that `mfcc_statistics` can tell digital silence by its value)."""
+    return params | {"kind": "mfcc", "n_mfcc": n_mfcc, "deltas": True, "top_db": 0.0}
 
 
 def mfcc_statistics(features: np.ndarray, silence: np.ndarray) -> np.ndarray:
@@ -214,7 +225,8 @@ def _extract_chunk(chunk, params: dict, checks: dict, cache_root) -> list:
     out = []
     for path, content in chunk:
         try:
-            samples = load_clip(path, params["sample_rate"], params["clip_seconds"], **checks)
+            rate, seconds = params["sample_rate"], params["clip_seconds"]
+            samples = load_clip(path, rate, seconds, **checks, trim_db=params.get("trim_db", 0.0))
         except AudioError as exc:
             out.append((path, str(exc)))
             continue

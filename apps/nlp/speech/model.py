@@ -10,12 +10,14 @@ training set's per-bin mean and variance, so the saved model needs nothing else.
 import dataclasses
 
 import keras
+import librosa
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from apps.nlp.speech.audio import clip_length
 from apps.nlp.speech.augment import augmentation
 from apps.nlp.speech.config import AugmentConfig, BaselineConfig, Config, ModelConfig
 from shared import training
@@ -46,6 +48,9 @@ def build_model(
     augment_layers = augmentation(augment, kind)
     if augment_layers is not None:
         x = augment_layers(x)
+    if config.cmvn == "utterance":
+        x = UtteranceCMVN(dtype="float32", name="cmvn")(x)
+        mean, variance = cmvn_statistics(mean, variance)
     x = keras.layers.Normalization(
         axis=-1, mean=mean, variance=variance, dtype="float32", name="normalize"
     )(x)
@@ -57,6 +62,40 @@ def build_model(
         n_classes, activation="softmax", dtype="float32", name="probabilities"
     )(x)
     return keras.Model(inputs, outputs, name=f"speech_{config.architecture}")
+
+
+@keras.saving.register_keras_serializable(package="deepfield.speech")
+class UtteranceCMVN(keras.layers.Layer):
+    """Per-utterance cepstral mean and variance normalisation: each bin of a clip minus its
+    mean over the clip's frames, over its spread there plus `floor` (a flat bin, such as a
+    band the microphone never carried, stays near zero instead of being blown up).
+
+    Args:
+        floor: added to the standard deviation, in the input's units (dB); > 0.
+    """
+
+    def __init__(self, floor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        if floor <= 0:
+            raise ValueError(f"`floor` must be > 0. Received: floor={floor}")
+        self.floor = float(floor)
+
+    def call(self, x):
+        mean = keras.ops.mean(x, axis=1, keepdims=True)
+        spread = keras.ops.std(x, axis=1, keepdims=True)
+        return (x - mean) / (spread + self.floor)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "floor": self.floor}
+
+
+def cmvn_statistics(mean: np.ndarray, variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Normalization layer's statistics after `UtteranceCMVN`: each bin is already near
+    zero mean and unit spread, so an identity (the layer is kept: one model layout)."""
+    return np.zeros_like(mean), np.ones_like(variance)
 
 
 def _conv_bn_relu(x, filters: int):
@@ -123,6 +162,8 @@ class Meta(ModelMeta):
     checks: dict  # min_seconds and silence_db: which recordings are usable
     architecture: str  # the network: cnn or crnn
     split_mode: str  # how the clips were split: own (lists, split column), speaker or random
+    task: str = "word"  # word (one per clip) or sequence (CTC transcripts)
+    unit: str = ""  # sequence: the CTC tokens, word or char
 
 
 def load_model(run: RunDir) -> keras.Model:
@@ -131,9 +172,52 @@ def load_model(run: RunDir) -> keras.Model:
     return load_saved_model(run.model_path)
 
 
-def write_saved_model(model: keras.Model, folder: str) -> None:
-    """The network as a SavedModel whose `serve` takes float32 features (batch, frames, bins)."""
-    export_saved_model(model, folder, model_input_spec(model))
+def write_saved_model(model: keras.Model, folder: str, params: dict | None = None) -> None:
+    """The network as a SavedModel whose `serve` takes float32 features (batch, frames, bins);
+    with the run's log-mel `params`, also `serve_waveform`: float32 waveforms (batch, samples)
+    at the run's rate and clip length, through the same front end as
+    `apps.nlp.speech.features.extract`, in the graph (trimming and fitting a recording to the
+    clip length stay with the caller: `apps.nlp.speech.audio.load_clip`)."""
+    if not params or params.get("kind") != "logmel" or params.get("task") == "sequence":
+        export_saved_model(model, folder, model_input_spec(model))
+        return
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve", lambda inputs: model(inputs, training=False), [model_input_spec(model)]
+    )
+    length = clip_length(params["sample_rate"], params["clip_seconds"])
+    waves = keras.InputSpec(shape=(None, length), dtype="float32")
+    archive.add_endpoint(
+        "serve_waveform",
+        lambda inputs: model(waveform_logmel(inputs, params), training=False),
+        [waves],
+    )
+    archive.write_out(folder, verbose=False)
+
+
+def waveform_logmel(waves, params: dict):
+    """(batch, samples) -> (batch, frames, bins) log-mel, as `features.extract` computes it
+    (librosa's centred STFT pads with zeros; the same mel matrix; dB relative to each clip's
+    peak, floored top_db below it)."""
+    n_fft = params["n_fft"]
+    padded = keras.ops.pad(waves, [[0, 0], [n_fft // 2, n_fft // 2]])
+    real, imag = keras.ops.stft(
+        padded, params["win_length"], params["hop_length"], n_fft, window="hann", center=False
+    )
+    power = real**2 + imag**2
+    rate = params["sample_rate"]
+    bank = librosa.filters.mel(
+        sr=rate, n_fft=n_fft, n_mels=params["n_mels"], fmin=params["fmin"],
+        fmax=min(params["fmax"], rate / 2),
+    )  # fmt: skip
+    mel = keras.ops.matmul(power, keras.ops.convert_to_tensor(bank.T.astype(np.float32)))
+    db = 10.0 * keras.ops.log10(keras.ops.maximum(mel, 1e-10))
+    top_db = params.get("top_db", 0.0)
+    if not top_db:
+        return db
+    db = db - keras.ops.max(db, axis=(1, 2), keepdims=True)
+    return keras.ops.maximum(db, -top_db)
 
 
 def build_baseline(kind: str, config: BaselineConfig, seed: int) -> Pipeline:

@@ -1,5 +1,6 @@
 """The speech app's five steps: prepare, train, evaluate, score, export."""
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -9,11 +10,13 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from apps.nlp.speech import data as sdata
-from apps.nlp.speech import sample
+from apps.nlp.speech import sample, sequence_steps
+from apps.nlp.speech.audio import native_rate
 from apps.nlp.speech.card import CARD_TITLE, summary, write_card
 from apps.nlp.speech.config import Config
 from apps.nlp.speech.data import SpeechData, Split
 from apps.nlp.speech.features import (
+    DEFAULT_RATE,
     audio_checks,
     cache_root,
     extract_files,
@@ -24,6 +27,7 @@ from apps.nlp.speech.features import (
     params_digest,
     silence_frame,
 )
+from apps.nlp.speech.loso import loso_leaderboard, run_loso
 from apps.nlp.speech.model import (
     BASELINE_NAMES,
     Meta,
@@ -56,22 +60,25 @@ LEADERBOARD_METRICS = ("accuracy", "macro_f1")
 def prepare(config: Config, options: StepOptions | None = None) -> SpeechData:
     """Synthesize the sample if configured, read the layout, extract (or load cached) features,
     split (speaker-disjoint when speakers are known) and record what was found."""
+    if config.task == "sequence":
+        return sequence_steps.prepare(config, options)
     cfg = config.data
     if cfg.source == "synthetic" and training.is_chief():
         sample.refuse_foreign_folder(cfg.path)
-        sample.write_dataset(cfg.path, cfg.synth, cfg.sample_rate, cfg.clip_seconds)
+        rate = cfg.sample_rate or DEFAULT_RATE
+        sample.write_dataset(cfg.path, cfg.synth, rate, cfg.clip_seconds)
     start = time.perf_counter()
     table, rejects = sdata.read(cfg.path, cfg.format, cfg.filename_pattern, cfg.speaker_pattern)
-    params = feature_params(config)
+    table = sdata.keep_words(table, cfg.words)
+    native = None if cfg.sample_rate else native_rate(list(table.path), DEFAULT_RATE)
+    params = feature_params(config, native)
     checks, cache, workers = audio_checks(config), cache_root(config), config.features.workers
     features, bad, stats = extract_files(list(table.path), params, checks, cache, workers)
     rejects = rejects + sorted(bad.items())
     table = table[table.path.isin(features.keys())]
     if table.empty:
         raise DataError(f"{cfg.path}: every audio file was rejected; first: {rejects[0][1]}")
-    table, mode = sdata.assign_splits(
-        table, cfg.split, cfg.val_fraction, cfg.test_fraction, config.train.seed
-    )
+    table, mode = sdata.assign_splits(table, split_rules(config))
     class_names, splits = sdata.feature_splits(table, features, cfg.path)
     info = _describe(cfg.path, table, mode, class_names, splits, len(rejects), params, stats)
     stable = {k: v for k, v in info.items() if k != "feature_cache"}  # cache hits vary per run
@@ -82,6 +89,24 @@ def prepare(config: Config, options: StepOptions | None = None) -> SpeechData:
         write_json(folder / "prepare.json", info)
     _print_prepared(info, rejects, folder, time.perf_counter() - start)
     return SpeechData(class_names, splits, rejects, info, folder)
+
+
+def split_rules(config: Config) -> sdata.SplitRules:
+    cfg = config.data
+    return sdata.SplitRules(
+        cfg.split,
+        cfg.val_fraction,
+        cfg.test_fraction,
+        config.train.seed,
+        tuple(cfg.test_speakers),
+        tuple(cfg.val_speakers),
+        cfg.test_index_max,
+    )
+
+
+def run_params(data: SpeechData) -> dict:
+    """The feature parameters prepare used (the files' own rate resolved)."""
+    return {k: v for k, v in data.info["features"].items() if k != "digest"}
 
 
 def _describe(source, table, mode, class_names, splits, n_rejects, params, stats) -> dict:
@@ -130,16 +155,29 @@ def _onehot(y: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=np.float32)[y]
 
 
+def repeat_small(x: np.ndarray, y: np.ndarray, min_clips: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training clips, cycled to `min_clips` when there are fewer (0: as they are): each
+    repeat is augmented afresh, and a few hundred clips otherwise make an epoch of a few
+    steps, which early stopping and the warm-up count in."""
+    if len(y) >= min_clips:
+        return x, y
+    order = np.resize(np.arange(len(y)), min_clips)  # every clip once, then again, in turn
+    return x[order], y[order]
+
+
 def train(config: Config, options: StepOptions | None = None) -> RunDir:
     """Fit the configured network on the training split's features."""
+    if config.task == "sequence":
+        return sequence_steps.train(config, options)
     run, strategy, policy, data = training.start_run(APP, config, prepare)
     cfg, n_classes = config.train, len(data.class_names)
     train_split, val_split = data.splits["train"], data.splits["val"]
-    params = feature_params(config)
+    params = run_params(data)
     shape = feature_shape(params)
     mean, variance = train_split.x.mean(axis=(0, 1)), train_split.x.var(axis=(0, 1))
-    train_y, val_y = _onehot(train_split.y, n_classes), _onehot(val_split.y, n_classes)
-    train_ds = in_memory_dataset(train_split.x, train_y, cfg.batch_size, True, cfg.seed)
+    train_x, train_y = repeat_small(train_split.x, train_split.y, cfg.min_epoch_clips)
+    train_y, val_y = _onehot(train_y, n_classes), _onehot(val_split.y, n_classes)
+    train_ds = in_memory_dataset(train_x, train_y, cfg.batch_size, True, cfg.seed)
     val_ds = in_memory_dataset(val_split.x, val_y, config.score.batch_size, False)
     start = time.perf_counter()
     with strategy.scope():
@@ -148,7 +186,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         )
         boundary = ["augment"] if any(la.name == "augment" for la in model.layers) else ["features"]
         head, core = training.xla_split(model, cfg, boundary)
-        compile_network(core, config, len(train_split), n_classes)
+        compile_network(core, config, len(train_y), n_classes)
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
     name = config.model.architecture
@@ -158,7 +196,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         flush=True,
     )
     try:
-        examples = len(train_split)
+        examples = len(train_y)
         training.fit(core, train_ds, val_ds, run, cfg, name, "val_loss", "min", examples=examples)
     except training.Diverged as exc:  # the only network: the run fails and never ships
         training.fail_run(run, CARD_TITLE, {name: str(exc)})
@@ -178,7 +216,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         architecture=name,
         split_mode=data.info["split_mode"],
     )
-    steps.save_model(run, model, meta, write_saved_model)
+    steps.save_model(run, model, meta, functools.partial(write_saved_model, params=params))
     print(
         f"train: finished in {seconds:.0f}s; weights sha256 {training.weights_digest(model)}; "
         f"model -> {run.model_path}",
@@ -194,6 +232,8 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
 def evaluate(config: Config, options: StepOptions | None = None) -> dict:
     """Test metrics (accuracy, macro F1, per class, per speaker) beside the MFCC baselines, the
     leaderboard, the test split as a scoring list, plots and the model card."""
+    if config.task == "sequence":
+        return sequence_steps.evaluate(config, options)
     opened = steps.open_run(APP, config, options, Meta, prepare, load_model)
     run, meta, data = opened.run, opened.meta, opened.data
     top_k = config.evaluate.top_k
@@ -213,12 +253,36 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
     report["train_seconds"] = meta.train_seconds
     report["baselines"] = fit_baselines(config, opened.config, data, top_k)
     report["leaderboard"] = {"classification": _leaderboard(run, meta, report)}
+    if config.evaluate.loso:
+        report["loso"] = _loso(config, opened.config, data, meta)
+        if "skipped" not in report["loso"]:
+            board = loso_leaderboard(report["loso"], meta.architecture)
+            report["leaderboard"]["loso"] = board
     report["test_input"] = _write_test_list(run, test)
     write_json(run.metrics_path, report)
     plots = plot_run(run, config.evaluate.example_inputs, meta, report, test, prob)
     write_card(run, meta, report)
     print(summary(report, plots), flush=True)
     return report
+
+
+def _loso(config: Config, run_config: Config, data: SpeechData, meta: Meta) -> dict:
+    """Leave-one-speaker-out over every clip of the run's splits (apps.nlp.speech.loso)."""
+    parts = [data.splits[s] for s in sdata.SPLITS]
+    pooled = {
+        "x": np.concatenate([p.x for p in parts]),
+        "y": np.concatenate([p.y for p in parts]),
+        "speakers": np.concatenate([p.speakers for p in parts]),
+        "n_classes": len(meta.class_names),
+    }
+    base = None
+    if config.baseline.models:
+        stats, _ = _baseline_inputs(config.baseline.n_mfcc, run_config, data)
+        base = np.concatenate([stats[s] for s in sdata.SPLITS])
+    result = run_loso(config, pooled, base, meta.features)
+    if "skipped" in result:
+        print(f"evaluate: leave-one-speaker-out skipped: {result['skipped']}", flush=True)
+    return result
 
 
 def _per_speaker(test: Split, predicted: np.ndarray) -> dict:
@@ -263,7 +327,7 @@ def fit_baselines(config: Config, run_config: Config, data: SpeechData, top_k: i
 def _baseline_inputs(n_mfcc: int, run_config: Config, data: SpeechData) -> tuple[dict, str]:
     """Per split, the MFCC statistics of its clips (features cached like the network's), and
     what they are, in words."""
-    params = mfcc_params(feature_params(run_config), n_mfcc)
+    params = mfcc_params(run_params(data), n_mfcc)
     paths = [p for split in sdata.SPLITS for p in data.splits[split].paths]
     checks, cache = audio_checks(run_config), cache_root(run_config)
     features, bad, _ = extract_files(paths, params, checks, cache, run_config.features.workers)
@@ -314,6 +378,8 @@ def _write_test_list(run: RunDir, test: Split) -> str:
 def score(config: Config, options: StepOptions) -> dict:
     """Audio files or folders in -> predictions CSV and rejects CSV (path, reason), atomically."""
     run = steps.locate(APP, config, options)
+    if Meta.read(run).task == "sequence":  # the run decides: a CTC run writes transcripts
+        return sequence_steps.score(config, options)
     files = expand_inputs(list(options.inputs), "audio file(s)")
     first = Path(options.inputs[0])
     output, rejects = default_output_paths(first, options.output, options.rejects)
@@ -325,6 +391,11 @@ def score(config: Config, options: StepOptions) -> dict:
 
 def export(config: Config, options: StepOptions | None = None) -> Path:
     """Write the run's model as a TensorFlow SavedModel (serving signature: features in)."""
-    frames, bins = Meta.read(steps.locate(APP, config, options)).feature_shape
+    meta = Meta.read(steps.locate(APP, config, options))
+    frames, bins = meta.feature_shape
     describe = f"input: float32 features (batch, {frames}, {bins})"
-    return steps.export_step(APP, config, options, load_model, write_saved_model, describe)
+    if meta.features.get("kind") == "logmel" and meta.task == "word":
+        length = round(meta.features["sample_rate"] * meta.features["clip_seconds"])
+        describe += f"; serve_waveform: float32 waveforms (batch, {length})"
+    writer = functools.partial(write_saved_model, params=meta.features)
+    return steps.export_step(APP, config, options, load_model, writer, describe)

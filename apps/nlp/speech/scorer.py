@@ -6,7 +6,14 @@ window answers.
 
 import numpy as np
 
-from apps.nlp.speech.audio import AudioError, check_audio, clip_length, fit_clip, read_audio
+from apps.nlp.speech.audio import (
+    AudioError,
+    check_audio,
+    clip_length,
+    fit_clip,
+    read_audio,
+    trim_silence,
+)
 from apps.nlp.speech.audio import windows as audio_windows
 from apps.nlp.speech.config import Config
 from apps.nlp.speech.features import extract, feature_params, feature_shape
@@ -21,7 +28,8 @@ class SpeechScorer:
     def __init__(self, run: RunDir, config: Config):
         self.meta = Meta.read(run)
         self.params = self.meta.features
-        check_features(feature_params(config), self.params, run)
+        # data.sample_rate 0 resolves to the rate the run found in its files
+        check_features(feature_params(config, self.params["sample_rate"]), self.params, run)
         self.model = load_model(run)
         expected = (None, *feature_shape(self.params))
         if tuple(self.model.input.shape) != expected:
@@ -50,6 +58,7 @@ class SpeechScorer:
             check_audio(samples, rate, **self.meta.checks)
         except AudioError as exc:
             return str(exc)
+        samples = trim_silence(samples, rate, self.params.get("trim_db", 0.0))  # as in training
         if len(samples) <= self.length:
             return extract(fit_clip(samples, self.length), self.params)[None], np.zeros(1)
         pieces, starts = audio_windows(samples, self.length, self.hop)

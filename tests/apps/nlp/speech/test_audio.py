@@ -10,7 +10,9 @@ from apps.nlp.speech.audio import (
     check_audio,
     fit_clip,
     load_clip,
+    native_rate,
     read_audio,
+    trim_silence,
     windows,
 )
 from tests.apps.nlp.speech.conftest import tone, write
@@ -64,8 +66,38 @@ def test_header_only_wav_is_empty(tmp_path):
 def test_silent_and_too_short(tmp_path):
     with pytest.raises(AudioError, match="silent"):
         check_audio(np.zeros(16000, np.float32), 16000, 0.2, -50.0)
-    with pytest.raises(AudioError, match=r"too short \(0.050 s < 0.2 s\)"):
+    with pytest.raises(AudioError, match=r"too short \(800 samples = 0.0500 s < 3,200 samples"):
         check_audio(tone(0.05), 16000, 0.2, -50.0)
+    check_audio(tone(0.05), 16000, 0.0, -50.0)  # min_seconds 0: any length is padded
+
+
+def test_exactly_min_seconds_is_not_too_short():
+    """0.2 s read back from a file may be 3,199.9999 samples' worth of float: compared in whole
+    samples, 3,200 samples pass and 3,199 give both lengths apart."""
+    check_audio(tone(0.2), 16000, 0.2, -50.0)
+    with pytest.raises(AudioError, match=r"3,199 samples = 0.1999 s < 3,200 samples = 0.2 s"):
+        check_audio(tone(0.2)[:-1], 16000, 0.2, -50.0)
+
+
+def test_trim_silence_cuts_quiet_edges_only():
+    rate = 16000
+    word = tone(0.3, rate)
+    clip = np.concatenate([np.zeros(8000, np.float32), word, 1e-4 * np.ones(8000, np.float32)])
+    trimmed = trim_silence(clip, rate, 40.0)
+    assert abs(len(trimmed) - len(word)) < 1024  # within a few analysis frames of the word
+    assert len(trim_silence(clip, rate, 0.0)) == len(clip)  # 0: untouched
+    click = np.zeros(16000, np.float32)
+    click[100:300] = 0.9  # would leave 12 ms: a click, kept whole
+    assert len(trim_silence(click, rate, 40.0)) == len(click)
+
+
+def test_native_rate_is_shared_or_the_fallback(tmp_path):
+    a = write(tmp_path / "a.wav", tone(0.2, 8000), 8000, "PCM_16")
+    b = write(tmp_path / "b.wav", tone(0.2, 8000), 8000, "PCM_16")
+    c = write(tmp_path / "c.wav", tone(0.2, 22050), 22050, "PCM_16")
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    assert native_rate([str(a), str(b), str(tmp_path / "bad.wav")], 16000) == 8000
+    assert native_rate([str(a), str(c)], 16000) == 16000
     path = write(tmp_path / "quiet.wav", tone(0.5, amp=1e-4), subtype="FLOAT")
     with pytest.raises(AudioError, match="silent"):
         load_clip(path, 16000, 1.0, 0.2, -50.0)

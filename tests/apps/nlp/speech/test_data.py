@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apps.nlp.speech.data import assign_splits, list_coverage, pattern_regex, read, read_lists
+from apps.nlp.speech.data import (
+    SplitRules,
+    assign_splits,
+    list_coverage,
+    pattern_regex,
+    read,
+    read_lists,
+)
 from shared.io import DataError
 from tests.apps.nlp.speech.conftest import word_clip, write
 
@@ -34,7 +41,7 @@ def test_folder_layout_with_speech_commands_lists(tmp_path):
     assert split["bb22_nohash_0.wavyes"] == "val" and split["cc33_nohash_0.wavno"] == "test"
     assert split["aa11_nohash_0.wavyes"] == "train"
     assert rejects == [(str(root / "yes" / "notes.txt"), "unsupported file type '.txt'")]
-    table, mode = assign_splits(table, "auto", 0.2, 0.2, 0)
+    table, mode = assign_splits(table, SplitRules("auto", 0.2, 0.2, 0))
     assert mode == "own"
 
 
@@ -48,6 +55,7 @@ def test_pattern_layout_free_spoken_digit(tmp_path):
     table, rejects = read(root, "auto", "{label}_{speaker}_{index}.wav", "")
     assert len(table) == 12 and sorted(table.label.unique()) == ["0", "1", "2"]
     assert set(table.speaker) == {"jackson", "theo"}
+    assert sorted(set(table["index"])) == [0, 1]
     assert rejects == [
         (
             str(root / "README.wav"),
@@ -86,32 +94,71 @@ def test_csv_manifest(tmp_path):
 
 def _table(speakers: int, per: int, known=True):
     rows = [
-        (f"{s}_{w}_{i}.wav", w, f"spk{s}" if known else "", "")
+        (f"{s}_{w}_{i}.wav", w, f"spk{s}" if known else "", "", i)
         for s in range(speakers)
         for w in ("a", "b", "c")
         for i in range(per)
     ]
-    return pd.DataFrame(rows, columns=["path", "label", "speaker", "split"])
+    return pd.DataFrame(rows, columns=["path", "label", "speaker", "split", "index"])
+
+
+def test_named_test_and_validation_speakers():
+    rules = SplitRules(test_speakers=("spk1", "spk2"), val_speakers=("spk3",))
+    table, mode = assign_splits(_table(6, 2), rules)
+    assert mode == "stated"
+    groups = table.groupby("split").speaker.unique().map(set).to_dict()
+    assert groups == {"test": {"spk1", "spk2"}, "val": {"spk3"}, "train": {"spk0", "spk4", "spk5"}}
+    with pytest.raises(DataError, match="unknown speakers \\['nobody'\\]"):
+        assign_splits(_table(6, 2), SplitRules(test_speakers=("nobody",)))
+
+
+def test_named_test_speakers_draw_validation_speakers_from_the_rest():
+    table, _ = assign_splits(_table(10, 2), SplitRules(val=0.25, test_speakers=("spk0",)))
+    groups = table.groupby("split").speaker.unique().map(set).to_dict()
+    assert groups["test"] == {"spk0"} and len(groups["val"]) == 2  # 25% of the 9 left
+    assert not groups["val"] & groups["train"]
+
+
+def test_index_rule_puts_low_indices_in_test():
+    """Free Spoken Digit's published split: recordings 0-4 of every speaker are the test."""
+    table, mode = assign_splits(_table(4, 10), SplitRules(val=0.2, test_index_max=4))
+    assert mode == "stated"
+    assert (table.split[table["index"] <= 4] == "test").all()
+    rest = table[table["index"] > 4]
+    assert set(rest.split) == {"train", "val"} and (rest.split == "val").mean() == 0.2
+    unknown = _table(4, 10).assign(index=-1)
+    with pytest.raises(DataError, match="needs every file's \\{index\\}"):
+        assign_splits(unknown, SplitRules(test_index_max=4))
+
+
+def test_manifest_with_only_train_and_test_draws_validation_from_train():
+    table = _table(10, 2)
+    table["split"] = np.where(table.speaker.isin(["spk0", "spk1"]), "test", "train")
+    split, mode = assign_splits(table, SplitRules(val=0.25))
+    assert mode == "own, validation drawn from train"
+    assert (split.split[table.split == "test"] == "test").all()  # the given test is kept
+    groups = split.groupby("split").speaker.unique().map(set).to_dict()
+    assert len(groups["val"]) == 2 and not groups["val"] & groups["train"]
 
 
 def test_speaker_disjoint_split():
-    table, mode = assign_splits(_table(20, 2), "auto", 0.15, 0.15, seed=3)
+    table, mode = assign_splits(_table(20, 2), SplitRules("auto", 0.15, 0.15, 3))
     assert mode == "speaker"
     groups = {s: set(table.speaker[table.split == s]) for s in ("train", "val", "test")}
     assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
     assert not groups["val"] & groups["test"]
     assert len(groups["test"]) == 3 and len(groups["val"]) == 3 and len(groups["train"]) == 14
-    again, _ = assign_splits(_table(20, 2), "auto", 0.15, 0.15, seed=3)
+    again, _ = assign_splits(_table(20, 2), SplitRules("auto", 0.15, 0.15, 3))
     assert (again.split == table.split).all()  # seeded
 
 
 def test_split_without_speakers():
-    table, mode = assign_splits(_table(10, 4, known=False), "auto", 0.2, 0.2, seed=0)
+    table, mode = assign_splits(_table(10, 4, known=False), SplitRules("auto", 0.2, 0.2, 0))
     assert mode == "random"
     counts = table.groupby(["split", "label"]).size().unstack()
     assert np.ptp(counts.loc["test"].to_numpy()) <= 1  # stratified
     with pytest.raises(DataError, match="needs the speaker of every file"):
-        assign_splits(_table(10, 4, known=False), "speaker", 0.2, 0.2, seed=0)
+        assign_splits(_table(10, 4, known=False), SplitRules("speaker", 0.2, 0.2, 0))
 
 
 def test_empty_and_missing_sources(tmp_path):

@@ -41,10 +41,29 @@ def test_extract_shapes(changes, bins):
     assert np.isfinite(out).all()
 
 
-def test_logmel_follows_loudness():
-    p = params()
-    quiet, loud = (feat.extract(np.asarray(word_clip("x", seconds=1.0)) * g, p) for g in (0.1, 1.0))
+def test_logmel_follows_loudness_only_in_absolute_db():
+    clip = np.asarray(word_clip("x", seconds=1.0))
+    p = params(top_db=0.0)
+    quiet, loud = (feat.extract(clip * g, p) for g in (0.1, 1.0))
     np.testing.assert_allclose(loud - quiet, 20.0, atol=0.5)  # power dB: 10x amplitude = +20 dB
+    quiet, loud = (feat.extract(clip * g, params()) for g in (0.1, 1.0))
+    np.testing.assert_allclose(loud, quiet, atol=0.5)  # relative to the peak: level-free
+    assert loud.max() == pytest.approx(0.0, abs=1e-4) and loud.min() >= -80.0 - 1e-3
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        (16000, {"n_mels": 40, "n_fft": 512, "win_length": 400, "hop_length": 320}),
+        (8000, {"n_mels": 32, "n_fft": 256, "win_length": 200, "hop_length": 160}),
+    ],
+)
+def test_sizes_are_chosen_for_the_rate(rate, expected):
+    p = FeatureConfig().params(rate, 1.0)
+    assert {k: p[k] for k in expected} == expected and p["sample_rate"] == rate
+    out = feat.extract(np.asarray(word_clip("x", rate=rate, seconds=1.0)), p)
+    assert out.shape == feat.feature_shape(p) == (51, expected["n_mels"])
+    assert FeatureConfig(n_fft=1024, hop_length=100).params(rate, 1.0)["n_fft"] == 1024
 
 
 def test_cache_hit_skips_extraction(tmp_path, clips, monkeypatch):
@@ -88,7 +107,7 @@ def test_workers_give_the_same_features(tmp_path, clips, monkeypatch):
 
 def test_mfcc_params_keep_the_frames_and_switch_to_mfcc_with_deltas():
     p = feat.mfcc_params(params(), 13)
-    assert p == params() | {"kind": "mfcc", "n_mfcc": 13, "deltas": True}
+    assert p == params() | {"kind": "mfcc", "n_mfcc": 13, "deltas": True, "top_db": 0.0}
     assert feat.feature_shape(p) == (51, 39)  # same frames as the log-mel the network sees
 
 

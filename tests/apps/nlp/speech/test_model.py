@@ -5,9 +5,15 @@ import keras
 import numpy as np
 import pytest
 
-from apps.nlp.speech.augment import BackgroundNoise, SpecAugment, TimeShift, augmentation
+from apps.nlp.speech.augment import (
+    BackgroundNoise,
+    SpecAugment,
+    SpeedWarp,
+    TimeShift,
+    augmentation,
+)
 from apps.nlp.speech.config import AugmentConfig, BaselineConfig, Config, ModelConfig
-from apps.nlp.speech.model import baseline_scores, build_baseline, build_model
+from apps.nlp.speech.model import UtteranceCMVN, baseline_scores, build_baseline, build_model
 from shared.config import ConfigError, load_config
 
 X = np.random.default_rng(0).normal(-40.0, 10.0, size=(4, 20, 8)).astype("float32")
@@ -19,6 +25,7 @@ X = np.random.default_rng(0).normal(-40.0, 10.0, size=(4, 20, 8)).astype("float3
         TimeShift(0.3, seed=1),
         BackgroundNoise(1.0, (0.0, 5.0), seed=1),
         SpecAugment(2, 4, 2, 3, seed=1),
+        SpeedWarp(0.2, 0.2, seed=1),
     ],
 )
 def test_augmentation_only_in_training(layer):
@@ -45,6 +52,31 @@ def test_what_each_augmentation_does():
         np.testing.assert_allclose(masked[i][changed[i]], means[i], rtol=1e-5)
 
 
+def test_speed_warp_moves_a_formant_by_its_factor():
+    """A peak at bin 10 of 40 read at position bin * factor lands at 10 / factor."""
+    x = np.full((1, 5, 40), -60.0, np.float32)
+    x[:, :, 10] = 0.0
+    layer = SpeedWarp(0.2, 0.0, seed=4)
+    warped = keras.ops.convert_to_numpy(layer(x, training=True))
+    peak = float(np.average(np.arange(40), weights=warped[0, 0] + 60.0))
+    assert peak != pytest.approx(10.0, abs=0.05) and 10 / 1.2 - 0.5 <= peak <= 10 / 0.8 + 0.5
+    steady = np.tile(np.linspace(-50, 0, 40, dtype=np.float32), (1, 12, 1))
+    stretched = keras.ops.convert_to_numpy(SpeedWarp(0.0, 0.3, seed=5)(steady, training=True))
+    np.testing.assert_allclose(stretched, steady, atol=1e-4)  # tempo leaves a steady sound
+
+
+def test_utterance_cmvn_removes_each_clips_level_and_colouring():
+    gain = np.linspace(-20.0, 20.0, 8, dtype=np.float32)[None, None, :]  # a microphone's tilt
+    out = keras.ops.convert_to_numpy(UtteranceCMVN()(X))
+    shifted = keras.ops.convert_to_numpy(UtteranceCMVN()(X + gain - 7.0))
+    np.testing.assert_allclose(out, shifted, atol=1e-4)
+    np.testing.assert_allclose(out.mean(axis=1), 0.0, atol=1e-4)
+    flat = keras.ops.convert_to_numpy(UtteranceCMVN(floor=1.0)(np.ones((1, 5, 3), np.float32)))
+    assert np.abs(flat).max() == 0.0  # a flat band stays zero instead of dividing by zero
+    with pytest.raises(ValueError, match="Received: floor=0"):
+        UtteranceCMVN(floor=0)
+
+
 @pytest.mark.parametrize(
     ("cls", "kwargs", "message"),
     [
@@ -52,6 +84,7 @@ def test_what_each_augmentation_does():
         (BackgroundNoise, {"probability": 2.0}, "Received: probability=2.0"),
         (BackgroundNoise, {"snr_db": (10.0, 0.0)}, "Received: snr_db"),
         (SpecAugment, {"time_width": 0}, "Received: time_width=0"),
+        (SpeedWarp, {"vtlp": 0.6}, "Received: vtlp=0.6"),
     ],
 )
 def test_augmentation_validation(cls, kwargs, message):
@@ -61,7 +94,7 @@ def test_augmentation_validation(cls, kwargs, message):
 
 @pytest.mark.parametrize("architecture", ["cnn", "crnn"])
 def test_model_save_load_round_trip(tmp_path, architecture):
-    config = ModelConfig(architecture=architecture, filters=[4, 8], rnn_units=4)
+    config = ModelConfig(architecture=architecture, filters=[4, 8], rnn_units=4, cmvn="none")
     model = build_model(config, AugmentConfig(), 3, (20, 8), X.mean((0, 1)), X.var((0, 1)))
     assert model.input.shape == (None, 20, 8) and model.output.shape == (None, 3)
     assert model.get_layer("augment") is not None
@@ -90,8 +123,16 @@ def test_noise_only_on_logmel():
         k: [type(la).__name__ for la in augmentation(AugmentConfig(), k).layers]
         for k in ("logmel", "mfcc")
     }
-    assert kinds["logmel"] == ["TimeShift", "BackgroundNoise", "SpecAugment"]
-    assert kinds["mfcc"] == ["TimeShift", "SpecAugment"]
+    assert kinds["logmel"] == ["TimeShift", "BackgroundNoise", "SpeedWarp", "SpecAugment"]
+    assert kinds["mfcc"] == ["TimeShift", "SpeedWarp", "SpecAugment"]
+
+
+def test_default_network_normalises_each_utterance_inside_the_model():
+    model = build_model(
+        ModelConfig(filters=[4]), AugmentConfig(), 3, (20, 8), X.mean((0, 1)), X.var((0, 1))
+    )
+    assert model.get_layer("cmvn") is not None
+    np.testing.assert_allclose(np.ravel(model.get_layer("normalize").mean), 0.0)
 
 
 def _clusters(n_classes=3, per=8, seed=0):
@@ -132,3 +173,27 @@ def test_baseline_config_is_checked():
         load_config(Config, None, ["baseline.models=[]", "baseline.n_mfcc=64"]).baseline.models
         == []
     )
+
+
+def test_saved_model_takes_waveforms_with_the_features_front_end(tmp_path):
+    """serve_waveform computes the log-mel in the graph: the same probabilities as the model
+    on `features.extract` of the same clips (8 kHz: 32 bands, 256-point FFT)."""
+    import tensorflow as tf
+
+    from apps.nlp.speech.config import FeatureConfig
+    from apps.nlp.speech.features import extract
+    from apps.nlp.speech.model import write_saved_model
+    from tests.apps.nlp.speech.conftest import word_clip
+
+    params = FeatureConfig().params(8000, 1.0, 40.0)
+    waves = np.stack([word_clip(w, rate=8000, seconds=1.0) for w in ("up", "down", "go")])
+    feats = np.stack([extract(w, params) for w in waves])
+    model = build_model(
+        ModelConfig(filters=[4]), AugmentConfig(), 3, feats.shape[1:], feats.mean((0, 1)),
+        feats.var((0, 1)),
+    )  # fmt: skip
+    write_saved_model(model, str(tmp_path / "saved"), params)
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    from_waves = served.serve_waveform(tf.constant(waves)).numpy()
+    np.testing.assert_allclose(from_waves, model.predict(feats, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(served.serve(tf.constant(feats)).numpy(), from_waves, atol=1e-4)

@@ -27,12 +27,13 @@ APP_NAMES := $(shell $(PYTHON) -m shared.apps names)
 all: setup $(APP_NAMES)
 
 # Create the virtual environment and install the project with its dev tools (once per change
-# of pyproject.toml).
+# of pyproject.toml or the constraints), at the versions CI tested (.ci/constraints.txt).
+CONSTRAINTS := .ci/constraints.txt
 setup: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -c $(CONSTRAINTS)
 	touch $(STAMP)
 
 # The test suite without the slow marker (what CI runs); test-all includes slow tests. Tests run
@@ -66,7 +67,7 @@ QUICK ?=
 # their rows say so and the rest runs.
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): pyproject.toml $(STAMP)
-	-$(PY) -m pip install --quiet -e ".[bench]" && touch $(BENCH_STAMP)
+	-$(PY) -m pip install --quiet -e ".[bench]" -c $(CONSTRAINTS) && touch $(BENCH_STAMP)
 
 quality: setup $(BENCH_STAMP)
 	$(PY) -m shared.quality $(if $(DATA),--data $(DATA),) $(if $(APPS),--apps $(APPS),) $(if $(filter 1 true yes,$(QUICK)),--quick,)

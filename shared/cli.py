@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         for step, help_text in {**STEP_HELP, **dict(entry.extra_steps)}.items():
             sub = steps.add_parser(step, help=help_text, description=help_text)
             sub.add_argument(
-                "--config", help="YAML config file (default: the app's configs/default.yaml)"
+                "--config",
+                help="YAML config file, or the name of one the app ships (smoke, default, ...; "
+                "default: default)",
             )
             sub.add_argument(
                 "--set",
@@ -179,7 +181,7 @@ def _checked_config(args: argparse.Namespace):
 
     package = APPS[args.app].package
     config_cls = importlib.import_module(f"{package}.config").Config
-    default = Path(importlib.import_module(package).__file__).parent / "configs" / "default.yaml"
+    configs = Path(importlib.import_module(package).__file__).parent / "configs"
     overrides = list(args.overrides)
     if getattr(args, "format", None):
         if "export" not in {f.name for f in dataclasses.fields(config_cls)}:
@@ -188,12 +190,31 @@ def _checked_config(args: argparse.Namespace):
                 "image apps"
             )
         overrides.append(f"export.format={args.format}")
-    config = load_config(config_cls, args.config or default, overrides)
+    config = load_config(config_cls, _config_path(args.config, configs), overrides)
     if args.step in USES_RUN:
         RunDir.locate(args.app, args.run, config.run.root)
     if args.step == "score":
         expand_inputs(args.input, "")
     return config
+
+
+def _config_path(named: str | None, configs: Path) -> Path:
+    """`--config`: a file, or the name of one of the app's packaged configs (`smoke`,
+    `creditcard`), which an installed wheel carries; none: the app's `default`."""
+    if not named:
+        return configs / "default.yaml"
+    path = Path(named)
+    packaged = configs / f"{named}.yaml"
+    if path.exists() or path.name != named or path.suffix:
+        return path
+    if packaged.exists():
+        return packaged
+    from shared.config import ConfigError
+
+    shipped = ", ".join(sorted(p.stem for p in configs.glob("*.yaml")))
+    raise ConfigError(
+        f"config not found: {named} is neither a file nor a shipped config ({shipped})"
+    )
 
 
 def _stop(stopped: list[int], signum: int, frame) -> None:

@@ -58,6 +58,15 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class ExportConfig:
+    """What `export` writes (image apps): a SavedModel, or LiteRT (TFLite) files for the edge."""
+
+    format: typing.Literal["savedmodel", "tflite"] = "savedmodel"  # tflite: float16 and int8 files
+    # with their accuracy beside the Keras model's on the test split
+    representative_images: int = bounded(200, low=1)  # train images that calibrate int8
+
+
+@dataclasses.dataclass
 class RunConfig:
     """Where run folders go."""
 

@@ -1,24 +1,12 @@
 """Load a run's Keras model safely, and export one as a TensorFlow SavedModel with one `serve`
 signature."""
 
-import dataclasses
 from pathlib import Path
-from typing import Literal
 
 import keras
 import numpy as np
 
-from shared.config import bounded
 from shared.io import DataError
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    """What `export` writes (image apps): a SavedModel, or LiteRT (TFLite) files for the edge."""
-
-    format: Literal["savedmodel", "tflite"] = "savedmodel"  # tflite: float16 and int8 files
-    # with their accuracy beside the Keras model's on the test split
-    representative_images: int = bounded(200, low=1)  # train images that calibrate int8
 
 
 def load_saved_model(path: str | Path) -> keras.Model:

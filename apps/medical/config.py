@@ -3,8 +3,7 @@
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded
-from shared.export import ExportConfig
+from shared.config import ConfigError, ExportConfig, RunConfig, TrainConfig, bounded
 from shared.images import DEFAULT_MAX_PIXELS
 
 WINDOW_PRESETS = {  # (centre, width) in the file's rescaled units (Hounsfield units for CT)

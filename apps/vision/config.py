@@ -3,8 +3,7 @@
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
-from shared.export import ExportConfig
+from shared.config import ConfigError, ExportConfig, RunConfig, TrainConfig, bounded, listed
 from shared.images import DEFAULT_MAX_PIXELS
 
 AUTO_SIZE_MAX = 64  # data.image_size []: larger images are shrunk to this long side

@@ -53,3 +53,14 @@ def test_export_format_sets_the_image_apps_export_config_and_is_refused_elsewher
     assert config.export.format == "tflite"
     with pytest.raises(ConfigError, match="^fraud export writes a SavedModel only"):
         _checked_config(build_parser().parse_args(["fraud", *args]))
+
+
+def test_config_by_name_finds_the_apps_shipped_config_and_an_unknown_name_lists_them(tmp_path):
+    from shared.cli import _checked_config, build_parser
+    from shared.config import ConfigError
+
+    args = build_parser().parse_args(["fraud", "train", "--config", "creditcard"])
+    assert _checked_config(args).data.layout == "creditcard"  # apps/fraud/configs/creditcard.yaml
+    args = build_parser().parse_args(["fraud", "train", "--config", "nosuch"])
+    with pytest.raises(ConfigError, match=r"nosuch is neither .*\(creditcard, default, "):
+        _checked_config(args)

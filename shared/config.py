@@ -207,7 +207,10 @@ def _check(hint, value, key: str):
 
 
 def _typed_text(hint, origin, args, value: SetValue):
-    """What a `--set` value means for a key of type `hint`: a union decides per option."""
+    """What a `--set` value means for a key of type `hint`: a union decides per option; a
+    list or mapping (`[a, b]`) is structure, never text."""
+    if isinstance(value.value, list | dict):
+        return value.value
     if origin in (typing.Union, types.UnionType):
         return None if value.value is None and type(None) in args else value
     if hint is str or (origin is typing.Literal and value.raw in args):

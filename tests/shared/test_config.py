@@ -132,11 +132,14 @@ def test_every_string_key_set_on_the_command_line_takes_the_text_typed():
         mode: Literal["0", "1"] = "1"
         names: list[str] | None = None
         epochs: int = 1
+        paths: str | list[str] = ""
 
     typed = ["negative_class=1.10", "column=0.5", "mode=0", "names=[1, b]", "epochs=3"]
     keys = load_config(Keys, None, typed)
     assert (keys.negative_class, keys.column, keys.mode) == ("1.10", "0.5", "0")
     assert (keys.names, keys.epochs) == (["1", "b"], 3)
+    assert load_config(Keys, None, ["paths=[a.pos, b.neg]"]).paths == ["a.pos", "b.neg"]
+    assert load_config(Keys, None, ["paths=2019"]).paths == "2019"
     assert load_config(Keys, None, ["column=null", "negative_class=true"]).column is None
     assert load_config(Keys, None, ["negative_class=true"]).negative_class == "true"
     with pytest.raises(ConfigError, match="^epochs: expected an integer, got 'x'$"):

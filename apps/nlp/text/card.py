@@ -19,6 +19,8 @@ def write_card(run: RunDir, meta: Meta, report: dict) -> None:
     """model_card.md: use, data, models, the leaderboard, metrics beside the baseline, limits."""
     columns = ["accuracy", "macro_f1", "macro_precision", "macro_recall"]
     rows = {f"{n} (test)": e["test"] for n, e in report["networks"].items()}
+    if "blend" in report:
+        rows["blend (test)"] = report["blend"]["test"]
     if "baseline" in report:
         rows["TF-IDF + LR baseline (test)"] = report["baseline"]["test"]
     verdict = ""
@@ -67,9 +69,19 @@ def _model_section(meta: Meta, failed: dict[str, str]) -> str:
     """The networks trained, the one kept and why, its input, and the training time."""
     failures = "".join(f" `{n}` failed ({why}) and is not used." for n, why in failed.items())
     seconds = ", ".join(f"{n} {t}s" for n, t in meta.network_seconds.items())
+    why = "lowest finite validation loss"
+    if meta.blend:
+        mix = " + ".join(f"{w:g} x `{n}`" for n, w in meta.blend["weights"].items() if w > 0)
+        verdict = "higher" if meta.blend["selected"] else "not higher"
+        scores = meta.blend["validation_accuracy"], meta.blend["network_validation_accuracy"]
+        why = (
+            f"network with the lowest finite validation loss; the blend {mix} (weights fitted "
+            f"on validation) has a {verdict} validation accuracy, {scores[0]:.4f} vs "
+            f"{scores[1]:.4f}"
+        )
     return (
         f"Networks trained: {', '.join(meta.networks)}; the run's model is `{meta.best}` "
-        f"(lowest finite validation loss).{failures} Input: raw strings; tokenization inside "
+        f"({why}).{failures} Input: raw strings; tokenization inside "
         f"the model; texts longer than {meta.sequence_length} tokens are truncated (scoring "
         f"flags them). Trained in {meta.train_seconds}s ({seconds})."
     )
@@ -77,7 +89,8 @@ def _model_section(meta: Meta, failed: dict[str, str]) -> str:
 
 def evaluate_line(report: dict, meta: Meta, plots: Path) -> str:
     """What evaluate prints: every model's test accuracy and the run's model's macro F1."""
-    line = ", ".join(f"{n} {e['test']['accuracy']:.4f}" for n, e in report["networks"].items())
+    shown = report["networks"] | ({"blend": report["blend"]} if "blend" in report else {})
+    line = ", ".join(f"{n} {e['test']['accuracy']:.4f}" for n, e in shown.items())
     line += "".join(f", {n} failed" for n in report["failed_networks"])
     if "baseline" in report:
         line += f", TF-IDF baseline {report['baseline']['test']['accuracy']:.4f}"

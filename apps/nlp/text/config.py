@@ -6,7 +6,7 @@ from typing import Literal
 
 from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
 
-NETWORKS = ("bilstm", "transformer", "bert")
+NETWORKS = ("cnn", "fasttext", "bigru", "bilstm", "transformer", "bert")
 
 
 @dataclasses.dataclass
@@ -16,7 +16,8 @@ class DataConfig:
     source: Literal["generated", "files"] = "generated"  # generated: write the review sample
     # A file or folder, a glob (`/data/rt-polarity.*`) or a list of them: several files are one
     # dataset, read in the order given (a glob's matches sorted by name).
-    path: str | list[str] = "datasets/nlp/generated/reviews.csv"
+    # list first: a `--set` value tries the options in order, and str would take `[a, b]` as text
+    path: list[str] | str = "datasets/nlp/generated/reviews.csv"
     # auto: by suffix (.csv, .tsv, .jsonl, .txt = lines, a folder = folder); lines: headerless
     # `text<TAB>label`; file_label: one text per line, the label from the file name
     format: Literal["auto", "csv", "tsv", "jsonl", "lines", "file_label", "folder"] = "auto"
@@ -29,6 +30,9 @@ class DataConfig:
     split_column: str | None = None  # column naming each row's split; null: carved out, seeded
     dev_split: Literal["validation", "test"] = "validation"  # what dev/val/valid split values are
     label_delimiter: str = ""  # non-empty: multi-label, labels separated by this string
+    # `pretrain` only: text files (one text per line; a path, glob or list) read beside the
+    # training texts for masked-token pretraining; empty: the training texts alone.
+    unlabelled_path: list[str] | str = ""
     generated_rows: int = bounded(6000, low=50)  # size of the generated review sample
     val_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own val split
     test_fraction: float = bounded(0.15, low=0.0, high=0.5, low_open=True)  # when no own test
@@ -61,15 +65,30 @@ class DataConfig:
 class ModelConfig:
     """The networks trained side by side; the best on validation becomes the run's model."""
 
-    networks: list[str] = bounded(["bilstm", "transformer"], choices=list(NETWORKS))  # to train
+    networks: list[str] = bounded(["cnn"], choices=list(NETWORKS))  # to train, side by side
     max_tokens: int = bounded(20000, low=10)  # vocabulary size of TextVectorization (with OOV)
     sequence_length: int = bounded(64, low=4)  # tokens per text; longer texts are truncated
     ngrams: int = bounded(1, low=1, high=3)  # TextVectorization n-grams (1: single words)
     embedding_dim: int = bounded(64, low=4)  # token embedding width
+    embedding_dropout: float = bounded(0.0, low=0.0, high=0.9)  # drops whole embedding channels
+    cnn_filters: int = bounded(100, low=1)  # cnn: filters per kernel width
+    cnn_widths: list[int] = listed([3, 4, 5])  # cnn: kernel widths (tokens), one conv each
+    bag_ngrams: int = bounded(2, low=1, high=3)  # fasttext: word n-grams in the bag (2: pairs)
+    bag_max_tokens: int = bounded(50000, low=10)  # fasttext: n-gram vocabulary size
     lstm_units: int = bounded(32, low=1)  # units per direction of the bidirectional LSTM
+    gru_units: int = bounded(64, low=1)  # units per direction of the bidirectional GRU
     num_heads: int = bounded(2, low=1)  # transformer attention heads
     feed_forward_dim: int = bounded(64, low=1)  # transformer feed-forward width
     transformer_layers: int = bounded(1, low=1)  # stacked Transformer blocks
+    # Transformer: its own linear warm-up (epochs) before the cosine decay; post-warm-up Adam
+    # steps at full rate on an untrained attention layer are what sent it to NaN.
+    transformer_warmup_epochs: float = bounded(1.0, low=0.0)
+    clipnorm: float = bounded(1.0, low=0.0)  # per-step gradient norm clip, every network (0: off)
+    # Blend the best network with TF-IDF + logistic regression (word 1-2 grams, C and the
+    # weight fitted on validation); the blend ships when its validation accuracy is higher.
+    blend: bool = True
+    tfidf_max_tokens: int = bounded(50000, low=10)  # the blend's TF-IDF n-gram vocabulary
+    pretrained: str = ""  # a `pretrain` run folder: the transformer starts from its encoder
     dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
     preset: str = ""  # local KerasHub preset folder: adds the `bert` network (no downloads)
     preset_sequence_length: int = bounded(128, low=4)  # BERT tokens per text incl. [CLS]/[SEP]
@@ -79,6 +98,8 @@ class ModelConfig:
     learning_rates: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
+        if not self.cnn_widths or min(self.cnn_widths) < 1:
+            raise ConfigError(f"model.cnn_widths: name kernel widths >= 1, got {self.cnn_widths}")
         if "bert" in self.networks and not self.preset:
             raise ConfigError("model.networks: 'bert' needs model.preset (a local preset folder)")
         for name, rate in self.learning_rates.items():
@@ -99,6 +120,26 @@ class ModelConfig:
         """The peak learning rate of `network`: its own, else BERT's or the training default."""
         fallback = self.preset_learning_rate if network == "bert" else default
         return self.learning_rates.get(network, fallback)
+
+
+@dataclasses.dataclass
+class TextTrainConfig(TrainConfig):
+    """train.*: the shared training keys, and refitting before shipping."""
+
+    # After selection, train each shipped network again from scratch on train + validation for
+    # its best epoch count on validation (the blend's TF-IDF half at its C, the same weights),
+    # as practitioners do before shipping; evaluate's validation scores are then in-sample.
+    refit: bool = False
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """`pretrain`: masked-token training of the Transformer encoder (model.* gives its shape)."""
+
+    epochs: int = bounded(5, low=1)  # passes over the training and unlabelled texts
+    batch_size: int = bounded(64, low=1)  # texts per step
+    learning_rate: float = bounded(1e-3, low=0.0, low_open=True)  # peak, after 1 warm-up epoch
+    mask_rate: float = bounded(0.15, low=0.0, high=1.0, low_open=True)  # tokens masked (BERT's)
 
 
 @dataclasses.dataclass
@@ -124,7 +165,8 @@ class ScoreConfig:
 class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    train: TextTrainConfig = dataclasses.field(default_factory=TextTrainConfig)
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)

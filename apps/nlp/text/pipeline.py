@@ -8,19 +8,23 @@ import keras
 import numpy as np
 import pandas as pd
 
-from apps.nlp.text import card, metrics
+from apps.nlp.text import blend, card, metrics
 from apps.nlp.text import data as tdata
+from apps.nlp.text import pretrain as ptrain
 from apps.nlp.text.config import Config
 from apps.nlp.text.model import (
+    BUILDERS,
     INPUT,
     VECTORIZE,
     Meta,
     build_bert,
-    build_bilstm,
     build_transformer,
     fit_baseline,
+    is_hub_task,
+    load_encoder,
     load_model,
     load_network,
+    make_bag_vectorizer,
     make_vectorizer,
     predict_texts,
     write_saved_model,
@@ -38,6 +42,8 @@ APP = "nlp"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 EXACT_MATCH = "exact_match"  # multi-label: the history column val_exact_match
 BASELINE = "tfidf_logreg"  # the baseline's name in the leaderboard
+BLEND = "blend"  # models/blend.keras, and the name meta.best takes when the blend ships
+TFIDF_KERAS = "tfidf_keras"  # the blend's TF-IDF + LR half, as Keras layers: models/<this>.keras
 TEST_INPUT = "test_split.csv"  # evaluate writes the test split here, as a scoring input
 
 
@@ -94,6 +100,8 @@ class Fits:
     compiled: dict[str, bool] = dataclasses.field(default_factory=dict)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     best: keras.Model | None = None
+    models: dict[str, keras.Model] = dataclasses.field(default_factory=dict)  # every one trained
+    refit: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> epochs refitted
 
 
 def train(config: Config, options: StepOptions | None = None) -> RunDir:
@@ -109,29 +117,106 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     )
     start = time.perf_counter()
     with strategy.scope():
-        vectorizer = make_vectorizer(config.model, train_split.texts)
-    print(
-        f"train: vocabulary of {vectorizer.vocabulary_size():,} tokens from "
-        f"{len(train_split):,} training texts",
-        flush=True,
-    )
-    fits = _fit_networks(networks, config, run, strategy, vectorizer, data)
+        vectorizers = Vectorizers(config.model, train_split.texts)
+    fits = _fit_networks(networks, config, run, strategy, vectorizers, data)
     best = training.best_network(fits.scores, "min")
     if best is None:
         training.fail_run(run, card.CARD_TITLE, fits.failed)
+    blended, blend_model = _blend(config, run, fits, best, data)
+    if config.train.refit:
+        blend_model = _refit(config, run, strategy, vectorizers, data, fits, blended)
+    shipped = blend_model if blended and blended["selected"] else fits.best
     total = time.perf_counter() - start
     meta = _meta(config, data, networks, best, fits, round(total, 1), policy)
-    steps.save_model(run, fits.best, meta, write_saved_model)
+    meta.blend, meta.best = blended, BLEND if blended and blended["selected"] else best
+    steps.save_model(run, shipped, meta, write_saved_model)
     note = f"; failed: {', '.join(fits.failed)}" if fits.failed else ""
     print(
-        f"train: finished in {total:.0f}s; best on validation: {best}{note}; weights "
-        f"sha256 {training.weights_digest(fits.best)}; model -> {run.model_path}",
+        f"train: finished in {total:.0f}s; best network on validation: {best}{note}; the run's "
+        f"model: {meta.best}; weights sha256 {training.weights_digest(shipped)}; model -> "
+        f"{run.model_path}",
         flush=True,
     )
     return run
 
 
-def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, vectorizer, data):
+def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
+    """Fit the TF-IDF model and the blend of it with every network that trained
+    (models/tfidf_keras.keras, models/blend.keras); the weights, and whether the blend beat the
+    best network on validation accuracy, and the blended model. Nothing ({}, None) when off or
+    when only a KerasHub task trained (its tokenizer runs outside its graph, so one model cannot
+    hold it and the rest)."""
+    networks = {n: m for n, m in fits.models.items() if not is_hub_task(m)}
+    if not config.model.blend or not networks:
+        return {}, None
+    val, batch = data.splits["val"], config.score.batch_size
+    network_val = {n: predict_texts(m, val.texts, batch) for n, m in networks.items()}
+    fitted = blend.fit_blend(config.model, network_val, data)
+    model = blend.build_blend(networks | {TFIDF_KERAS: fitted.tfidf}, fitted.weights)
+    blend_val = predict_texts(model, val.texts, batch)
+    reference = network_val.get(best)
+    if reference is None:  # the best network is a KerasHub task
+        reference = predict_texts(fits.models[best], val.texts, batch)
+    scores = {
+        key: metrics.split_report(val.labels, prob, data.class_names, data.multi_label)["accuracy"]
+        for key, prob in (("network", reference), ("blend", blend_val))
+    }
+    if run.is_chief:
+        for key, keep in ((TFIDF_KERAS, fitted.tfidf), (BLEND, model)):
+            with atomic_path(run.subdir("models") / f"{key}.keras", suffix=".keras") as tmp:
+                keep.save(tmp)
+    selected = scores["blend"] > scores["network"]
+    mix = " + ".join(f"{w:g} x {n}" for n, w in fitted.weights.items() if w > 0)
+    print(
+        f"train: blend {mix} (TF-IDF C={fitted.C:g}): validation accuracy "
+        f"{scores['blend']:.4f} vs {best} {scores['network']:.4f}; "
+        f"{'the blend ships' if selected else f'{best} ships'} ({fitted.seconds:.1f}s)",
+        flush=True,
+    )
+    info = {
+        "weights": fitted.weights,
+        "C": fitted.C,
+        "validation_accuracy": round(scores["blend"], 5),
+        "network_validation_accuracy": round(scores["network"], 5),
+        "seconds": fitted.seconds,
+        "selected": bool(selected),
+    }
+    return info, model
+
+
+class Vectorizers:
+    """The vectorizers the networks share, each adapted on the training texts once, when the
+    first network that reads it is built: token ids (cnn, bigru, bilstm, transformer), the
+    n-gram TF-IDF bag (fasttext), or a pretrained encoder's own (model.pretrained)."""
+
+    def __init__(self, config, texts: list[str]):
+        self.config, self.texts, self.made = config, texts, {}
+
+    def __getitem__(self, network: str):
+        kind = {"fasttext": "bag", "transformer": "encoder" if self.config.pretrained else ""}
+        kind = kind.get(network) or "ids"
+        if kind not in self.made:
+            self.made[kind] = self._make(kind)
+        return self.made[kind]
+
+    def _make(self, kind: str):
+        if kind == "encoder":
+            encoder = load_encoder(self.config.pretrained)
+            vectorizer = encoder.get_layer(VECTORIZE)
+            print(f"train: transformer starts from {self.config.pretrained}", flush=True)
+            return vectorizer, encoder
+        make = make_bag_vectorizer if kind == "bag" else make_vectorizer
+        vectorizer = make(self.config, self.texts)
+        what = "n-grams" if kind == "bag" else "tokens"
+        print(
+            f"train: vocabulary of {vectorizer.vocabulary_size():,} {what} from "
+            f"{len(self.texts):,} training texts",
+            flush=True,
+        )
+        return vectorizer, None
+
+
+def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, vectorizers, data):
     """Fit each network in turn; each that trains to a finite validation loss is saved as
     models/<name>.keras. Scores come from fit's own validation, which every worker computes on
     the whole split alike."""
@@ -139,7 +224,9 @@ def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, ve
     for name in networks:
         began = time.perf_counter()
         try:
-            model, fits.compiled[name] = _fit_network(name, config, run, strategy, vectorizer, data)
+            model, fits.compiled[name] = _fit_network(
+                name, config, run, strategy, vectorizers, data
+            )
         except training.Diverged as exc:
             fits.failed[name] = (
                 f"diverged: {exc.what} at epoch {exc.epoch} (learning rate {exc.learning_rate:.3g})"
@@ -157,65 +244,135 @@ def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, ve
             with atomic_path(run.subdir("models") / f"{name}.keras", suffix=".keras") as tmp:
                 model.save(tmp)
         print(f"train: {name} validation loss {score:.4f} ({fits.seconds[name]}s)", flush=True)
+        fits.models[name] = model
         if training.best_network(fits.scores, "min") == name:
             fits.best = model
     return fits
 
 
-def _fit_network(name: str, config: Config, run: RunDir, strategy, vectorizer, data):
-    """Build, compile and fit one network (raises training.Diverged); (model, ran under XLA)."""
+def _fit_network(
+    name: str, config: Config, run: RunDir, strategy, vectorizers, data, refit_epochs: int = 0
+):
+    """Build, compile and fit one network (raises training.Diverged); (model, ran under XLA).
+
+    With `refit_epochs`, a fresh one is fitted on train + validation for that many epochs, with
+    no validation and no early stopping (`train.refit`), its files named `<name>_refit`.
+    """
     hub = name == "bert"
     n_classes, multi = len(data.class_names), data.multi_label
     train_split, val_split = data.splits["train"], data.splits["val"]
-    cfg = dataclasses.replace(
-        config.train, learning_rate=config.model.rate(name, config.train.learning_rate)
-    )
+    cfg, fit_name = network_train_config(name, config), name
+    if refit_epochs:
+        train_split = tdata.Split(
+            train_split.texts + val_split.texts,
+            np.concatenate([train_split.labels, val_split.labels]),
+        )
+        cfg = dataclasses.replace(cfg, epochs=refit_epochs, patience=0)
+        val_split, fit_name = None, f"{name}_refit"
     train_ds = tdata.make_dataset(train_split, cfg.batch_size, True, config.train.seed, hub)
-    val_ds = tdata.make_dataset(val_split, config.score.batch_size, False, config.train.seed, hub)
+    val_ds = val_split and tdata.make_dataset(
+        val_split, config.score.batch_size, False, config.train.seed, hub
+    )
     with strategy.scope():
-        model = _build(name, config, vectorizer, n_classes, multi)
+        model = _build(name, config, vectorizers, n_classes, multi)
         # String ops do not compile with XLA: under `xla` the vectorizer runs in tf.data.
         head, core = (None, model) if hub else training.xla_split(model, cfg, [VECTORIZE])
-        _compile(core, cfg, len(train_split), multi)
+        _compile(core, cfg, len(train_split), multi, config.model.clipnorm)
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
     print(
-        f"train: {name} ({model.count_params():,} parameters) on {len(train_split):,} texts, "
-        f"{n_classes} classes, learning rate {cfg.learning_rate:g}",
+        f"train: {fit_name} ({model.count_params():,} parameters) on {len(train_split):,} "
+        f"texts, {n_classes} classes, learning rate {cfg.learning_rate:g}",
         flush=True,
     )
     # Multi-label accuracy is the exact match of the label set, which Keras does not log.
     batch = config.score.batch_size
     scores = [training.EpochScore(EXACT_MATCH, lambda _: _exact_match(model, val_split, batch))]
+    monitor = "loss" if refit_epochs else "val_loss"
     training.fit(
         core,
         train_ds,
         val_ds,
         run,
         cfg,
-        name,
-        "val_loss",
+        fit_name,
+        monitor,
         "min",
         examples=len(train_split),
-        scores=scores if multi else (),
+        scores=scores if multi and not refit_epochs else (),
     )
     return model, bool(core.jit_compile)
 
 
-def _build(name: str, config: Config, vectorizer, n_classes: int, multi_label: bool):
+def _refit(config: Config, run: RunDir, strategy, vectorizers, data, fits: Fits, blended):
+    """`train.refit`: each network the run ships (the best, or those the blend gives a share)
+    trained again on train + validation for its best epoch count on validation, replacing
+    models/<name>.keras; the blend rebuilt from them with the same weights and its TF-IDF half
+    refitted with the same C. The blended model, or None without a blend."""
+    weights = blended.get("weights", {})
+    names = [n for n, w in weights.items() if w > 0 and n in fits.models] or [
+        n for n, m in fits.models.items() if m is fits.best
+    ]
+    for name in names:
+        history = pd.read_csv(run.path / f"history-{name}.csv")
+        epochs = int(history["val_loss"].idxmin()) + 1
+        model, _ = _fit_network(name, config, run, strategy, vectorizers, data, epochs)
+        fits.refit[name] = epochs
+        if fits.models[name] is fits.best:
+            fits.best = model
+        fits.models[name] = model
+        if run.is_chief:
+            with atomic_path(run.subdir("models") / f"{name}.keras", suffix=".keras") as tmp:
+                model.save(tmp)
+    if not blended:
+        return None
+    train, val = data.splits["train"], data.splits["val"]
+    joined = tdata.Split(train.texts + val.texts, np.concatenate([train.labels, val.labels]))
+    tfidf = blend.refit_tfidf(config.model, joined, blended["C"], data)
+    model = blend.build_blend({**fits.models, TFIDF_KERAS: tfidf}, weights)
+    if run.is_chief:
+        for key, keep in ((TFIDF_KERAS, tfidf), (BLEND, model)):
+            with atomic_path(run.subdir("models") / f"{key}.keras", suffix=".keras") as tmp:
+                keep.save(tmp)
+    return model
+
+
+def _build(name: str, config: Config, vectorizers, n_classes: int, multi_label: bool):
     if name == "bert":
         return build_bert(config.model, n_classes, multi_label)
-    builder = build_bilstm if name == "bilstm" else build_transformer
-    return builder(config.model, vectorizer, n_classes, multi_label)
+    vectorizer, encoder = vectorizers[name]
+    if name == "transformer":
+        model_cfg = config.model
+        if encoder is not None:  # the pretrained encoder's shape, whatever model.* says
+            shape = ptrain.pretrained_shape(config.model.pretrained)
+            model_cfg = dataclasses.replace(model_cfg, **shape)
+        return build_transformer(model_cfg, vectorizer, n_classes, multi_label, encoder)
+    return BUILDERS[name](config.model, vectorizer, n_classes, multi_label)
 
 
-def _compile(model, cfg, n_train: int, multi_label: bool) -> None:
+def network_train_config(name: str, config: Config):
+    """train.* for one network: its own peak rate, and the Transformer's own warm-up."""
+    cfg = dataclasses.replace(
+        config.train, learning_rate=config.model.rate(name, config.train.learning_rate)
+    )
+    if name == "transformer":
+        warmup = max(cfg.warmup_epochs, config.model.transformer_warmup_epochs)
+        cfg = dataclasses.replace(cfg, warmup_epochs=warmup)
+    return cfg
+
+
+def _compile(model, cfg, n_train: int, multi_label: bool, clipnorm: float) -> None:
     if multi_label:
         loss, metric = "binary_crossentropy", keras.metrics.BinaryAccuracy(name="accuracy")
     else:
         loss = "sparse_categorical_crossentropy"
         metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     training.compile_model(model, cfg, n_train, loss, [metric])
+    if clipnorm:
+        # The shared optimizer has no clipping switch; the attribute is read when the train
+        # step is traced, after compile. A loss-scale wrapper clips in its inner optimizer.
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+        optimizer.clipnorm = clipnorm
 
 
 def _exact_match(model: keras.Model, split: tdata.Split, batch: int) -> float:
@@ -241,7 +398,42 @@ def _meta(config: Config, data, networks, best: str, fits: Fits, seconds: float,
         learning_rates={n: model.rate(n, config.train.learning_rate) for n in networks},
         sequence_length=model.preset_sequence_length if best == "bert" else model.sequence_length,
         network_seconds=fits.seconds,
+        refit=fits.refit,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# pretrain
+
+
+def pretrain(config: Config, options: StepOptions | None = None) -> RunDir:
+    """Masked-token pretraining of the Transformer encoder on the training texts and the
+    unlabelled files of `data.unlabelled_path`, in a run folder of its own (`pretrain-<time>`
+    unless run.run_id names one): encoder.keras and pretrain.json. `train --set
+    model.pretrained=<that folder>` fine-tunes from it; the run never becomes `latest`."""
+    run_id = config.run.run_id or "pretrain-" + time.strftime("%Y%m%d-%H%M%S")
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, run_id=run_id))
+    run, _, _, data = training.start_run(APP, config, prepare)
+    extra = ptrain.unlabelled_texts(config.data)
+    texts = data.splits["train"].texts + extra
+    print(
+        f"pretrain: masking {config.pretrain.mask_rate:.0%} of the tokens of "
+        f"{len(data.splits['train']):,} training and {len(extra):,} unlabelled texts, "
+        f"{config.pretrain.epochs} epoch(s)",
+        flush=True,
+    )
+    encoder, history, seconds = ptrain.fit_encoder(config, texts)
+    loss = [round(float(v), 5) for v in history["loss"]]
+    info = {"texts": len(texts), "unlabelled_texts": len(extra), "seconds": seconds}
+    if run.is_chief:
+        ptrain.save(run, encoder, config.model, info | {"loss": loss})
+    print(
+        f"pretrain: masked-token loss {loss[0]:.3f} -> {loss[-1]:.3f} in {seconds:.0f}s; "
+        f"encoder -> {run.path / ptrain.ENCODER}; fine-tune with "
+        f"--set model.pretrained={run.path}",
+        flush=True,
+    )
+    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,15 +448,15 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
     report, best_test_prob = _network_reports(run, meta, data, config.score.batch_size)
     if config.evaluate.baseline:
         report["baseline"] = _baseline_report(data)
-    report["test"] = report["networks"][meta.best]["test"]
-    report["validation"] = report["networks"][meta.best]["validation"]
+    report["test"] = shown_models(report)[meta.best]["test"]
+    report["validation"] = shown_models(report)[meta.best]["validation"]
     report["data"] = read_json(data.folder / "prepare.json")
     report["train_seconds"] = meta.train_seconds
     report["network_seconds"] = meta.network_seconds
     if "baseline" in report:
         base_f1 = report["baseline"]["test"]["macro_f1"]
         report["beats_baseline"] = {
-            n: e["test"]["macro_f1"] > base_f1 for n, e in report["networks"].items()
+            n: e["test"]["macro_f1"] > base_f1 for n, e in shown_models(report).items()
         }
     report["leaderboard"] = {"classification": _leaderboard(run, meta, report)}
     delimiter = opened.config.data.label_delimiter
@@ -286,11 +478,13 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
 
 
 def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
-    """The report's start (every network that trained, on test and validation) and the run's
-    model's test probabilities."""
+    """The report's start (every network that trained, the blend and its TF-IDF half, on test
+    and validation) and the run's model's test probabilities."""
     report = {"primary_metric": "macro_f1", "best": meta.best, "networks": {}}
+    names = [n for n in meta.networks if n not in meta.failed_networks]
+    models = names + ([BLEND, TFIDF_KERAS] if meta.blend else [])
     best_test_prob = None
-    for name in [n for n in meta.networks if n not in meta.failed_networks]:
+    for name in models:
         model = load_network(run, name)
         entry = {}
         for split, key in (("test", "test"), ("val", "validation")):
@@ -300,17 +494,27 @@ def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
             )
             if (name, split) == (meta.best, "test"):
                 best_test_prob = prob
-        report["networks"][name] = entry
+        if name == BLEND:
+            report[BLEND] = entry | {"of": meta.blend}
+        elif name == TFIDF_KERAS:
+            report[TFIDF_KERAS] = entry
+        else:
+            report["networks"][name] = entry
     report["failed_networks"] = meta.failed_networks
     return report, best_test_prob
 
 
+def shown_models(report: dict) -> dict:
+    """The models a run can ship, by name: every network that trained, and the blend."""
+    return report["networks"] | ({BLEND: report[BLEND]} if BLEND in report else {})
+
+
 def _baseline_report(data: tdata.TextData) -> dict:
     """The TF-IDF + logistic regression baseline on test and validation."""
-    prob, seconds = fit_baseline(data)
+    prob, seconds, C = fit_baseline(data)
     names, multi = data.class_names, data.multi_label
     return {
-        "model": "TF-IDF (1-2 grams) + logistic regression",
+        "model": f"TF-IDF (1-2 grams, sublinear tf) + logistic regression (C={C:g} on validation)",
         "test": metrics.split_report(data.splits["test"].labels, prob["test"], names, multi),
         "validation": metrics.split_report(data.splits["val"].labels, prob["val"], names, multi),
         "fit_seconds": round(seconds, 2),
@@ -336,9 +540,20 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
             seconds,
             history=run.path / f"history-{name}.csv",
         )
+    if BLEND in report:
+        entry = report[BLEND]
+        models[BLEND] = leaderboard.model_entry(
+            leaderboard.BLEND,
+            _headline(entry["test"]),
+            _headline(entry["validation"]),
+            meta.blend["seconds"],
+        )
+    baselines = {}
     if "baseline" in report:
-        baselines = {BASELINE: report["baseline"]}
-        models |= leaderboard.baseline_entries(baselines, ("accuracy", "macro_f1"))
+        baselines[BASELINE] = report["baseline"]
+    if TFIDF_KERAS in report:  # the blend's own TF-IDF half, a baseline in its own right
+        baselines[TFIDF_KERAS] = report[TFIDF_KERAS] | {"fit_seconds": meta.blend["seconds"]}
+    models |= leaderboard.baseline_entries(baselines, ("accuracy", "macro_f1"))
     # Multi-label accuracy (exact match) has its own history column; Keras's is per label.
     column = f"val_{EXACT_MATCH}" if meta.multi_label else "val_accuracy"
     return leaderboard.build("accuracy", True, models, meta.best, history_column=column)

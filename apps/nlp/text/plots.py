@@ -12,10 +12,12 @@ from shared.run import RunDir
 
 def write_plots(run: RunDir, meta: Meta, report: dict) -> Path:
     """plots/confusion_matrix.png (the run's model; multi-label data has none),
-    confusion_matrix_<network>.png (the other networks) and history.png; the plots folder."""
+    confusion_matrix_<model>.png (the other networks and the blend) and history.png; the
+    plots folder."""
     plots = run.subdir("plots")
     if not meta.multi_label:
-        for name, entry in report["networks"].items():
+        shown = report["networks"] | ({"blend": report["blend"]} if "blend" in report else {})
+        for name, entry in shown.items():
             test = entry["test"]
             file = "confusion_matrix.png" if name == meta.best else f"confusion_matrix_{name}.png"
             ev.plot_confusion_matrix(

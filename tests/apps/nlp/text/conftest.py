@@ -46,11 +46,12 @@ def tiny_sets(root, data, *extra) -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """(root, CLI arguments) of a trained and evaluated run of both networks on 64 texts."""
+    """(root, CLI arguments) of a trained and evaluated run of both networks and their blend
+    on 64 texts."""
     root = tmp_path_factory.mktemp("nlp")
     data = root / "train.csv"
     tiny_frame(64).to_csv(data, index=False)
-    sets = tiny_sets(root, data)
+    sets = tiny_sets(root, data, "model.blend=true")  # the blend and its TF-IDF half too
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     return root, sets

@@ -308,7 +308,7 @@ def plot_cost_curve(
     return save_figure(fig, path)
 
 
-DIVERGED_FIRST_EPOCH = 3.0  # a first-epoch loss this many times the later median is off scale
+DIVERGED_FIRST_EPOCH = 3.0  # a first-epoch loss this many times every later one is off scale
 
 
 def plot_history(history_csv: str | Path, path: str | Path, metrics=("loss",)) -> Path | None:
@@ -355,9 +355,9 @@ def _clip_first_epoch(ax, values) -> bool:
     later = values[1:][np.isfinite(values[1:])]
     first = values[0][np.isfinite(values[0])]
     top = float(np.max(later))
-    if not len(first) or first.max() <= DIVERGED_FIRST_EPOCH * max(float(np.median(later)), 1e-12):
-        return False
-    if first.max() <= top:
+    # Against the later maximum, not the median: a converging curve's first epoch is often
+    # several times its last ones without being a spike worth hiding.
+    if not len(first) or first.max() <= DIVERGED_FIRST_EPOCH * max(top, 1e-12):
         return False
     low = float(np.min(later))
     pad = (top - low) * 0.1 or abs(top) * 0.1 or 0.1

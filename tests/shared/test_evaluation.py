@@ -149,6 +149,11 @@ def test_history_plot_leaves_a_diverging_first_epoch_off_the_loss_scale(tmp_path
     assert high < 1.2 and low > 0.4  # the later epochs fill the axes
     calm = pd.DataFrame({"loss": [1.2, 0.9, 0.7, 0.6]})
     assert not ev._clip_first_epoch(plt.subplots()[1], calm)
+    # converging: the first epoch is 5x the last ones but no spike above the second
+    converging = pd.DataFrame(
+        {"loss": [0.67, 0.59, 0.2, 0.14], "val_loss": [0.61, 0.58, 0.15, 0.12]}
+    )
+    assert not ev._clip_first_epoch(plt.subplots()[1], converging)
     plt.close("all")
     history = pd.DataFrame(
         {"epoch": range(4), "loss": spiked["loss"], "val_loss": spiked["val_loss"]}

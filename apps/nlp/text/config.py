@@ -65,7 +65,7 @@ class DataConfig:
 class ModelConfig:
     """The networks trained side by side; the best on validation becomes the run's model."""
 
-    networks: list[str] = bounded(["cnn"], choices=list(NETWORKS))  # to train, side by side
+    networks: list[str] = bounded(["cnn", "fasttext"], choices=list(NETWORKS))  # side by side
     max_tokens: int = bounded(20000, low=10)  # vocabulary size of TextVectorization (with OOV)
     sequence_length: int = bounded(64, low=4)  # tokens per text; longer texts are truncated
     ngrams: int = bounded(1, low=1, high=3)  # TextVectorization n-grams (1: single words)

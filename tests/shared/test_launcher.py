@@ -14,7 +14,9 @@ def run_workers(*args):
 
 @pytest.mark.parametrize(
     ("app", "data_path"),
-    [("fraud", "s.parquet"), ("vision", "digits")],
+    # The vision run covers the launcher in the default suite; fraud's, with its larger
+    # tabular model and baselines, runs with the slow tests (make test-all).
+    [pytest.param("fraud", "s.parquet", marks=pytest.mark.slow), ("vision", "digits")],
 )
 def test_two_workers_train_one_model(tmp_path, app, data_path):
     done = run_workers(

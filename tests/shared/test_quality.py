@@ -74,7 +74,7 @@ def test_a_small_pack_runs_every_step_and_reports_models_beside_the_baseline(tmp
             "data.path": "{data}/sms/collection",
             "data.format": "tsv",
             "data.columns": ["label", "text"],
-            "model.networks": ["bilstm"],
+            "model.networks": ["cnn"],
         },
     )
     args = ["--benchmarks", str(specs), "--data", str(pack), "--output", str(out), "--quick"]
@@ -83,15 +83,15 @@ def test_a_small_pack_runs_every_step_and_reports_models_beside_the_baseline(tmp
     assert entry["status"] == "ok" and set(entry["steps"]) == set(quality.STEPS)
     assert all(step["peak_rss_mib"] > 0 for step in entry["steps"].values())
     board = entry["leaderboard"]["classification"]
-    assert set(board["models"]) == {"bilstm", "tfidf_logreg"}
-    assert board["models"]["bilstm"]["kind"] == "network" and board["selected"] == "bilstm"
-    assert "time_to_baseline_s" in board["models"]["bilstm"]
+    assert set(board["models"]) == {"cnn", "tfidf_logreg"}
+    assert board["models"]["cnn"]["kind"] == "network" and board["selected"] == "cnn"
+    assert "time_to_baseline_s" in board["models"]["cnn"]
     test_rows = round(90 * 0.15)
     assert entry["score"]["rows"] == entry["score"]["scored"] + entry["score"]["rejected"]
     assert abs(entry["score"]["rows"] - test_rows) <= 1
     text = (out / "quality.md").read_text()
     assert "## tiny-sms (nlp)" in text and "tfidf_logreg (baseline)" in text
-    assert "| tiny-sms | classification (accuracy) | bilstm |" in text  # the summary line
+    assert "| tiny-sms | classification (accuracy) | cnn |" in text  # the summary line
 
 
 def test_a_seeded_spec_runs_once_per_seed_and_the_report_gives_mean_and_spread(tmp_path):

@@ -110,16 +110,24 @@ def word_clips(table: pd.DataFrame, rate: int, checks: dict, trim_db: float):
     """{split: {speaker: [(word, trimmed samples)]}} of a single-word table, and rejects."""
     out, rejects = {}, []
     for row in table.itertuples(index=False):
-        try:
-            samples = read_audio(row.path, rate)
-            check_audio(samples, rate, **checks)
-        except AudioError as exc:
-            rejects.append((row.path, str(exc)))
+        samples = _checked_audio(row.path, rate, checks, rejects)
+        if samples is None:
             continue
         speaker = row.speaker or Path(row.path).stem
         trimmed = trim_silence(samples, rate, trim_db or 40.0)
         out.setdefault(row.split, {}).setdefault(speaker, []).append((row.label, trimmed))
     return out, rejects
+
+
+def _checked_audio(path: str, rate: int, checks: dict, rejects: list):
+    """The file's samples, or None with (path, reason) added to `rejects`."""
+    try:
+        samples = read_audio(path, rate)
+        check_audio(samples, rate, **checks)
+    except AudioError as exc:
+        rejects.append((path, str(exc)))
+        return None
+    return samples
 
 
 def read_transcripts(path: str | Path) -> pd.DataFrame:
@@ -155,11 +163,8 @@ def load_utterances(frame: pd.DataFrame, rate: int, checks: dict) -> tuple[Utter
     """The recordings of a transcript table (one split), and rejects."""
     out, rejects = Utterances([], [], [], []), []
     for row in frame.itertuples(index=False):
-        try:
-            samples = read_audio(row.path, rate)
-            check_audio(samples, rate, **checks)
-        except AudioError as exc:
-            rejects.append((row.path, str(exc)))
+        samples = _checked_audio(row.path, rate, checks, rejects)
+        if samples is None:
             continue
         out.audio.append(samples)
         out.transcripts.append(row.transcript)

@@ -18,15 +18,20 @@ from pathlib import Path
 
 from shared.apps import APPS
 
-STEPS = ("prepare", "train", "evaluate", "score", "export")
+STEPS = ("prepare", "train", "evaluate", "score", "export", "serve", "tune")
 STEP_HELP = {
     "prepare": "read or generate the data, build features and splits",
     "train": "train the models into a new run folder (resumes an unfinished identical run)",
     "evaluate": "compute test metrics, plots and the model card for a run",
     "score": "score input with a trained run: outputs and rejects, written atomically",
     "export": "export a run's model as a TensorFlow SavedModel",
+    "serve": "load a run's model once and answer HTTP scoring requests (FastAPI, batched)",
+    "tune": "hyper-parameter search (KerasTuner) over the config's tune.space; each trial a run",
 }
-USES_RUN = ("evaluate", "score", "export", "recommend")
+USES_RUN = ("evaluate", "score", "export", "recommend", "serve")
+# Steps every app has that live in shared/ rather than in the app's pipeline: the module that
+# runs them, called as `<module>.<step>(app_name, config, options)`.
+SHARED_STEPS = {"serve": "shared.server", "tune": "shared.tuning"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=("savedmodel", "tflite"),
                     help="savedmodel (default), or tflite: LiteRT float16 and int8 files with "
                     "their test accuracy beside the Keras model's (image apps)",
+                )
+            if step == "serve":
+                sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+                sub.add_argument("--port", type=int, default=8080, help="port to listen on")
+                sub.add_argument(
+                    "--max-batch",
+                    type=int,
+                    default=64,
+                    help="most rows the server scores in one model call (default: 64)",
+                )
+                sub.add_argument(
+                    "--max-wait-ms",
+                    type=float,
+                    default=5.0,
+                    help="longest a request waits for others to fill a batch (default: 5)",
+                )
+            if step == "tune":
+                sub.add_argument("--trials", type=int, default=10, help="trials to run")
+                sub.add_argument(
+                    "--max-minutes", type=float, help="stop starting trials after this long"
                 )
             if step in ("score", "export", "recommend"):
                 sub.add_argument(
@@ -150,8 +175,18 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
             rejects=getattr(args, "rejects", None),
             users=getattr(args, "users", None),
             k=getattr(args, "k", None),
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            max_batch=getattr(args, "max_batch", None),
+            max_wait_ms=getattr(args, "max_wait_ms", None),
+            trials=getattr(args, "trials", None),
+            max_minutes=getattr(args, "max_minutes", None),
         )
-        result = getattr(pipeline, args.step)(config, options)
+        if args.step in SHARED_STEPS:
+            shared_step = getattr(importlib.import_module(SHARED_STEPS[args.step]), args.step)
+            result = shared_step(args.app, config, options)
+        else:
+            result = getattr(pipeline, args.step)(config, options)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None

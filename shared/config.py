@@ -74,6 +74,25 @@ class RunConfig:
     run_id: str = ""  # empty: a new id from the time and the config hash (a rerun resumes)
 
 
+@dataclasses.dataclass
+class TrackConfig:
+    """Experiment tracking (MLflow, an optional extra: `pip install -e ".[track]"`)."""
+
+    mlflow: bool = False  # log params, per-epoch and final metrics, plots and the model
+    uri: str = ""  # tracking URI; empty: $DEEPFIELD_MLFLOW_URI, else ./mlruns
+    experiment: str = ""  # MLflow experiment name; empty: deepfield-<app>
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """`tune`: a KerasTuner search over config keys; each trial is a normal run."""
+
+    algorithm: typing.Literal["hyperband", "bayesian", "random"] = "bayesian"
+    # config key (`train.learning_rate`) -> its range: {min, max, log} for numbers,
+    # {values: [...]} for a choice
+    space: dict[str, dict[str, typing.Any]] = dataclasses.field(default_factory=dict)
+
+
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):
     """Build a `cls` instance from defaults, then a YAML file, then `key=value` overrides."""
     data: dict = {}
@@ -152,6 +171,8 @@ def _check(hint, value, key: str):
     args = typing.get_args(hint)
     if isinstance(value, SetValue):
         value = _typed_text(hint, origin, args, value)
+    if hint is typing.Any:  # free-form values (a tune.space range); their reader checks them
+        return value
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, key + ".")
     if origin in (typing.Union, types.UnionType):

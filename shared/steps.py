@@ -33,6 +33,12 @@ class StepOptions:
     rejects: str | None = None  # where score writes rejected rows
     users: str | None = None  # recommend: comma-separated user ids, or a file of them
     k: int | None = None  # recommend: how many items per user
+    host: str | None = None  # serve: address to listen on
+    port: int | None = None  # serve: port to listen on
+    max_batch: int | None = None  # serve: most rows per model call
+    max_wait_ms: float | None = None  # serve: longest wait for a batch to fill
+    trials: int | None = None  # tune: how many trials
+    max_minutes: float | None = None  # tune: stop starting trials after this long
 
     @property
     def input(self) -> str:

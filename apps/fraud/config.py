@@ -6,7 +6,15 @@ from typing import Literal
 import pandas as pd
 
 from apps.fraud.sample import SimulatorConfig
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
+from shared.config import (
+    ConfigError,
+    RunConfig,
+    TrackConfig,
+    TrainConfig,
+    TuneConfig,
+    bounded,
+    listed,
+)
 
 CREDITCARD_FEATURES = [f"V{i}" for i in range(1, 29)]
 
@@ -199,3 +207,5 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)

@@ -3,7 +3,15 @@
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, ExportConfig, RunConfig, TrainConfig, bounded
+from shared.config import (
+    ConfigError,
+    ExportConfig,
+    RunConfig,
+    TrackConfig,
+    TrainConfig,
+    TuneConfig,
+    bounded,
+)
 from shared.images import DEFAULT_MAX_PIXELS
 
 WINDOW_PRESETS = {  # (centre, width) in the file's rescaled units (Hounsfield units for CT)
@@ -138,3 +146,5 @@ class Config:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)

@@ -4,7 +4,7 @@ import dataclasses
 from typing import Literal
 
 from apps.recsys.sample import SimulatorConfig
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+from shared.config import ConfigError, RunConfig, TrackConfig, TrainConfig, TuneConfig, bounded
 
 
 @dataclasses.dataclass
@@ -141,6 +141,8 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
 
     def validate(self) -> None:
         if self.evaluate.relevant_min_rating is not None and self.data.rating is None:

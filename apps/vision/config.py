@@ -3,7 +3,16 @@
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, ExportConfig, RunConfig, TrainConfig, bounded, listed
+from shared.config import (
+    ConfigError,
+    ExportConfig,
+    RunConfig,
+    TrackConfig,
+    TrainConfig,
+    TuneConfig,
+    bounded,
+    listed,
+)
 from shared.images import DEFAULT_MAX_PIXELS
 
 AUTO_SIZE_MAX = 64  # data.image_size []: larger images are shrunk to this long side
@@ -120,3 +129,5 @@ class Config:
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)

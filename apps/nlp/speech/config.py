@@ -4,7 +4,7 @@ scoring."""
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded
+from shared.config import ConfigError, RunConfig, TrackConfig, TrainConfig, TuneConfig, bounded
 
 
 @dataclasses.dataclass
@@ -243,6 +243,8 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)
 
     def validate(self) -> None:
         bands = self.features.n_mels or 32  # 0 (auto): 32 bands at the lowest rates

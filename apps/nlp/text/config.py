@@ -4,7 +4,15 @@ import codecs
 import dataclasses
 from typing import Literal
 
-from shared.config import ConfigError, RunConfig, TrainConfig, bounded, listed
+from shared.config import (
+    ConfigError,
+    RunConfig,
+    TrackConfig,
+    TrainConfig,
+    TuneConfig,
+    bounded,
+    listed,
+)
 
 NETWORKS = ("cnn", "fasttext", "bigru", "bilstm", "transformer", "bert")
 
@@ -170,3 +178,5 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    tune: TuneConfig = dataclasses.field(default_factory=TuneConfig)

@@ -5,6 +5,7 @@ JSON: per app, the measured throughputs, the baselines, their ratio, and peak me
 """
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -227,12 +228,167 @@ def cli_startup(trials: int = 3) -> dict:
     }
 
 
+# `serve`: the sample rows each app's server benchmark sends (JSON objects, values as text).
+SERVE_SAMPLES = {"fraud": "datasets/fraud/score_sample.csv", "nlp": "datasets/nlp/score_sample.csv"}
+SERVE_WORK = Path("runs/bench/serve")
+SERVE_CLIENTS = 16  # concurrent clients of the throughput figure
+SERVE_REQUESTS = {"latency": 200, "per_client": 40, "warm_up": 20}
+
+
+def serve_rows(app: str, count: int = 256) -> list[dict]:
+    """`count` rows of the app's sample file as JSON objects (cells as text, as a CSV has)."""
+    frame = pd.read_csv(SERVE_SAMPLES[app], dtype=str, keep_default_na=False)
+    frame = pd.concat([frame] * (count // max(len(frame), 1) + 1)).head(count)
+    return frame.to_dict(orient="records")
+
+
+def serve_run(app: str) -> Path:
+    """The smoke run the serve benchmark serves (trained once under runs/bench/serve)."""
+    run = SERVE_WORK / "runs" / app / "serve"
+    if not (run / "model_meta.json").exists():
+        sets = ["--config", "smoke", "--set", f"run.root={SERVE_WORK / 'runs'}"]
+        sets += ["--set", "run.run_id=serve", "--set", "train.verbose=0"]
+        for step in ("prepare", "train"):
+            command = [sys.executable, "-m", "shared.cli", app, step, *sets]
+            if subprocess.run(command, capture_output=True, check=False).returncode:
+                raise RuntimeError(f"serve benchmark: {app} {step} failed")
+    return run
+
+
+def measure(name: str, args: dict) -> dict:
+    """`shared.bench`'s own measurements (in a fresh process, as `run_measurement` runs them):
+    `serve_in_process`, the served code path called directly."""
+    if name != "serve_in_process":
+        raise ValueError(f"unknown measurement {name!r}")
+    return _serve_in_process(args["app"], args["run"], args["max_batch"])
+
+
+def _serve_in_process(app: str, run_path: str, max_batch: int) -> dict:
+    """Rows/s of the server's scoring code with no HTTP and no queue: the same checks and
+    `model.predict` on the same rows, in batches of `max_batch`, and one row's latency."""
+    from shared.cli import quiet_tensorflow_import
+
+    quiet_tensorflow_import()
+    from shared.config import load_config
+    from shared.run import RunDir
+    from shared.server import load_adapter
+
+    package = APPS[app].package
+    config_cls = importlib.import_module(f"{package}.config").Config
+    configs = Path(importlib.import_module(package).__file__).parent / "configs"
+    adapter = load_adapter(app, load_config(config_cls, configs / "smoke.yaml"), RunDir(run_path))
+    calls = adapter.model_calls()
+    direct = lambda call, part, size=None: calls[call]([part])[0]  # noqa: E731
+    rows = serve_rows(app)
+    for _ in range(3):  # warm-up: tracing, first batches
+        adapter.score(rows[:max_batch], direct)
+    start = time.perf_counter()
+    for begin in range(0, len(rows), max_batch):
+        adapter.score(rows[begin : begin + max_batch], direct)
+    rate = len(rows) / (time.perf_counter() - start)
+    one = []
+    for row in rows[:50]:
+        begin = time.perf_counter()
+        adapter.score([row], direct)
+        one.append(time.perf_counter() - begin)
+    return {"rows_per_s": round(rate, 1), "one_row_ms": round(1000 * float(np.median(one)), 2)}
+
+
+def _percentile_ms(seconds: list[float], q: float) -> float:
+    return round(1000 * float(np.percentile(seconds, q)), 2)
+
+
+def _served_figures(url: str, rows: list[dict]) -> dict:
+    """p50/p99 of 1-row requests one at a time, and rows/s of SERVE_CLIENTS clients sending
+    1-row requests at once, against a server at `url`."""
+    import concurrent.futures
+
+    import httpx
+
+    counts = SERVE_REQUESTS
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for n in range(counts["warm_up"]):
+            http.post("/score", json={"rows": [rows[n % len(rows)]]}).raise_for_status()
+        latency = []
+        for n in range(counts["latency"]):
+            begin = time.perf_counter()
+            http.post("/score", json={"rows": [rows[n % len(rows)]]}).raise_for_status()
+            latency.append(time.perf_counter() - begin)
+
+    def client(k: int) -> list[float]:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            seconds = []
+            for n in range(counts["per_client"]):
+                begin = time.perf_counter()
+                row = rows[(k * counts["per_client"] + n) % len(rows)]
+                http.post("/score", json={"rows": [row]}).raise_for_status()
+                seconds.append(time.perf_counter() - begin)
+            return seconds
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(SERVE_CLIENTS) as pool:
+        waits = [s for got in pool.map(client, range(SERVE_CLIENTS)) for s in got]
+    elapsed = time.perf_counter() - start
+    return {
+        "p50_ms_1_row": _percentile_ms(latency, 50),
+        "p99_ms_1_row": _percentile_ms(latency, 99),
+        "rows_per_s_16_clients": round(len(waits) / elapsed, 1),
+        "p50_ms_16_clients": _percentile_ms(waits, 50),
+        "p99_ms_16_clients": _percentile_ms(waits, 99),
+    }
+
+
+def serve_section(app: str, max_batch: int = 64, max_wait_ms: float = 5.0) -> dict:
+    """The `serve` benchmark of `app` (bounded, loopback only): its server started on a free
+    port, 1-row latency and 16-client throughput, beside the same rows scored in-process."""
+    run = serve_run(app)
+    in_process = run_measurement(
+        "shared.bench", "serve_in_process", {"app": app, "run": str(run), "max_batch": max_batch}
+    )
+    command = [sys.executable, "-m", "shared.cli", app, "serve", "--config", "smoke"]
+    command += ["--run", str(run), "--port", "0", "--max-batch", str(max_batch)]
+    command += ["--max-wait-ms", str(max_wait_ms)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline()  # the start-up line, with the URL
+        if " at http://" not in line:
+            raise RuntimeError(f"serve benchmark: {app} server did not start ({line.strip()})")
+        served = _served_figures(line.split(" at ")[1].split(" ")[0], serve_rows(app))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return {
+        "run": str(run),
+        "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms,
+        **served,
+        "in_process_rows_per_s": in_process["rows_per_s"],
+        "in_process_ms_1_row": in_process["one_row_ms"],
+        "ratio_16_clients_vs_in_process": round(
+            served["rows_per_s_16_clients"] / in_process["rows_per_s"], 3
+        ),
+        "ratio_p50_1_row_vs_in_process": round(
+            served["p50_ms_1_row"] / in_process["one_row_ms"], 3
+        ),
+        "note": "loopback HTTP on the same machine as the clients (they share its cores)",
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.bench", description=__doc__)
     parser.add_argument("--output", default="runs/bench/bench.json", help="JSON report path")
     parser.add_argument("--apps", nargs="*", default=list(APPS), help="apps to benchmark")
     parser.add_argument(
         "--rows", type=int, default=None, help="override the fraud scoring row count"
+    )
+    parser.add_argument(
+        "--serve-apps",
+        nargs="*",
+        default=list(SERVE_SAMPLES),
+        help="apps whose `serve` is benchmarked (latency, 16 concurrent clients)",
     )
     parser.add_argument(
         "--measure", nargs=4, metavar=("MODULE", "NAME", "ARGS", "OUT"), help=argparse.SUPPRESS
@@ -259,6 +415,10 @@ def main(argv=None) -> int:
         bench = importlib.import_module(APPS[app].bench)
         print(f"bench: {app}", flush=True)
         report["apps"][app] = bench.run(run_measurement, rows=args.rows)
+        write_json(args.output, report)
+    for app in args.serve_apps:
+        print(f"bench: {app} serve", flush=True)
+        report.setdefault("serve", {})[app] = serve_section(app)
         write_json(args.output, report)
     print(json.dumps(report, indent=2))
     print(f"bench: report -> {args.output}")

@@ -257,6 +257,23 @@ def read_table_header(path: str | os.PathLike) -> list[str]:
         return _header_of(path, lines, csv.reader(lines, delimiter=_separator(path)))
 
 
+def count_table_rows(path: str | os.PathLike) -> int | None:
+    """The number of rows of a table, for a progress total: exact for Parquet (its metadata),
+    the number of lines after the header for text (a quoted field holding a newline counts
+    twice, so it is an estimate); None when the file cannot be read."""
+    try:
+        if _is_parquet(path):
+            return _parquet_file(Path(path)).metadata.num_rows
+        lines, last = 0, b"\n"
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        return max(lines + (last != b"\n") - 1, 0)
+    except Exception:  # a progress total is never worth failing the work it reports on
+        return None
+
+
 def check_table_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():

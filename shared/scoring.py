@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.io import DataError, iter_table_chunks, read_table_header, row_problems
+from shared.io import (
+    ROW_PROBLEMS,
+    DataError,
+    count_table_rows,
+    iter_table_chunks,
+    read_table_header,
+    row_problems,
+)
 
 KINDS = ("numeric", "categorical", "datetime", "id")
 REPLACEMENT_CHAR = "\ufffd"  # what undecodable bytes become when the file is read
@@ -176,18 +183,55 @@ class ScoreCounts:
 
 
 class Progress:
-    """Throttled progress lines on stderr for long work."""
+    """Throttled progress lines on stderr for long work: done of the total, the rate and the
+    time left (a total marked `estimated` is printed with a ~)."""
 
-    def __init__(self, label: str, every_s: float = 5.0, enabled: bool = True):
+    def __init__(
+        self,
+        label: str,
+        every_s: float = 5.0,
+        enabled: bool = True,
+        total: int | None = None,
+        unit: str = "rows",
+        estimated: bool = False,
+    ):
         self.label, self.every_s, self.enabled = label, every_s, enabled
+        self.total, self.unit, self.estimated = total, unit, estimated
         self.start = self.last = time.perf_counter()
 
     def update(self, done: int, force: bool = False) -> None:
         now = time.perf_counter()
         if self.enabled and (force or now - self.last >= self.every_s):
-            rate = done / max(now - self.start, 1e-9)
-            print(f"{self.label}: {done:,} rows ({rate:,.0f} rows/s)", file=sys.stderr, flush=True)
+            print(self.line(done, now - self.start), file=sys.stderr, flush=True)
             self.last = now
+
+    def line(self, done: int, elapsed: float) -> str:
+        rate = done / max(elapsed, 1e-9)
+        speed = f"{rate:,.1f}" if rate < 10 else f"{rate:,.0f}"
+        text = f"{self.label}: {done:,}"
+        if self.total:
+            total = max(self.total, done)  # an estimate may fall short of the rows read
+            left = (total - done) / rate if rate > 0 else float("inf")
+            mark = "~" if self.estimated and done < total else ""
+            text += f" / {mark}{total:,} {self.unit} ({100 * done / total:.0f}%"
+            text += f", {speed} {self.unit}/s, ETA {_duration(left)})"
+        else:
+            text += f" {self.unit} ({speed} {self.unit}/s, {_duration(elapsed)} so far)"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "unknown"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return (
+        f"{minutes} min {seconds:02d} s"
+        if minutes < 60
+        else f"{minutes // 60} h {minutes % 60:02d} min"
+    )
 
 
 def score_file(
@@ -216,7 +260,13 @@ def score_file(
         )
     counts = ScoreCounts()
     seen_ids: dict[str, int] = {}
-    meter = Progress(f"scoring {Path(source).name}", enabled=progress)
+    total = count_table_rows(input_path) if progress else None
+    meter = Progress(
+        f"scoring {Path(source).name}",
+        enabled=progress,
+        total=total,
+        estimated=not str(source).lower().endswith((".parquet", ".pq")),
+    )
     with atomic_outputs(output_path, rejects_path) as (out, rej):
         out_header = rej_header = True
         for chunk in iter_table_chunks(input_path, chunk_rows):
@@ -262,6 +312,101 @@ def _score_chunk(chunk: pd.DataFrame, schema: InputSchema, predict, seen_ids: di
         broken = typed.index[good.to_numpy()][~finite]
         reasons = reasons.copy()
         reasons.loc[broken] = why[~finite]
+        result = result[finite]
+    return result, reasons
+
+
+def rows_frame(rows: list[dict], schema: InputSchema, source: str = "the rows") -> pd.DataFrame:
+    """In-memory rows (JSON objects: column -> value) as `iter_table_chunks` gives a CSV's:
+    every value as its text ('' for null), so `score_rows` checks them as `score` checks a
+    file. A value that is a list or an object is no cell: its row is rejected with the reason.
+    A column the schema needs and no row has is one DataError, as a file's header would be."""
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    schema.check_header(columns, source)
+    cells, why = [], np.full(len(rows), "", dtype=object)
+    for n, row in enumerate(rows):
+        values = []
+        for name in columns:
+            value = row.get(name)
+            if isinstance(value, list | dict):
+                why[n] = why[n] or f"{name}: a JSON {type(value).__name__}, not a value"
+                value = None
+            values.append("" if value is None else str(value))
+        cells.append(values)
+    frame = pd.DataFrame(cells, columns=columns, dtype=str)
+    bad = np.flatnonzero(why != "")
+    if len(bad):
+        frame.attrs[ROW_PROBLEMS] = (bad, bad + 1, why[bad])
+    return frame
+
+
+def score_rows(frame: pd.DataFrame, schema: InputSchema, predict):
+    """`score_file`'s checks and outputs for rows held in memory (`rows_frame`), numbered
+    from 1 like a file's: (the outputs of the good rows, or None; a reason per row, '' for
+    a row scored), with the same reasons a file's rejects give, a repeated id included."""
+    frame = frame.copy()
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return _score_chunk(frame, schema, predict, {})
+
+
+def score_row_groups(frames: list[pd.DataFrame], schema: InputSchema, predict) -> list[tuple]:
+    """`score_rows` of several requests' rows (`rows_frame`s) in one pass: one validation and
+    one `predict` over them all, so a server's batch costs one call of each, not one per
+    request. Each request keeps its own answer: its ids are checked for repeats within it
+    only and its rows are numbered from 1. `predict(typed, raw)` sees the rows numbered
+    1..N across the requests (`group_bounds(frames)` tells which request a number is in) and
+    must return the `row` column it was given. Per request: (outputs or None, reasons)."""
+    bounds = group_bounds(frames)
+    joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].copy()
+    problems = [f.attrs.get(ROW_PROBLEMS) for f in frames]
+    joined.attrs.pop(ROW_PROBLEMS, None)
+    found = [(p[0] + bounds[k], p[1], p[2]) for k, p in enumerate(problems) if p is not None]
+    if found:
+        joined.attrs[ROW_PROBLEMS] = tuple(
+            np.concatenate(parts) for parts in zip(*found, strict=True)
+        )
+    joined.index = pd.RangeIndex(1, len(joined) + 1, name="row")
+    result, reasons = _score_joined(joined, schema, predict, bounds)
+    answers = []
+    for k in range(len(frames)):
+        begin, end = bounds[k], bounds[k + 1]
+        mine = reasons.iloc[begin:end].set_axis(pd.RangeIndex(1, end - begin + 1, name="row"))
+        part = None
+        if result is not None:
+            rows = result["row"].to_numpy()
+            part = result[(rows > begin) & (rows <= end)].copy()
+            part["row"] = part["row"] - begin
+        answers.append((part, mine))
+    return answers
+
+
+def group_bounds(frames: list[pd.DataFrame]) -> np.ndarray:
+    """Where each frame's rows begin in their concatenation, and the total, as positions."""
+    return np.cumsum([0, *map(len, frames)])
+
+
+def _score_joined(joined: pd.DataFrame, schema: InputSchema, predict, bounds):
+    """`_score_chunk` over requests joined end to end: ids repeat-checked per request."""
+    typed, reasons = schema.validate(joined)
+    malformed = row_problems(joined)
+    reasons = reasons.where(malformed == "", malformed)
+    if schema.id_column:
+        ids, marked = typed[schema.id_column], reasons.to_numpy().copy()
+        for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+            local = pd.RangeIndex(1, end - begin + 1)
+            mine = reasons.iloc[begin:end].set_axis(local)
+            marked[begin:end] = _mark_duplicates(ids.iloc[begin:end].set_axis(local), mine, {})
+        reasons = pd.Series(marked, index=reasons.index, dtype=object)
+    good = reasons == ""
+    if not good.any():
+        return None, reasons
+    result = predict(typed[good], joined[good])
+    if len(result) != int(good.sum()):
+        raise RuntimeError("predict returned a different number of rows than it was given")
+    finite, why = finite_outputs(result)
+    if not finite.all():
+        reasons = reasons.copy()
+        reasons.loc[typed.index[good.to_numpy()][~finite]] = why[~finite]
         result = result[finite]
     return result, reasons
 
@@ -458,7 +603,7 @@ def score_files(files: list[str], scorer, output, rejects, chunk_files: int, lab
     every file lands in exactly one of them, and the counts are printed at the end. A row with
     a non-finite number is a reject with the reason.
     """
-    counts, meter = ScoreCounts(), Progress(label)
+    counts, meter = ScoreCounts(), Progress(label, total=len(files), unit="files")
     with atomic_outputs(output, rejects) as (out, rej):
         scored, rejected = csv.writer(out), csv.writer(rej)
         scored.writerow(["row", *scorer.columns])

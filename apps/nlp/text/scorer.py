@@ -13,6 +13,7 @@ import tensorflow as tf
 from apps.nlp.text import data as tdata
 from apps.nlp.text.config import ScoreConfig
 from apps.nlp.text.model import Meta, is_hub_task, load_model, predict_texts
+from shared.io import count_table_rows
 from shared.run import RunDir
 from shared.scoring import Progress, ScoreCounts, atomic_outputs, finite_outputs
 
@@ -72,7 +73,10 @@ def score_file(
 ) -> TextCounts:
     """Score `path` chunk by chunk into `output` (row, id, predictions) and `rejects` (row, id,
     reason), written together atomically (neither on any failure, interrupt or SIGTERM)."""
-    counts, meter = TextCounts(), Progress(f"scoring {path.name}")
+    # The total is an estimate from the line count (a quoted text may span lines).
+    total = count_table_rows(path)
+    counts = TextCounts()
+    meter = Progress(f"scoring {path.name}", total=total, estimated=True)
     with atomic_outputs(output, rejects) as (out, rej):
         rejected = csv.writer(rej)
         rejected.writerow(["row", "id", "reason"])

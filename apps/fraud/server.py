@@ -1,0 +1,91 @@
+"""`deepfield fraud serve`: raw transactions as JSON rows, answered as `score` answers a file.
+
+Each request is scored as a file of its rows would be: the history features (counts and sums
+per entity over the windows) come from the request's own earlier rows, and an id repeated
+within the request is a reject, so an answer never depends on what other clients sent. The
+requests of a batch are checked, featurised and scored together, in one pass of the run's own
+`TransactionScorer` (validation costs more than the network on a few rows: batching only the
+network would leave the server bound by per-request checks).
+"""
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from apps.fraud.data import model_inputs
+from apps.fraud.features import FeatureBuilder, FeatureSpec
+from apps.fraud.model import RISK_SCORE
+from apps.fraud.scorer import TransactionScorer
+from shared.run import RunDir
+from shared.scoring import group_bounds, rows_frame, score_row_groups
+from shared.server import Adapter, records, reject_list
+
+
+class RequestHistory:
+    """The run's feature builder over several requests' rows at once, each request's history
+    its own: an entity's id is prefixed with its request's number before the builder sees it.
+    Rows are numbered 1..N across the requests, as `score_row_groups` numbers them."""
+
+    def __init__(self, spec: FeatureSpec, bounds: np.ndarray):
+        self.spec, self.bounds = spec, bounds
+
+    def transform(self, typed: pd.DataFrame) -> pd.DataFrame:
+        rows = typed
+        if self.spec.has_history and len(self.bounds) > 2:
+            request = np.searchsorted(self.bounds, typed.index.to_numpy(), side="left") - 1
+            rows = typed.copy()
+            entity = typed[self.spec.entity].astype(str)
+            rows[self.spec.entity] = request.astype(str) + "\x1f" + entity
+        return FeatureBuilder(self.spec).transform(rows)
+
+
+class FraudAdapter(Adapter):
+    kind = "rows"
+
+    def __init__(self, scorer: TransactionScorer, run: RunDir):
+        self.scorer, self.run = scorer, run
+
+    def model_calls(self) -> dict:
+        return {"score": self._score_batch}
+
+    def _score_batch(self, frames: list[pd.DataFrame]) -> list:
+        scorer = copy.copy(self.scorer)  # the run's scorer, with the batch's feature state
+        scorer.features = RequestHistory(self.scorer.features.spec, group_bounds(frames))
+        scorer.predict = self._predict
+        return score_row_groups(frames, self.scorer.schema, scorer)
+
+    def _predict(self, frame: pd.DataFrame) -> dict:
+        """`TransactionScorer.predict`, as one `predict_on_batch` for a batch that fits its
+        batch size: the same outputs, without `model.predict`'s set-up per call (about 0.2 s
+        on 2 cores, 10 to 50 times the network's own time on a server's few rows)."""
+        if len(frame) > self.scorer.batch_size:
+            return self.scorer.predict(frame)
+        meta = self.scorer.meta
+        arrays = model_inputs(frame, meta.numeric_inputs, meta.categorical_inputs)
+        return {k: np.asarray(v) for k, v in self.scorer.model.predict_on_batch(arrays).items()}
+
+    def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
+        result, reasons = submit("score", rows_frame(rows, self.scorer.schema))
+        return records(result), reject_list(reasons)
+
+    def metadata(self) -> dict:
+        meta = self.scorer.meta
+        return {
+            "schema": self.scorer.schema.to_dict(),
+            "outputs": self.scorer.output_columns,
+            "decision": {
+                "model": meta.decision_model,
+                "column": RISK_SCORE,
+                "threshold": meta.threshold,
+                "rule": meta.threshold_optimises,
+                "flag_when": f"{RISK_SCORE} >= threshold",
+            },
+            "networks": meta.networks,
+            "classes": ["pass", "flag"],
+            "request": {"rows": [dict.fromkeys(self.scorer.schema.names, "...")]},
+        }
+
+
+def load(config, run: RunDir) -> FraudAdapter:
+    return FraudAdapter(TransactionScorer.from_run(run, config.score.batch_size), run)

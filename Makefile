@@ -80,7 +80,8 @@ gpu-check: setup
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir runs
 
-# --- per-app steps: make <app>-prepare | -train [WORKERS=N] | -evaluate | -export | -score INPUT=... -
+# --- per-app steps: make <app>-prepare | -train [WORKERS=N] | -evaluate | -export | -score INPUT=...
+# | -tune | -serve
 %-prepare: setup
 	$(PY) -m shared.cli $* prepare $(CONFIG_ARG) $(SET_ARGS)
 
@@ -107,6 +108,19 @@ tensorboard: setup
 # SET="data.path=../shared/realdata/recsys/ml-latest-small"
 %-cv: setup
 	$(PY) -m shared.cli $* cv $(CONFIG_ARG) $(SET_ARGS)
+
+# Hyper-parameter search over the config's tune.space (KerasTuner; each trial a run):
+# make vision-tune TRIALS=20 MINUTES=60. Needs the `tune` extra (pip install -e ".[tune]").
+TRIALS ?= 10
+MINUTES ?=
+%-tune: setup
+	$(PY) -m shared.cli $* tune $(CONFIG_ARG) $(SET_ARGS) --trials $(TRIALS) $(if $(MINUTES),--max-minutes $(MINUTES),)
+
+# Keep a run's model loaded and answer HTTP scoring requests: make fraud-serve [MODEL=...]
+# [PORT=8080]. Needs the `serve` extra (pip install -e ".[serve]").
+PORT ?= 8080
+%-serve: setup
+	$(PY) -m shared.cli $* serve $(CONFIG_ARG) $(SET_ARGS) $(RUN_ARG) --port $(PORT)
 
 # --- whole pipelines on the sample data: prepare, train, then evaluate and the app's sample
 # scoring commands (its `demo` entry in shared/apps.py) with the run that train made, passed

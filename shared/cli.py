@@ -187,6 +187,16 @@ def run_step(argv: list[str] | None = None) -> tuple[int, object]:
             result = shared_step(args.app, config, options)
         else:
             result = getattr(pipeline, args.step)(config, options)
+        if args.step == "evaluate":
+            # evaluate is a process of its own: TensorBoard, and MLflow when the run or this
+            # command tracks, get what it measured
+            from shared.tracking import evaluated
+
+            evaluated(args.app, config, options)
+        if args.step == "prepare":
+            from shared.samples import install_samples
+
+            install_samples(args.app)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None

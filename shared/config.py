@@ -78,9 +78,14 @@ class RunConfig:
 class TrackConfig:
     """Experiment tracking (MLflow, an optional extra: `pip install -e ".[track]"`)."""
 
-    mlflow: bool = False  # log params, per-epoch and final metrics, plots and the model
-    uri: str = ""  # tracking URI; empty: $DEEPFIELD_MLFLOW_URI, else ./mlruns
+    mlflow: bool = False  # log params, per-epoch and final metrics, plots and the model (also
+    # on whenever $DEEPFIELD_MLFLOW_URI is set)
+    uri: str = ""  # tracking URI or folder; empty: $DEEPFIELD_MLFLOW_URI, else ./mlruns
     experiment: str = ""  # MLflow experiment name; empty: deepfield-<app>
+    log_model: bool = True  # upload model.keras as an artifact (off: metrics and plots only)
+
+
+TUNE_RANGE_KEYS = {"min", "max", "log", "step"}
 
 
 @dataclasses.dataclass
@@ -88,9 +93,47 @@ class TuneConfig:
     """`tune`: a KerasTuner search over config keys; each trial is a normal run."""
 
     algorithm: typing.Literal["hyperband", "bayesian", "random"] = "bayesian"
-    # config key (`train.learning_rate`) -> its range: {min, max, log} for numbers,
-    # {values: [...]} for a choice
+    # config key (`train.learning_rate`) -> its range: {min, max, log, step} for numbers (an
+    # integer key draws integers), {values: [...]} for a choice (lists allowed: `[16, 32]`)
     space: dict[str, dict[str, typing.Any]] = dataclasses.field(default_factory=dict)
+    leaderboard: str = ""  # the leaderboard of metrics.json that holds the objective (recsys:
+    # rating or retrieval); empty: the run's first
+    objective_model: typing.Literal["best_network", "selected"] = "best_network"  # best_network:
+    # the best validation score among the run's networks (what a network's keys move);
+    # selected: the score of the model the run ships (it may be a baseline or a blend)
+    hyperband_factor: int = bounded(3, low=2)  # hyperband: each round keeps 1/factor of trials
+
+    def validate(self) -> None:
+        for key, spec in self.space.items():
+            check_tune_range(key, spec)
+
+
+def check_tune_range(key: str, spec: dict) -> None:
+    """One ConfigError naming `tune.space.<key>` when its range is not {min, max[, log, step]}
+    with min < max (min > 0 on a log scale) or {values: [one or more]}."""
+    where = f"tune.space.{key}"
+    if "values" in spec:
+        values = spec["values"]
+        if set(spec) != {"values"} or not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: a choice is {{values: [a, b, ...]}}, got {spec!r}")
+        return
+    unknown = sorted(set(spec) - TUNE_RANGE_KEYS)
+    if unknown or not {"min", "max"} <= set(spec):
+        raise ConfigError(
+            f"{where}: a range is {{min, max}} with optional log and step, or {{values: [...]}}; "
+            f"got {spec!r}"
+        )
+    low, high = spec["min"], spec["max"]
+    low, high = _float_or_none(str(low)), _float_or_none(str(high))
+    if low is None or high is None or isinstance(spec["min"], bool) or not low < high:
+        raise ConfigError(f"{where}: expected numbers with min < max, got {spec!r}")
+    if not isinstance(spec.get("log", False), bool):
+        raise ConfigError(f"{where}: log is true or false, got {spec['log']!r}")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{where}: a log range needs min > 0, got {spec['min']!r}")
+    step = _float_or_none(str(spec.get("step", 1)))
+    if step is None or step <= 0:
+        raise ConfigError(f"{where}: step must be a number > 0, got {spec.get('step')!r}")
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None):

@@ -505,3 +505,45 @@ def plot_reliability(
     bars.set(xlabel="Predicted probability", ylabel="Predictions", yscale="log")
     bars.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+TENSORBOARD_EVAL = "evaluate"  # tensorboard/evaluate/ of a run: what evaluate measured
+
+
+def write_tensorboard(run, scores: dict[str, float], params: dict[str, str]) -> Path:
+    """The run's evaluation in its TensorBoard log dir (tensorboard/evaluate, beside each
+    network's training logs): `scores` as scalars, plots/*.png as images and `params` (the
+    flattened config) as HParams, so the HParams dashboard sets runs' configs against their
+    scores. An evaluation done again replaces the earlier one."""
+    import shutil
+
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    folder = Path(run.path) / "tensorboard" / TENSORBOARD_EVAL
+    shutil.rmtree(folder, ignore_errors=True)
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        hp.hparams({key: _hparam(value) for key, value in params.items()}, trial_id=run.path.name)
+        for tag, value in scores.items():
+            tf.summary.scalar(tag, value, step=0)
+        for png in sorted((Path(run.path) / "plots").glob("*.png")):
+            image = tf.io.decode_png(tf.io.read_file(str(png)))
+            tf.summary.image(f"plots/{png.stem}", image[None], step=0)
+    writer.close()
+    return folder
+
+
+def _hparam(text: str):
+    """A flattened config value as the number, flag or text HParams shows and filters on."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(value, bool | int | float) and not (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        return value
+    return text

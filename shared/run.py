@@ -87,6 +87,7 @@ class RunDir:
         return RunDir(path.resolve())
 
     resumed = False
+    tracker = None  # the run's MLflow run (shared.tracking.Tracker) while train tracks it
 
     # Names of the artifacts, so every app lays out its run the same way.
     @property
@@ -132,6 +133,8 @@ class RunDir:
             tmp.unlink()
         tmp.symlink_to(self.path.name)
         os.replace(tmp, link)
+        if self.tracker is not None:
+            self.tracker.train_finished(self)
 
 
 def config_digest(config: dict) -> str:

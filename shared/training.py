@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from shared import tracking
 from shared.config import ConfigError, TrainConfig, to_dict
 from shared.io import read_json, write_json, write_table
 from shared.run import RunDir
@@ -33,8 +34,11 @@ def start_run(app: str, config, prepare) -> tuple[RunDir, tf.distribute.Strategy
     Returns (run, strategy, policy, data).
 
     The strategy comes first: MultiWorkerMirroredStrategy must exist before other TF ops run.
-    The data comes before the run folder, so bad data stops with no empty run left behind.
+    The data comes before the run folder, so bad data stops with no empty run left behind;
+    with tracking on (`track.mlflow`), the run is also an MLflow run (`run.tracker`).
     """
+    if tracking.enabled(tracking.track_of(config)):
+        tracking.import_mlflow()  # a missing MLflow is one line before any work
     seed_everything(config.train.seed)
     strategy = select_strategy()
     policy = set_precision(config.train.mixed_precision)
@@ -42,6 +46,7 @@ def start_run(app: str, config, prepare) -> tuple[RunDir, tf.distribute.Strategy
     run = RunDir.create(
         app, to_dict(config), config.run.root, config.run.run_id, is_chief=is_chief()
     )
+    run.tracker = tracking.Tracker.start(app, config, run)
     print(
         f"train: run folder {run.path}{' (resuming)' if run.resumed else ''}; "
         f"{strategy.num_replicas_in_sync} replica(s), policy {policy}",
@@ -266,7 +271,8 @@ def through_head(
 
 
 def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mode: str) -> list:
-    """Early stopping, best checkpoint, BackupAndRestore, TensorBoard and the CSV history.
+    """Early stopping, best checkpoint, BackupAndRestore, TensorBoard, the CSV history and,
+    when the run is tracked, the per-epoch MLflow metrics.
 
     `name` keeps the files of several networks trained in one run apart.
     """
@@ -285,6 +291,8 @@ def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mo
             str(run.path / "tensorboard" / name), update_freq="epoch", write_graph=False
         ),
     ]
+    if run.tracker is not None:
+        callbacks.append(run.tracker.epoch_logger(name))
     if config.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -521,6 +529,8 @@ def fail_run(run: RunDir, title: str, failures: dict[str, str]) -> None:
     """
     from shared.model_card import write_model_card
 
+    if run.tracker is not None:
+        run.tracker.failed()
     if run.is_chief:
         write_json(run.metrics_path, {"status": "failed", "failed_networks": failures})
         lines = "\n".join(f"- `{name}`: {reason}" for name, reason in failures.items())

@@ -215,8 +215,18 @@ class SequenceConfig:
     gap_seconds: list[float] = bounded([0.05, 0.3], low=0.0)  # silence between two words
     level_db: float = bounded(6.0, low=0.0)  # each word's level varies by up to +- this
     snr_db: list[float] = bounded([10.0, 30.0])  # background noise of a generated utterance
+    # each word of a generated training utterance is played up to +- this fraction faster or
+    # slower (speed perturbation: tempo and pitch, another voice); 0: as recorded
+    speed: float = bounded(0.1, low=0.0, high=0.5)
+    # generated utterances draw each word from any speaker of the split, not all from one: for
+    # sets of a clip or two per speaker (the Speech Commands subset), where one speaker's
+    # utterances would repeat one word; the splits stay speaker-disjoint
+    mix_speakers: bool = False
     max_seconds: float = bounded(4.0, low=0.5)  # utterances are padded (or cut) to this length
-    filters: list[int] = bounded([32, 64], low=1)  # convolution stages (each halves frequency)
+    filters: list[int] = bounded([16, 32], low=1)  # convolution stages (each halves frequency)
+    # time subsampling of the strided convolutions (a power of two up to 2 ** stages): frames
+    # per output step of the CTC model
+    subsample: int = bounded(4, low=1, choices=[1, 2, 4, 8])
     rnn_units: int = bounded(96, low=1)  # GRU units per direction, two layers
     dropout: float = bounded(0.2, low=0.0, high=0.9)
     beam_width: int = bounded(8, low=1)  # beam search width (1: greedy)
@@ -227,6 +237,11 @@ class SequenceConfig:
         if len(self.utterances) != 3:
             raise ConfigError(
                 f"sequence.utterances must be [train, val, test], got {self.utterances}"
+            )
+        if self.subsample > 2 ** len(self.filters):
+            raise ConfigError(
+                f"sequence.subsample must be <= 2 ** len(sequence.filters) (each stage halves "
+                f"time at most once), got {self.subsample} with {len(self.filters)} stage(s)"
             )
 
 

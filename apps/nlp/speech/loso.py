@@ -3,9 +3,10 @@ its splits, is tested once by a network and baselines trained without its speake
 
 With more speakers than `evaluate.loso_folds`, speakers are dealt into that many folds (each
 fold's speakers are left out together), so the cost is bounded by the fold count, not by the
-number of speakers. Each fold trains afresh with the run's config (a fixed number of epochs:
-the fold's validation speakers are measured, not used to stop), and reports accuracy per
-left-out speaker; the summary is the unweighted mean over speakers.
+number of speakers. Each fold trains afresh with the run's config, stopping early on the loss
+of its validation speakers (whole speakers of the training side, `data.val_fraction` of them,
+never the fold's test speakers; `train.patience`, best epoch's weights kept), and reports
+accuracy per left-out speaker; the summary is the unweighted mean over speakers.
 """
 
 import time
@@ -45,15 +46,18 @@ def run_loso(config: Config, pooled: dict, baseline_x: np.ndarray | None, params
     names = [config.model.architecture] + [BASELINE_NAMES[k] for k in config.baseline.models]
     correct = {n: np.zeros(len(y), bool) for n in names}
     val_scores, seconds, start = {n: [] for n in names}, dict.fromkeys(names, 0.0), time.time()
+    epochs = []  # the network's epochs per fold (early stopping on the validation speakers)
     for i, held in enumerate(groups):
         test = np.isin(speakers, held)
         val = _val_mask(speakers, test, config.data.val_fraction, seed + i)
         train = ~test & ~val
         found = _fit_fold(config, pooled, baseline_x, params, (train, val, test), seed + i)
-        for name, (test_pred, val_pred, spent) in found.items():
+        for name, (test_pred, val_pred, spent, fold_epochs) in found.items():
             correct[name][test] = test_pred == y[test]
             val_scores[name].append(float(np.mean(val_pred == y[val])) if val.any() else np.nan)
             seconds[name] += spent
+            if fold_epochs:
+                epochs.append(fold_epochs)
         elapsed = time.time() - start
         eta = elapsed / (i + 1) * (len(groups) - i - 1)
         print(
@@ -61,7 +65,8 @@ def run_loso(config: Config, pooled: dict, baseline_x: np.ndarray | None, params
             f"speaker(s)) done; {elapsed:.0f}s elapsed, ETA {eta:.0f}s",
             flush=True,
         )
-    return _summarise(names, correct, speakers, val_scores, seconds, len(groups))
+    result = _summarise(names, correct, speakers, val_scores, seconds, len(groups))
+    return result | {"network_epochs_per_fold": epochs}
 
 
 def _val_mask(speakers: np.ndarray, test: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -87,17 +92,21 @@ def _fit_fold(config: Config, pooled: dict, baseline_x, params: dict, masks, see
     tx, ty = repeat_small(x[train], y[train], cfg.min_epoch_clips)
     compile_network(model, config, len(ty), n_classes)
     start = time.perf_counter()
-    model.fit(
+    stopper = _early_stopping(cfg.patience) if val.any() else None
+    history = model.fit(
         in_memory_dataset(tx, _onehot(ty, n_classes), cfg.batch_size, True, seed),
+        validation_data=_validation(x[val], y[val], n_classes, config) if stopper else None,
         epochs=cfg.epochs,
+        callbacks=[stopper] if stopper else [],
         verbose=0,
     )
     spent = time.perf_counter() - start
+    epochs = len(history.history["loss"])
 
     def predict(mask):
         return predict_features(model, x[mask], config.score.batch_size).argmax(axis=1)
 
-    out = {config.model.architecture: (predict(test), predict(val), spent)}
+    out = {config.model.architecture: (predict(test), predict(val), spent, epochs)}
     if baseline_x is None:
         return out
     with threadpool_limits(limits=1):  # small matrices: one BLAS thread is fastest
@@ -110,8 +119,24 @@ def _fit_fold(config: Config, pooled: dict, baseline_x, params: dict, masks, see
             def guess(mask, base=base):
                 return baseline_scores(base, baseline_x[mask], n_classes).argmax(axis=1)
 
-            out[BASELINE_NAMES[kind]] = (guess(test), guess(val) if val.any() else y[:0], spent)
+            out[BASELINE_NAMES[kind]] = (guess(test), guess(val) if val.any() else y[:0], spent, 0)
     return out
+
+
+def _early_stopping(patience: int) -> keras.callbacks.EarlyStopping | None:
+    """Stops a fold on its validation speakers' loss (whole speakers of the training side, never
+    the fold's test speakers) and keeps its best epoch's weights; patience 0: every epoch."""
+    if not patience:
+        return None
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
+    )
+
+
+def _validation(x: np.ndarray, y: np.ndarray, n_classes: int, config: Config):
+    from apps.nlp.speech.pipeline import _onehot
+
+    return in_memory_dataset(x, _onehot(y, n_classes), config.score.batch_size, False)
 
 
 def _summarise(names, correct, speakers, val_scores, seconds, n_folds) -> dict:

@@ -174,11 +174,16 @@ def load_model(run: RunDir) -> keras.Model:
 
 def write_saved_model(model: keras.Model, folder: str, params: dict | None = None) -> None:
     """The network as a SavedModel whose `serve` takes float32 features (batch, frames, bins);
-    with the run's log-mel `params`, also `serve_waveform`: float32 waveforms (batch, samples)
-    at the run's rate and clip length, through the same front end as
-    `apps.nlp.speech.features.extract`, in the graph (trimming and fitting a recording to the
-    clip length stay with the caller: `apps.nlp.speech.audio.load_clip`)."""
-    if not params or params.get("kind") != "logmel" or params.get("task") == "sequence":
+    with the run's log-mel `params`, also `serve_waveform`: float32 waveforms at the run's rate,
+    through the same front end as `apps.nlp.speech.features.extract`, in the graph.
+
+    Word runs take (batch, samples) at the clip length (trimming and fitting a recording to it
+    stay with the caller: `apps.nlp.speech.audio.load_clip`). Sequence runs take (batch, any
+    samples) and return per-step logits to decode (`apps.nlp.speech.sequence.decode`); a
+    recording shorter than the training utterances is padded with zeros to their length in the
+    graph, as `TranscriptScorer` pads it, since per-utterance CMVN counts the padding. Send one
+    recording per call: zeros padding a batch to its longest recording are not in-process."""
+    if not params or params.get("kind") != "logmel":
         export_saved_model(model, folder, model_input_spec(model))
         return
     archive = keras.export.ExportArchive()
@@ -187,13 +192,21 @@ def write_saved_model(model: keras.Model, folder: str, params: dict | None = Non
         "serve", lambda inputs: model(inputs, training=False), [model_input_spec(model)]
     )
     length = clip_length(params["sample_rate"], params["clip_seconds"])
-    waves = keras.InputSpec(shape=(None, length), dtype="float32")
-    archive.add_endpoint(
-        "serve_waveform",
-        lambda inputs: model(waveform_logmel(inputs, params), training=False),
-        [waves],
-    )
+    sequence = params.get("task") == "sequence"
+    waves = keras.InputSpec(shape=(None, None if sequence else length), dtype="float32")
+
+    def serve_waveform(inputs):
+        inputs = pad_to_length(inputs, length) if sequence else inputs
+        return model(waveform_logmel(inputs, params), training=False)
+
+    archive.add_endpoint("serve_waveform", serve_waveform, [waves])
     archive.write_out(folder, verbose=False)
+
+
+def pad_to_length(waves, length: int):
+    """(batch, samples) waveforms padded at the end with zeros to at least `length` samples."""
+    short = keras.ops.maximum(0, length - keras.ops.shape(waves)[1])
+    return keras.ops.pad(waves, [[0, 0], [0, short]])
 
 
 def waveform_logmel(waves, params: dict):

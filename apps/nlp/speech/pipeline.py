@@ -390,12 +390,20 @@ def score(config: Config, options: StepOptions) -> dict:
 
 
 def export(config: Config, options: StepOptions | None = None) -> Path:
-    """Write the run's model as a TensorFlow SavedModel (serving signature: features in)."""
+    """Write the run's model as a TensorFlow SavedModel: `serve` takes features, and a log-mel
+    run's `serve_waveform` takes waveforms at the run's rate (apps.nlp.speech.model)."""
     meta = Meta.read(steps.locate(APP, config, options))
     frames, bins = meta.feature_shape
     describe = f"input: float32 features (batch, {frames}, {bins})"
+    rate = meta.features["sample_rate"]
     if meta.features.get("kind") == "logmel" and meta.task == "word":
-        length = round(meta.features["sample_rate"] * meta.features["clip_seconds"])
-        describe += f"; serve_waveform: float32 waveforms (batch, {length})"
+        length = round(rate * meta.features["clip_seconds"])
+        describe += f"; serve_waveform: float32 waveforms (batch, {length}) at {rate} Hz"
+    elif meta.features.get("kind") == "logmel":
+        describe = (
+            f"input: float32 features (batch, frames, {bins}); serve_waveform: one float32 "
+            f"recording (1, samples) at {rate} Hz -> CTC logits (1, steps, "
+            f"{len(meta.class_names) + 1}), blank first (apps.nlp.speech.sequence.decode)"
+        )
     writer = functools.partial(write_saved_model, params=meta.features)
     return steps.export_step(APP, config, options, load_model, writer, describe)

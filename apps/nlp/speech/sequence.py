@@ -5,9 +5,10 @@ and error rates.
   `*.trans.txt` folders; without them, made from the single-word clips of each split
   (`concatenate`): several clips of one speaker in a row with random gaps, levels and
   background noise, so test utterances hold only test speakers.
-- Model: per-utterance CMVN, convolution stages (pooling frequency, and time once), two
-  bidirectional GRU layers, per-frame logits over blank + tokens, trained with
-  `keras.ops.ctc_loss`; the time axis is open, so a recording of any length is transcribed.
+- Model: per-utterance CMVN, strided convolution stages (halving frequency each, and time
+  `sequence.subsample` times in all), two bidirectional GRU layers, per-step logits over
+  blank + tokens, trained with `keras.ops.ctc_loss`; the time axis is open, so a recording of
+  any length is transcribed.
 - Decoding: greedy or beam search (`keras.ops.ctc_decode`); word error rate, character error
   rate (jiwer) and sequence accuracy.
 """
@@ -26,7 +27,7 @@ from apps.nlp.speech.model import UtteranceCMVN
 from shared.io import DataError, read_table
 
 BLANK = 0  # CTC blank; token i of the vocabulary is class i + 1
-TIME_POOL = 2  # frames per output step
+MIXED = "(mixed)"  # the speaker of an utterance whose words come from several
 
 
 @dataclasses.dataclass
@@ -72,13 +73,20 @@ def encode(transcripts: list[str], vocab: list[str], unit: str) -> np.ndarray:
 # utterances
 
 
-def concatenate(clips: dict, cfg: SequenceConfig, count: int, rate: int, seed: int) -> Utterances:
+def concatenate(
+    clips: dict, cfg: SequenceConfig, count: int, rate: int, seed: int, perturb: bool = False
+) -> Utterances:
     """`count` utterances from `clips` ({speaker: [(word, trimmed samples)]}): each one
-    speaker's words in a row with random gaps and levels, in noise at a random SNR."""
+    speaker's words in a row with random gaps and levels, in noise at a random SNR; with
+    `perturb` (training), each word's speed changed by up to `cfg.speed`; with
+    `cfg.mix_speakers`, each word from any speaker of `clips`."""
     rng = np.random.default_rng(seed)
+    speed = cfg.speed if perturb else 0.0
     speakers = sorted(s for s, items in clips.items() if items)
     if not speakers:
         raise DataError("no single-word clips to make utterances from")
+    if cfg.mix_speakers:  # the split's speakers pooled: each word from any of them
+        clips, speakers = {MIXED: [item for s in speakers for item in clips[s]]}, [MIXED]
     out = Utterances([], [], [], [])
     longest = int(cfg.max_seconds * rate)
     for number in range(count):
@@ -87,6 +95,8 @@ def concatenate(clips: dict, cfg: SequenceConfig, count: int, rate: int, seed: i
         parts, words = [np.zeros(int(rng.uniform(*cfg.gap_seconds) * rate), np.float32)], []
         for _ in range(int(rng.integers(cfg.words[0], cfg.words[1] + 1))):
             word, samples = items[rng.integers(len(items))]
+            if speed:
+                samples = perturb_speed(samples, rng.uniform(1 - speed, 1 + speed))
             gap = np.zeros(int(rng.uniform(*cfg.gap_seconds) * rate), np.float32)
             if sum(map(len, parts)) + len(samples) + len(gap) > longest:
                 break
@@ -104,6 +114,15 @@ def concatenate(clips: dict, cfg: SequenceConfig, count: int, rate: int, seed: i
         out.speakers.append(speaker)
         out.names.append(f"utterance-{number:05d}")
     return out
+
+
+def perturb_speed(samples: np.ndarray, factor: float) -> np.ndarray:
+    """The clip played `factor` times as fast (tempo and pitch together, as a tape would, the
+    speed perturbation of Kaldi recipes): another speaker's rate and vocal tract, roughly."""
+    if abs(factor - 1.0) < 1e-6 or len(samples) < 2:
+        return samples
+    positions = np.arange(0.0, len(samples) - 1, factor)
+    return np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
 
 
 def word_clips(table: pd.DataFrame, rate: int, checks: dict, trim_db: float):
@@ -174,10 +193,18 @@ def load_utterances(frame: pd.DataFrame, rate: int, checks: dict) -> tuple[Utter
 
 
 def features(utterances: Utterances, params: dict, seconds: float) -> np.ndarray:
-    """(utterances, frames, bins) features of each recording padded (or cut) to `seconds`."""
-    length = int(round(seconds * params["sample_rate"]))
-    fitted = [np.pad(a[:length], (0, max(0, length - len(a)))) for a in utterances.audio]
-    return np.stack([extract(a.astype(np.float32), params) for a in fitted])
+    """(utterances, frames, bins) features of each recording padded with zeros to `seconds`,
+    or to the split's longest recording (never cut: its transcript would lose words)."""
+    longest = max([len(a) for a in utterances.audio], default=0)
+    length = max(int(round(seconds * params["sample_rate"])), longest)
+    fitted = [pad_waveform(a, length) for a in utterances.audio]
+    return np.stack([extract(a, params) for a in fitted])
+
+
+def pad_waveform(samples: np.ndarray, length: int) -> np.ndarray:
+    """float32 samples padded at the end with zeros to at least `length`: the model was trained
+    on padded utterances and its per-utterance CMVN counts the padding, so scoring pads too."""
+    return np.pad(samples, (0, max(0, length - len(samples)))).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,15 +226,21 @@ class CTCLoss(keras.losses.Loss):
 
 def build_ctc_model(cfg: SequenceConfig, bins: int, n_tokens: int) -> keras.Model:
     """Features (batch, frames, bins), any number of frames, to logits over blank + tokens
-    (batch, frames // 2, n_tokens + 1)."""
+    (batch, ceil(frames / subsample), n_tokens + 1).
+
+    Strided convolutions subsample: every stage halves frequency, the first log2(subsample)
+    halve time too. Computing at the output's resolution is what keeps thousands of steps
+    affordable on two cores, and a 10-word vocabulary needs only a few steps a word (80 ms ones
+    at a 20 ms hop and subsample 4)."""
     inputs = keras.Input(shape=(None, bins), dtype="float32", name="features")
     x = UtteranceCMVN(dtype="float32", name="cmvn")(inputs)
     x = keras.layers.Reshape((-1, bins, 1))(x)
+    halvings = int(np.log2(cfg.subsample))
     for stage, filters in enumerate(cfg.filters):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        stride = (2 if stage < halvings else 1, 2)
+        x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
         x = keras.layers.BatchNormalization(momentum=0.9)(x)
         x = keras.layers.ReLU()(x)
-        x = keras.layers.MaxPooling2D((TIME_POOL if stage == 0 else 1, 2))(x)
     width = x.shape[2] * x.shape[3]
     x = keras.layers.Reshape((-1, width), name="to_sequence")(x)
     x = keras.layers.Dense(cfg.rnn_units * 2, activation="relu")(x)

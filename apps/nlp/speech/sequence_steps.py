@@ -3,21 +3,24 @@ model, evaluate word and character error rates (greedy and beam search), and sco
 transcripts. `pipeline.py` hands these steps the config when `task` is `sequence`."""
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from apps.nlp.speech import data as sdata
 from apps.nlp.speech import sample
 from apps.nlp.speech import sequence as seq
-from apps.nlp.speech.audio import AudioError, check_audio, native_rate, read_audio
+from apps.nlp.speech.audio import AudioError, check_audio, clip_length, native_rate, read_audio
 from apps.nlp.speech.config import Config
 from apps.nlp.speech.features import DEFAULT_RATE, audio_checks, extract, feature_params
 from apps.nlp.speech.model import Meta, load_model, write_saved_model
 from shared import leaderboard, steps, training
 from shared.input_pipeline import in_memory_dataset
-from shared.io import DataError, write_json, write_table
+from shared.io import DataError, atomic_path, write_json, write_table
 from shared.model_card import metrics_table, write_model_card
 from shared.run import RunDir
 from shared.scoring import default_output_paths, expand_inputs, score_files
@@ -36,6 +39,19 @@ class SequenceData:
     params: dict
     info: dict
     folder: Path
+
+
+class LazyFeatures(dict):
+    """split -> (utterances, frames, bins) features, extracted on first use: extraction is
+    most of `prepare`, and evaluate reads only the validation and test splits."""
+
+    def __init__(self, utterances: dict, params: dict, seconds: float):
+        super().__init__()
+        self.utterances, self.params, self.seconds = utterances, params, seconds
+
+    def __missing__(self, split: str) -> np.ndarray:
+        self[split] = seq.features(self.utterances[split], self.params, self.seconds)
+        return self[split]
 
 
 def _has_transcripts(path: Path) -> bool:
@@ -68,7 +84,7 @@ def prepare(config: Config, options: StepOptions | None = None) -> SequenceData:
     utterances, bad = parts
     params = feature_params(config, rate) | {"clip_seconds": scfg.max_seconds, "task": "sequence"}
     vocab = seq.vocabulary(utterances["train"].transcripts, scfg.unit)
-    x = {s: seq.features(u, params, scfg.max_seconds) for s, u in utterances.items()}
+    x = LazyFeatures(utterances, params, scfg.max_seconds)
     labels = {s: seq.encode(u.transcripts, vocab, scfg.unit) for s, u in utterances.items()}
     info = {
         "source": str(path),
@@ -112,7 +128,8 @@ def _generated(config: Config, table: pd.DataFrame, rate: int, checks: dict):
     for i, (split, count) in enumerate(zip(sdata.SPLITS, scfg.utterances, strict=True)):
         if split not in clips:
             raise DataError(f"{config.data.path}: the {split} split has no clips")
-        out[split] = seq.concatenate(clips[split], scfg, count, rate, config.train.seed + i)
+        seed, perturb = config.train.seed + i, split == "train"
+        out[split] = seq.concatenate(clips[split], scfg, count, rate, seed, perturb)
     return out, bad
 
 
@@ -165,7 +182,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         task="sequence",
         unit=config.sequence.unit,
     )
-    steps.save_model(run, model, meta, write_saved_model)
+    steps.save_model(run, model, meta, functools.partial(write_saved_model, params=data.params))
     print(f"train: finished; model -> {run.model_path}", flush=True)
     return run
 
@@ -185,6 +202,7 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
             said[(split, name)] = seq.decode(logits, meta.class_names, meta.unit, width)
             report[key][name] = seq.error_rates(truth, said[(split, name)])
         report[key] |= {m: report[key]["beam"][m] for m in ("wer", "cer", "sequence_accuracy")}
+    report["test"]["per_speaker"] = _per_speaker(data.utterances["test"], said, "test")
     report["train_seconds"] = meta.train_seconds
     entry = leaderboard.model_entry(
         "network", _pick(report["test"]), _pick(report["validation"]), meta.train_seconds
@@ -201,16 +219,45 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
         }
     )
     write_table(run.path / "test_transcripts.csv", frame)
+    report["test_input"] = _write_test_utterances(run, test, data.params["sample_rate"])
     write_json(run.metrics_path, report)
     _card(run, meta, report)
     t = report["test"]
     print(
         f"evaluate: test WER {t['wer']:.4f}, CER {t['cer']:.4f}, sequence accuracy "
         f"{t['sequence_accuracy']:.4f} on {t['beam']['utterances']:,} utterances (beam "
-        f"{config.sequence.beam_width}; greedy WER {t['greedy']['wer']:.4f})",
+        f"{config.sequence.beam_width}; greedy WER {t['greedy']['wer']:.4f}) from "
+        f"{len(t['per_speaker'])} held-apart speaker(s)",
         flush=True,
     )
     return report
+
+
+TEST_AUDIO = 50  # generated test utterances written as audio for `score` to transcribe
+
+
+def _write_test_utterances(run: RunDir, test: seq.Utterances, rate: int) -> str:
+    """test_utterances/<name>.wav of the first TEST_AUDIO test utterances (a generated one
+    exists only in memory otherwise), the input `make quality` scores end to end."""
+    folder = run.path / "test_utterances"
+    for name, audio in list(zip(test.names, test.audio, strict=True))[:TEST_AUDIO]:
+        with atomic_path(folder / f"{Path(name).stem}.wav", suffix=".wav") as tmp:
+            sf.write(tmp, np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16")
+    return "test_utterances"
+
+
+def _per_speaker(utterances: seq.Utterances, said: dict, split: str) -> dict:
+    """{speaker: greedy and beam error rates} over each held-apart speaker's utterances."""
+    truth = [" ".join(seq.tokens(t, "word")) for t in utterances.transcripts]
+    speakers = np.array(utterances.speakers)
+    out = {}
+    for speaker in sorted(set(utterances.speakers)):
+        rows = np.flatnonzero(speakers == speaker)
+        out[speaker] = {
+            name: seq.error_rates([truth[i] for i in rows], [said[(split, name)][i] for i in rows])
+            for name in ("greedy", "beam")
+        }
+    return out
 
 
 def _pick(metrics: dict) -> dict:
@@ -234,6 +281,10 @@ def _card(run: RunDir, meta: Meta, report: dict) -> None:
         f"loss; trained in {meta.train_seconds}s.",
         "Leaderboard": leaderboard.to_markdown(report["leaderboard"]["sequence"]),
         "Error rates": metrics_table(rows, ["wer", "cer", "sequence_accuracy", "utterances"]),
+        "Per test speaker (beam)": metrics_table(
+            {s: v["beam"] for s, v in report["test"]["per_speaker"].items()},
+            ["wer", "cer", "sequence_accuracy", "utterances"],
+        ),
     }
     write_model_card(run.card_path, "Speech-to-text (CTC): model card", sections)
 
@@ -257,13 +308,20 @@ class TranscriptScorer:
             except AudioError as exc:
                 out.append(str(exc))
                 continue
-            x = extract(samples, self.params)[None]
-            logits = self.model.predict_on_batch(x)
+            logits = utterance_logits(self.model, samples, self.params)
             vocab, unit = self.meta.class_names, self.meta.unit
             beam = seq.decode(logits, vocab, unit, self.width)[0]
             greedy = seq.decode(logits, vocab, unit, 1)[0]
             out.append([path, beam, greedy, round(len(samples) / rate, 3)])
         return out
+
+
+def utterance_logits(model, samples, params: dict):
+    """(1, steps, classes) logits of one recording, padded to the training utterances' length
+    as they were (the SavedModel's `serve_waveform` does the same in its graph)."""
+    length = clip_length(params["sample_rate"], params["clip_seconds"])
+    x = extract(seq.pad_waveform(samples, length), params)[None]
+    return model.predict_on_batch(x)
 
 
 def score(config: Config, options: StepOptions) -> dict:

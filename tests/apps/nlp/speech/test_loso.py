@@ -58,3 +58,23 @@ def test_loso_tests_every_clip_once_with_per_speaker_accuracy():
     assert board["selected"] == "cnn" and board["models"]["cnn"]["kind"] == "network"
     unknown = dict(pooled, speakers=np.array([""] * 72))
     assert "skipped" in run_loso(config, unknown, stats, {"kind": "logmel"})
+
+
+def test_loso_fold_stops_early_on_its_validation_speakers():
+    """A fold whose validation speaker's words are relabelled gets worse on it as it learns the
+    training speakers: it stops after `patience` epochs without improvement, not at `epochs`."""
+    from apps.nlp.speech.loso import _fit_fold
+
+    config = load_config(
+        Config,
+        "apps/nlp/speech/configs/smoke.yaml",
+        ["train.epochs=12", "train.patience=1", "model.filters=[4]", "baseline.models=[]"],
+    )
+    pooled, _ = _pooled()
+    val = pooled["speakers"] == "spk4"
+    pooled["y"] = np.where(val, (pooled["y"] + 1) % 3, pooled["y"])
+    test = pooled["speakers"] == "spk5"
+    masks = (~val & ~test, val, test)
+    found = _fit_fold(config, pooled, None, {"kind": "logmel"}, masks, seed=0)
+    epochs = found["cnn"][3]
+    assert 2 <= epochs < 12

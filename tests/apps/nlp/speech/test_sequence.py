@@ -89,7 +89,7 @@ def test_sequence_run_end_to_end(tmp_path):
         tmp_path,
         "task=sequence",
         "sequence.utterances=[40,8,8]",
-        "sequence.filters=[8]",
+        "sequence.filters=[8, 8]",
         "sequence.rnn_units=8",
         "sequence.max_seconds=2.5",
         "sequence.words=[2,2]",
@@ -104,6 +104,8 @@ def test_sequence_run_end_to_end(tmp_path):
             rates = metrics[key][decoder]
             assert rates["utterances"] == 8 and rates["wer"] >= 0 and rates["cer"] >= 0
     assert metrics["leaderboard"]["sequence"]["metric"] == "wer"
+    per_speaker = metrics["test"]["per_speaker"]
+    assert sum(v["beam"]["utterances"] for v in per_speaker.values()) == 8
     written = pd.read_csv(run / "test_transcripts.csv", keep_default_na=False)
     assert len(written) == 8 and set(written.columns) >= {"transcript", "greedy", "beam"}
     folder = tmp_path / "in"
@@ -116,3 +118,71 @@ def test_sequence_run_end_to_end(tmp_path):
     assert set(scored.columns) >= {"transcript", "greedy_transcript"}
     rejects = pd.read_csv(tmp_path / "t.rejects.csv")
     assert rejects.reason.tolist() == ["empty file (0 bytes)"]
+    _check_export_parity(sets, tmp_path, folder / "a.wav", scored)
+
+
+def _check_export_parity(sets, tmp_path, audio, scored):
+    """The exported SavedModel's serve_waveform, decoded, says what `score` wrote."""
+    import tensorflow as tf
+
+    from apps.nlp.speech.audio import read_audio
+
+    out = tmp_path / "exported"
+    assert main(["speech", "export", *sets, "--output", str(out)]) == 0
+    meta = json.loads((tmp_path / "runs" / "speech" / "latest" / "model_meta.json").read_text())
+    samples = read_audio(str(audio), meta["features"]["sample_rate"])
+    served = tf.saved_model.load(str(out))  # held: its functions need its variables alive
+    logits = served.serve_waveform(tf.constant(samples[None])).numpy()
+    vocab = meta["class_names"]
+    assert seq.decode(logits, vocab, "word", 8) == scored.transcript.tolist()
+    assert seq.decode(logits, vocab, "word", 1) == scored.greedy_transcript.tolist()
+
+
+def test_speed_perturbation_changes_length_by_the_factor():
+    clip = tone(0.5, 8000, 300.0)
+    assert len(seq.perturb_speed(clip, 1.25)) == pytest.approx(len(clip) / 1.25, abs=2)
+    assert len(seq.perturb_speed(clip, 0.8)) == pytest.approx(len(clip) / 0.8, abs=2)
+    assert seq.perturb_speed(clip, 1.0) is clip
+    clips = {"anna": [("up", clip)]}
+    cfg = SequenceConfig(words=[1, 1], gap_seconds=[0.0, 0.0], snr_db=[60.0, 60.0], speed=0.3)
+    plain = seq.concatenate(clips, cfg, 8, 8000, seed=0)
+    varied = seq.concatenate(clips, cfg, 8, 8000, seed=0, perturb=True)
+    assert {len(a) for a in plain.audio} == {len(clip)}  # val and test: as recorded
+    assert len({len(a) for a in varied.audio}) > 1  # training: other speeds
+
+
+def test_sequence_export_takes_waveforms_like_the_scorer(tmp_path):
+    """serve_waveform of a CTC run: one recording of any length in, the logits the in-process
+    scorer computes (features by librosa, padded to the training length; time subsampled 4x
+    by the strided convolutions) out, so the decoded transcripts agree."""
+    import keras
+    import tensorflow as tf
+
+    from apps.nlp.speech.config import FeatureConfig
+    from apps.nlp.speech.model import write_saved_model
+    from apps.nlp.speech.sequence_steps import utterance_logits
+
+    params = FeatureConfig().params(8000, 1.5, 40.0) | {"task": "sequence"}
+    keras.utils.set_random_seed(3)
+    model = seq.build_ctc_model(SequenceConfig(filters=[4, 4], rnn_units=4), 32, 3)
+    write_saved_model(model, str(tmp_path / "saved"), params)
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    vocab = ["go", "stop", "up"]
+    for words in (["up"], ["up", "go", "stop", "go"]):  # shorter and longer than 1.5 s
+        samples = np.concatenate([word_clip(w, rate=8000, seconds=0.5) for w in words])
+        ours = utterance_logits(model, samples, params)
+        theirs = served.serve_waveform(tf.constant(samples[None])).numpy()
+        frames = 1 + max(len(samples), 12000) // 160
+        assert theirs.shape == ours.shape == (1, -(-frames // 4), 4)
+        np.testing.assert_allclose(theirs, ours, atol=1e-4)
+        for width in (1, 4):
+            said = seq.decode(ours, vocab, "word", width)
+            assert seq.decode(theirs, vocab, "word", width) == said and said[0]
+
+
+def test_mixed_speakers_draw_words_from_every_speaker_of_the_split():
+    clips = {"anna": [("up", tone(0.2, 8000, 300.0))], "bob": [("down", tone(0.2, 8000, 900.0))]}
+    cfg = SequenceConfig(words=[4, 4], max_seconds=3.0, mix_speakers=True)
+    made = seq.concatenate(clips, cfg, 10, 8000, seed=0)
+    assert set(made.speakers) == {seq.MIXED}
+    assert any(set(t.split()) == {"up", "down"} for t in made.transcripts)

@@ -31,6 +31,11 @@ class DataConfig:
     # None: the same name as data.item
     title: str = "title"  # title column of the item metadata (generic layout)
     genres: str | None = "genres"  # pipe-separated genres column of the item metadata
+    tags_path: str | None = None  # item tags (MovieLens tags.csv: userId, movieId, tag, ...;
+    # or any table with the item column and a `tag` column); a MovieLens folder's tags.csv is
+    # found without it. Tags join the genres as item-tower features (cold start included)
+    min_tag_items: int = bounded(2, low=1)  # a tag is a feature only if this many items have it
+    # (a tag on one item says nothing about another)
     rating_split: Literal["random", "given"] = "random"  # given: the data names the test set
     # (data.test_path or data.split_column); validation then comes from the training rows
     val_fraction: float = bounded(0.1, low=0.0, high=0.5, low_open=True)  # rating validation share
@@ -95,11 +100,22 @@ class ModelConfig:
     ncf_l2: float = bounded(1e-5, low=0.0)  # neural CF: L2 penalty on the embeddings
     tower_dim: int = bounded(32, low=1)  # two-tower: output embedding width
     tower_hidden: list[int] = bounded([64], low=1)  # two-tower: hidden widths of each tower
+    user_history: bool = False  # two-tower: the user tower also reads the user's training
+    # items (a weighted mean of learned item embeddings, YouTube-DNN style); not yet with
+    # train.xla under mixed_bfloat16 (its loss went NaN in the first epoch there)
+    history_length: int = bounded(100, low=1)  # two-tower history: at most this many of each
+    # user's training items (the latest, when the data has times)
+    history_half_life: float = bounded(0.0, low=0.0)  # two-tower history: an item's weight
+    # halves every this many later items of the user (recency); 0: every item weighs the same
     item_features: bool = True  # two-tower: feed item genres to the item tower when known
+    item_tags: bool = True  # two-tower: and the item's tags, when the data has a tags file
     sampling_correction: bool = True  # two-tower: logQ correction of the in-batch negatives
     temperature: float = bounded(0.2, low=0.0, low_open=True)  # two-tower: logits / temperature
     retrieval_epochs: int = bounded(20, low=1)  # two-tower: epochs
     retrieval_batch_size: int = bounded(256, low=2)  # two-tower: batch (= in-batch negatives + 1)
+    retrieval_patience: int | None = bounded(None, low=0)  # two-tower: epochs without a
+    # better validation Recall@10 before stopping (its per-epoch recall is noisy); None:
+    # train.patience
     retrieval_learning_rate: float = bounded(3e-3, low=0.0, low_open=True)  # two-tower: peak rate
     bias_damping: float = bounded(10.0, low=0.0)  # bias baseline: shrinkage of user/item biases
     mf_implicit: bool = False  # MF: add SVD++'s implicit term (each user's set of rated items)

@@ -290,8 +290,56 @@ def _typed_items(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     return out.drop_duplicates("item", keep="first").reset_index(drop=True)
 
 
+TAG_PREFIX = "tag:"  # a tag's name among the item features (a tag may be named as a genre)
+
+
+def read_tags(path: str | Path, item: str, min_items: int) -> pd.Series:
+    """Item id -> its pipe-separated tags (lower case, stripped, each once) from a tags table
+    (MovieLens tags.csv: userId, movieId, tag, timestamp; or `item` and `tag` columns), keeping
+    the tags that at least `min_items` items carry."""
+    path = _existing(path)
+    frame = read_generic_table(path)
+    column = "movieId" if "movieId" in frame.columns else item
+    if column not in frame.columns or "tag" not in frame.columns:
+        raise DataError(f"{path}: a tags table needs columns {column} and tag")
+    tags = pd.DataFrame(
+        {
+            "item": frame[column].astype(str).str.strip().str.replace(r"\.0$", "", regex=True),
+            "tag": frame["tag"].fillna("").astype(str).str.strip().str.lower(),
+        }
+    )
+    tags = tags[(tags["tag"] != "") & (tags["item"] != "")].drop_duplicates()
+    # A pipe would split one tag into two features.
+    tags["tag"] = tags["tag"].str.replace("|", "/", regex=False)
+    spread = tags.groupby("tag")["item"].transform("size")
+    kept = tags[spread >= min_items].sort_values(["item", "tag"])
+    return kept.groupby("item")["tag"].agg("|".join)
+
+
+def with_tags(items: pd.DataFrame, tags: pd.Series) -> pd.DataFrame:
+    """`items` with a `tags` column (pipe-separated; "" for an item without); items that have
+    tags but no metadata row are added, untitled, so that they can still start cold."""
+    missing = tags.index.difference(items["item"])
+    extra = pd.DataFrame({"item": missing, "title": "", "genres": ""})
+    out = pd.concat([items, extra], ignore_index=True) if len(missing) else items.copy()
+    out["tags"] = out["item"].map(tags).fillna("")
+    return out
+
+
+def item_feature_text(items: pd.DataFrame) -> pd.Series:
+    """Per item its features as one pipe-separated string: the genres, then the tags (with
+    TAG_PREFIX) when the metadata has them."""
+    text = items["genres"].fillna("")
+    if "tags" in items.columns:
+        tags = items["tags"].fillna("").str.split("|")
+        tagged = tags.map(lambda ts: "|".join(TAG_PREFIX + t for t in ts if t))
+        text = (text + "|" + tagged).str.strip("|")
+    return text
+
+
 def genre_vocabulary(items: pd.DataFrame) -> list[str]:
-    names = {g for text in items["genres"] for g in text.split("|") if g}
+    """Every item feature named in the metadata (genres, then tags), sorted."""
+    names = {g for text in item_feature_text(items) for g in text.split("|") if g}
     return sorted(names)
 
 
@@ -315,6 +363,12 @@ def _existing(path) -> Path:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes)")
     return path
+
+
+def find_movielens_tags(folder: str | Path) -> Path | None:
+    """A MovieLens folder's tags file (ml-latest-small's tags.csv), None without one."""
+    path = Path(folder) / "tags.csv"
+    return path if path.is_file() else None
 
 
 def find_movielens(folder: str | Path) -> tuple[Path, Path | None]:
@@ -609,8 +663,11 @@ class TowerInputs:
     ):
         self.item_row = {item: n for n, item in enumerate(catalogue)}
         self.probability = train["item"].value_counts(normalize=True)
+        if not model.item_tags:
+            items = items.drop(columns="tags", errors="ignore")
         self.genres = genre_vocabulary(items) if model.item_features else []
-        self.item_genres = items.set_index("item")["genres"] if len(items) else None
+        features = item_feature_text(items) if len(items) else None
+        self.item_genres = features.set_axis(items["item"]) if features is not None else None
         self.sampling_correction = model.sampling_correction
 
     def genre_rows(self, ids: np.ndarray) -> np.ndarray:

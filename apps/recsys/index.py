@@ -95,6 +95,14 @@ class IVFIndex:
         assign = np.argmax(items @ centroids.T, axis=1)
         self.order = np.argsort(assign, kind="stable")
         self.starts = np.concatenate([[0], np.cumsum(np.bincount(assign, minlength=n_lists))])
+        # Lists as contiguous slices of the items sorted by list (a matmul each, no gather),
+        # and each item's list and slot in it, to place a query's seen items among its candidates.
+        self.sorted_items = items[self.order]
+        sizes = np.diff(self.starts)
+        self.item_list, self.item_slot = np.empty((2, len(items)), np.int64)
+        self.item_list[self.order] = np.repeat(np.arange(n_lists), sizes)
+        self.item_slot[self.order] = np.arange(len(items)) - np.repeat(self.starts[:-1], sizes)
+        self.width = max(int(sizes.max()), 1)  # the longest list: every list's padded width
 
     @property
     def n_lists(self) -> int:
@@ -102,19 +110,45 @@ class IVFIndex:
 
     def search(self, queries: np.ndarray, rows: np.ndarray, seen: SeenItems, k: int):
         """Per query the top-k unseen items of its probed lists: (columns, scores), -inf and
-        column 0 where fewer than k candidates were found."""
+        column 0 where fewer than k candidates were found. Batched: per batch of queries, one
+        matrix product per list against the queries that probe it (a loop over lists, not
+        over users), into a [queries, probed lists x longest list] score matrix."""
+        queries = np.asarray(queries, np.float32)
+        rows = np.asarray(rows)
         probe, _ = top_k_rows(queries @ self.centroids.T, self.n_probe)
+        step = max(1, SCORE_CELLS // (probe.shape[1] * self.width))
         columns = np.zeros((len(queries), k), np.int64)
         scores = np.full((len(queries), k), -np.inf, np.float32)
-        for n, query in enumerate(queries):
-            cand = np.concatenate(
-                [self.order[self.starts[p] : self.starts[p + 1]] for p in probe[n]]
+        for s in range(0, len(queries), step):
+            part = slice(s, s + step)
+            columns[part], scores[part] = self._search_batch(
+                queries[part], rows[part], probe[part], seen, k
             )
-            values = self.items[cand] @ query
-            values[np.isin(cand, seen.of(rows[n]), assume_unique=True)] = -np.inf
-            top, best = top_k_rows(values[None], k)
-            columns[n, : top.shape[1]], scores[n, : top.shape[1]] = cand[top[0]], best[0]
         return columns, scores
+
+    def _search_batch(self, queries, rows, probe, seen: SeenItems, k: int):
+        n, n_probe = probe.shape
+        values = np.full((n * n_probe, self.width), -np.inf, np.float32)
+        flat = probe.ravel()  # (query, probe slot) pairs, query-major
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(self.n_lists + 1))
+        for lst in np.flatnonzero(np.diff(bounds)):
+            pairs = order[bounds[lst] : bounds[lst + 1]]
+            members = self.sorted_items[self.starts[lst] : self.starts[lst + 1]]
+            values[pairs, : len(members)] = queries[pairs // n_probe] @ members.T
+        values = values.reshape(n, n_probe, self.width)
+        # A seen item scores -inf where its list was probed: (query, probe slot, slot in list).
+        batch, cols = seen.cells(rows)
+        match = probe[batch] == self.item_list[cols][:, None]
+        hit = match.any(axis=1)
+        values[batch[hit], match[hit].argmax(axis=1), self.item_slot[cols[hit]]] = -np.inf
+        top, best = top_k_rows(values.reshape(n, -1), k)
+        lists = np.take_along_axis(probe, top // self.width, axis=1)
+        found = self.order[np.minimum(self.starts[lists] + top % self.width, len(self.order) - 1)]
+        out = np.zeros((n, k), np.int64), np.full((n, k), -np.inf, np.float32)
+        out[0][:, : top.shape[1]] = np.where(np.isfinite(best), found, 0)
+        out[1][:, : top.shape[1]] = best
+        return out
 
 
 def ivf_recall(queries, items, rows, seen, k: int, n_lists: int, n_probe: int, seed: int = 0):

@@ -160,6 +160,63 @@ class ImplicitFeedback(keras.layers.Layer):
         return {**super().get_config(), **sizes, "dim": self.dim}
 
 
+@keras.saving.register_keras_serializable(package="deepfield_recsys")
+class UserHistory(keras.layers.Layer):
+    """The two-tower user tower's history term: per user a weighted sum of learned item
+    embeddings over (at most `length` of) the items it had in training, weights of unit L2
+    norm, as YouTube DNN's averaged watch history.
+
+    Each user's item rows and weights are non-trainable weights, padded to `length` (weight 0),
+    so the saved model holds them and a step gathers only its batch's users' histories.
+    """
+
+    def __init__(self, n_users: int, n_items: int, length: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_users, self.n_items, self.length, self.dim = n_users, n_items, length, dim
+
+    def build(self, input_shape):
+        init = keras.initializers.RandomNormal(stddev=0.05)
+        self.factors = self.add_weight(shape=(self.n_items, self.dim), initializer=init, name="y")
+        table = {"shape": (self.n_users, self.length), "initializer": "zeros", "trainable": False}
+        self.history_items = self.add_weight(dtype="int32", name="history_items", **table)
+        self.history_weights = self.add_weight(name="history_weights", **table)
+
+    def set_history(self, user_rows: np.ndarray, item_rows: np.ndarray, weights: np.ndarray):
+        """The training pairs by lookup row; per user the `length` of highest weight are kept
+        (the latest, with recency weights), their weights scaled to unit L2 norm."""
+        order = np.lexsort((-np.asarray(weights), user_rows))  # per user, heaviest first
+        users, items, w = user_rows[order], item_rows[order], np.asarray(weights)[order]
+        first = np.searchsorted(users, users)  # each pair's user's first position
+        rank = np.arange(len(users)) - first
+        keep = rank < self.length
+        w = np.where(keep, w, 0.0)
+        norms = np.sqrt(np.bincount(users, w**2, minlength=self.n_users))
+        table_items = np.zeros((self.n_users, self.length), np.int32)
+        table_weights = np.zeros((self.n_users, self.length), np.float32)
+        table_items[users[keep], rank[keep]] = items[keep]
+        table_weights[users[keep], rank[keep]] = w[keep] / norms[users[keep]]
+        self.history_items.assign(table_items)
+        self.history_weights.assign(table_weights)
+
+    def call(self, user_rows, exclude_items=None):
+        """Each user's history sum, less the item `exclude_items` names (the training
+        positive: a test item is never in its user's history, so a positive must not be in
+        its own either, or the tower learns to find the history instead of what comes next).
+        Row 0 (the out-of-vocabulary row, also the padding) excludes nothing."""
+        rows = ops.cast(user_rows, "int32")
+        items = ops.take(self.history_items, rows, axis=0)  # [batch, length]
+        weights = ops.take(self.history_weights, rows, axis=0)
+        if exclude_items is not None:
+            same = ops.equal(items, ops.expand_dims(ops.cast(exclude_items, "int32"), 1))
+            weights = ops.where(same, ops.zeros_like(weights), weights)
+        embedded = ops.take(self.factors, items, axis=0)  # [batch, length, dim]
+        return ops.sum(embedded * ops.expand_dims(ops.cast(weights, embedded.dtype), -1), axis=1)
+
+    def get_config(self):
+        sizes = {"n_users": self.n_users, "n_items": self.n_items, "length": self.length}
+        return {**super().get_config(), **sizes, "dim": self.dim}
+
+
 def build_mf(
     users: list[str],
     items: list[str],
@@ -236,10 +293,63 @@ def _tower(x, config: ModelConfig, prefix: str):
     return keras.layers.UnitNormalization(name=f"{prefix}_embedding")(x)
 
 
-def build_user_tower(users: list[str], config: ModelConfig) -> keras.Model:
-    """Raw user id -> unit embedding: the id lookup, then `user_core` on the lookup's row."""
+def history_weights(users: np.ndarray, order: np.ndarray | None, half_life: float) -> np.ndarray:
+    """Each training pair's weight in its user's history: 0.5 ** (how many of the user's items
+    came after it / half_life), so the latest items count most; without a half-life every item
+    weighs 1, less a hair per later item, so that a capped history keeps the latest. `order`:
+    the pairs' times (any sortable values; None: no order, every item weighs 1)."""
+    if order is None:
+        return np.ones(len(users))
+    frame = pd.DataFrame({"user": users, "order": order})
+    later = frame.groupby("user")["order"].rank(method="first", ascending=False).to_numpy() - 1
+    if half_life <= 0:
+        return 1.0 - 1e-6 * later
+    return np.power(0.5, later / half_life)
+
+
+def build_user_tower(
+    users: list[str],
+    config: ModelConfig,
+    history: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    items: list[str] | None = None,
+) -> keras.Model:
+    """Raw user id -> unit embedding: the id lookup, then `user_core` on the lookup's row.
+
+    With `history` (the training pairs' user ids, item ids and times or None) and
+    `config.user_history`, the core also reads the user's history, as YouTube DNN does: a
+    weighted mean of learned embeddings of the items (of `items`) the user had in training,
+    the latest weighted most (`config.history_half_life`). The pairs are weights of the
+    model, so the tower still takes a bare user id; a user's history is what it was at training.
+    The core then also takes `exclude_item`, the item row to leave out of the history (the
+    trainer passes each row's positive; the served tower, row 0: nothing).
+    """
     row = keras.Input(shape=(), dtype="int64", name="user_row")
     x = keras.layers.Embedding(len(users) + 1, config.tower_dim, name="user_id_embedding")(row)
+    if config.user_history and history is not None and items is not None:
+        rows = [
+            np.searchsorted(np.asarray(v), np.asarray(ids, str)) + 1
+            for v, ids in zip((users, items), history[:2], strict=True)
+        ]
+        longest = int(np.bincount(rows[0]).max())
+        layer = UserHistory(
+            len(users) + 1,
+            len(items) + 1,
+            min(config.history_length, longest),
+            config.tower_dim,
+            name="user_history",
+            dtype="float32",  # a bfloat16 sum over 100 items lost the training to NaN under XLA
+        )
+        exclude = keras.Input(shape=(), dtype="int64", name="exclude_item")
+        x = keras.layers.Add(name="user_features")([x, layer(row, exclude)])  # builds the layer
+        layer.set_history(*rows, history_weights(rows[0], history[2], config.history_half_life))
+        core = keras.Model(
+            {"user_row": row, "exclude_item": exclude}, _tower(x, config, "user"), name="user_core"
+        )
+        user_in = _id_input("user")
+        looked_up = _lookup(users, "user_lookup")(user_in)
+        # Serving excludes nothing: row 0 is the padding, which weighs 0 anyway.
+        served = core({"user_row": looked_up, "exclude_item": ops.zeros_like(looked_up)})
+        return keras.Model(user_in, served, name="user_tower")
     core = keras.Model(row, _tower(x, config, "user"), name="user_core")
     user_in = _id_input("user")
     return keras.Model(user_in, core(_lookup(users, "user_lookup")(user_in)), name="user_tower")
@@ -290,7 +400,12 @@ def build_two_tower_trainer(
     if config.sampling_correction:
         inputs["item_probability"] = keras.Input(shape=(), name="item_probability")
         probability = inputs["item_probability"]
-    queries = user_tower.get_layer("user_core")(_lookup(users, "user_lookup")(inputs["user"]))
+    user_core, user_rows = user_tower.get_layer("user_core"), _lookup(users, "user_lookup")
+    if isinstance(user_core.input, dict):  # a history-reading tower: leave the positive out
+        rows = {"user_row": user_rows(inputs["user"]), "exclude_item": item_rows["item_row"]}
+        queries = user_core(rows)
+    else:
+        queries = user_core(user_rows(inputs["user"]))
     candidates = item_tower.get_layer("item_core")(item_rows)
     logits = InBatchSoftmax(config.temperature, name="in_batch")(
         queries, candidates, inputs["item_index"], probability

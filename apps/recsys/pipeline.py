@@ -90,7 +90,7 @@ def prepare(config: Config, options: StepOptions | None = None) -> Prepared:
     data = config.data
     if data.source == "simulator":
         ensure_sample(data.path, data.items_path, data.simulator)
-    sources = [p for p in (data.path, data.items_path, data.test_path) if p]
+    sources = [p for p in (data.path, data.items_path, data.test_path, data.tags_path) if p]
     folder = prepared_folder(APP, config, sources)
     if (folder / "prepare.json").exists():
         print(f"prepare: using cached splits in {folder}", flush=True)
@@ -121,6 +121,13 @@ def _read_and_split(config: Config, folder: Path) -> tuple[Prepared, pd.DataFram
         items_path = items_path if items_path and items_path.is_file() else found
     frame, rejects = rs_data.read_configured(data, ratings_path)
     items = rs_data.read_configured_items(data, items_path)
+    tags_path = Path(data.tags_path) if data.tags_path else None
+    if tags_path is None and data.layout == "movielens" and Path(data.path).is_dir():
+        tags_path = rs_data.find_movielens_tags(data.path)
+    if tags_path is not None:
+        items = rs_data.with_tags(
+            items, rs_data.read_tags(tags_path, data.item, data.min_tag_items)
+        )
     has_rating = bool(frame["rating"].notna().all())
     rating, retrieval, temporal = rs_data.assign_splits(frame, data, config.train.seed)
     frame = frame.drop(columns="given", errors="ignore")
@@ -131,6 +138,7 @@ def _read_and_split(config: Config, folder: Path) -> tuple[Prepared, pd.DataFram
         "test_source": data.test_path,
         "split_column": data.split_column,
         "items_source": str(items_path) if items_path and len(items) else None,
+        "tags_source": str(tags_path) if tags_path else None,
         "rows": int(len(frame)),
         "users": int(frame["user"].nunique()),
         "items": int(frame["item"].nunique()),
@@ -345,11 +353,14 @@ def _fit_retrieval(
         fitted.failures["two_tower"] = str(exc)
 
 
-def _build_two_tower(users, items, n_genres: int, config: Config, cfg, strategy, n_train: int):
-    """The user and item towers and the compiled trainer's XLA head and core."""
-    model = config.model
+def _build_two_tower(users, items, n_genres: int, config: Config, cfg, strategy, train):
+    """The user and item towers and the compiled trainer's XLA head and core. `train`: the
+    retrieval training rows, the users' histories (their order in time when the data has one)."""
+    model, n_train = config.model, len(train)
+    order = train["timestamp"].to_numpy() if config.data.has_time else None
+    history = (train["user"].to_numpy(str), train["item"].to_numpy(str), order)
     with strategy.scope():
-        user_tower = build_user_tower(users, model)
+        user_tower = build_user_tower(users, model, history, items)
         item_tower = build_item_tower(items, n_genres, model)
         trainer = build_two_tower_trainer(users, items, user_tower, item_tower, model)
         passed = ["item_index"] + ["genres"] * bool(n_genres)
@@ -386,10 +397,13 @@ def _fit_two_tower(config: Config, strategy, prepared: Prepared, items: list[str
         epochs=config.model.retrieval_epochs,
         batch_size=config.model.retrieval_batch_size,
         learning_rate=config.model.retrieval_learning_rate,
+        patience=config.train.patience
+        if config.model.retrieval_patience is None
+        else config.model.retrieval_patience,
     )
     genres = inputs.genres
     user_tower, item_tower, head, core = _build_two_tower(
-        users, items, len(genres), config, cfg, strategy, len(tr)
+        users, items, len(genres), config, cfg, strategy, tr
     )
     print(
         f"train: two-tower on {len(tr):,} interactions, {len(users):,} users, {len(items):,} items"
@@ -431,7 +445,8 @@ def _cold_items(item_tower, inputs: TowerInputs, metadata: pd.DataFrame, catalog
     falls in the out-of-vocabulary row, so the genres carry them; {} when there are none."""
     if not inputs.genres or not len(metadata):
         return {}
-    cold = metadata[~metadata["item"].isin(set(catalogue)) & (metadata["genres"] != "")]
+    described = rs_data.item_feature_text(metadata) != ""
+    cold = metadata[~metadata["item"].isin(set(catalogue)) & described]
     if not len(cold):
         return {}
     ids = cold["item"].to_numpy(str)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from apps.recsys import data
+from apps.recsys.config import ModelConfig
 from shared.io import DataError
 
 
@@ -288,3 +289,38 @@ def test_genre_matrix():
     vocab = ["Comedy", "Drama"]
     m = data.genre_matrix(pd.Series(["Drama", "Comedy|Drama", "", "Horror"]), vocab)
     assert m.tolist() == [[0, 1], [1, 1], [0, 0], [0, 0]]
+
+
+def test_movielens_tags_join_the_genres_as_item_features(tmp_path):
+    path = tmp_path / "tags.csv"
+    path.write_text(
+        "userId,movieId,tag,timestamp\n"
+        "1,10,Dark Comedy,1\n2,10, dark comedy ,2\n1,20,dark comedy,3\n"
+        "1,20,one|off,4\n3,30,funny,5\n4,31,funny,6\n5,10,rare,7\n"
+    )
+    tags = data.read_tags(path, "item_id", min_items=2)
+    # "rare" and "one|off" are on one movie each; repeats and case collapse.
+    assert tags.to_dict() == {
+        "10": "dark comedy",
+        "20": "dark comedy",
+        "30": "funny",
+        "31": "funny",
+    }
+    items = pd.DataFrame({"item": ["10", "20"], "title": ["A", "B"], "genres": ["Drama", ""]})
+    joined = data.with_tags(items, tags)
+    assert joined["item"].tolist() == ["10", "20", "30", "31"]  # tagged, no metadata: added
+    assert data.item_feature_text(joined).tolist() == [
+        "Drama|tag:dark comedy",
+        "tag:dark comedy",
+        "tag:funny",
+        "tag:funny",
+    ]
+    assert data.genre_vocabulary(joined) == ["Drama", "tag:dark comedy", "tag:funny"]
+    train = pd.DataFrame({"user": ["u"], "item": ["10"], "rating": [4.0], "timestamp": [0]})
+    no_tags = data.TowerInputs(joined, ["10"], train, ModelConfig(item_tags=False))
+    assert no_tags.genres == ["Drama"]
+    with_tag_features = data.TowerInputs(joined, ["10"], train, ModelConfig())
+    assert with_tag_features.genre_rows(np.array(["30", "99"])).tolist() == [[0, 0, 1], [0, 0, 0]]
+    (tmp_path / "bad.csv").write_text("movieId,label\n1,x\n")
+    with pytest.raises(DataError, match="needs columns movieId and tag"):
+        data.read_tags(tmp_path / "bad.csv", "item_id", 1)

@@ -70,3 +70,25 @@ def test_surprise_svd_without_the_package_is_a_reason_not_a_crash(monkeypatch):
         None,
         "scikit-surprise not installed",
     )
+
+
+def test_ivf_search_is_brute_force_over_each_querys_probed_lists_less_its_seen_items():
+    rng = np.random.default_rng(2)
+    queries, items = _unit(rng, 30, 8), _unit(rng, 300, 8)
+    seen = SeenItems(np.repeat(np.arange(30), 20), rng.integers(0, 300, 600), 30)
+    index = IVFIndex(items, n_lists=12, n_probe=3)
+    cols, scores = index.search(queries, np.arange(30), seen, 10)
+    lists = np.argmax(items @ index.centroids.T, axis=1)
+    for n, query in enumerate(queries):
+        probed = np.argsort(-(index.centroids @ query), kind="stable")[:3]
+        allowed = np.isin(lists, probed) & ~np.isin(np.arange(300), seen.of(n))
+        full = np.where(allowed, items @ query, -np.inf)
+        best = np.argsort(-full, kind="stable")[:10]
+        assert set(cols[n]) == set(best[np.isfinite(full[best])])
+        np.testing.assert_allclose(scores[n], full[best], rtol=1e-5)
+    # One list probed, two items in it: the other slots are -inf at column 0.
+    few, few_scores = IVFIndex(items[:2], n_lists=1, n_probe=1).search(
+        queries[:1], np.array([0]), SeenItems(np.array([], int), np.array([], int), 1), 4
+    )
+    assert np.isinf(few_scores[0, 2:]).all() and few[0, 2:].tolist() == [0, 0]
+    assert sorted(few[0, :2].tolist()) == [0, 1]

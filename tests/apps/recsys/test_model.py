@@ -1,5 +1,7 @@
 """Custom layers and models: behaviour and save -> load round trips."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -9,12 +11,14 @@ from apps.recsys.model import (
     GlobalBias,
     InBatchSoftmax,
     ItemIndex,
+    UserHistory,
     build_item_tower,
     build_mf,
     build_ncf,
     build_retrieval,
     build_two_tower_trainer,
     build_user_tower,
+    history_weights,
     in_batch_softmax_loss,
 )
 
@@ -125,3 +129,47 @@ def test_two_tower_and_retrieval_roundtrip(tmp_path):
     loaded = _roundtrip(retrieval, tmp_path).predict(users, verbose=0)
     assert loaded["items"].tolist() == out["items"].tolist()
     np.testing.assert_allclose(loaded["scores"], out["scores"], rtol=1e-6)
+
+
+def test_user_history_keeps_each_users_latest_items_at_unit_weight(tmp_path):
+    layer = UserHistory(n_users=3, n_items=5, length=2, dim=4)
+    layer.build(None)
+    # user 1: items 1, 2, 3 in time order (3 latest); user 2: item 4 only; user 0: none.
+    users, items = np.array([1, 1, 1, 2]), np.array([1, 2, 3, 4])
+    layer.set_history(users, items, history_weights(users, np.array([10, 20, 30, 5]), 0.0))
+    kept = np.asarray(layer.history_items)
+    assert kept[1].tolist() == [3, 2] and kept[2].tolist() == [4, 0] and kept[0].tolist() == [0, 0]
+    weights = np.asarray(layer.history_weights)
+    np.testing.assert_allclose(np.linalg.norm(weights, axis=1), [0.0, 1.0, 1.0], atol=1e-6)
+    y = np.asarray(layer.factors)
+    out = np.asarray(layer(np.array([1, 2, 0])))
+    np.testing.assert_allclose(out[0], weights[1, 0] * y[3] + weights[1, 1] * y[2], rtol=1e-5)
+    np.testing.assert_allclose(out[1], y[4], rtol=1e-5)
+    assert np.all(out[2] == 0)
+
+
+def test_history_weights_halve_every_half_life_and_are_flat_without_times():
+    users = np.array(["a", "a", "a", "b"])
+    weights = history_weights(users, np.array([3, 1, 2, 9]), half_life=1.0)
+    np.testing.assert_allclose(weights, [1.0, 0.25, 0.5, 1.0])
+    assert history_weights(users, None, 1.0).tolist() == [1.0] * 4
+
+
+def test_user_tower_reads_the_history_from_a_bare_id_and_roundtrips(tmp_path):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    history = (np.array(["u1", "u2", "u2"]), np.array(["a", "b", "c"]), None)
+    tower = build_user_tower(USERS, dataclasses.replace(TINY, user_history=True), history, ITEMS)
+    core = tower.get_layer("user_core")
+    assert core.get_layer("user_history").length == 2
+    # Same id embedding, different histories: zeroing the id table leaves only the history.
+    table = core.get_layer("user_id_embedding")
+    table.set_weights([np.zeros_like(table.get_weights()[0])])
+    ids = tf.constant(USERS)
+    out = tower.predict(ids, verbose=0)
+    assert not np.allclose(out[0], out[1])
+    again = _roundtrip(tower, tmp_path).predict(ids, verbose=0)
+    np.testing.assert_allclose(again, out, rtol=1e-6)
+    plain = build_user_tower(USERS, dataclasses.replace(TINY, user_history=False), history, ITEMS)
+    assert "user_history" not in [layer.name for layer in plain.get_layer("user_core").layers]

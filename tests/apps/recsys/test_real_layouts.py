@@ -149,11 +149,18 @@ def test_ml_latest_small_ratings_csv_keeps_leave_last_out_in_time(tmp_path):
         "movieId,title,genres\n"
         + "".join(f'{i},"Film, The ({1990 + i})",Comedy|Drama\n' for i in range(1, 41))
     )
+    # Tags: movies 41 and 42 have tags but neither ratings nor a movies.csv row (cold start).
+    (folder / "tags.csv").write_text(
+        "userId,movieId,tag,timestamp\n1,3,Noir,1\n2,41,noir,2\n3,42,Noir,3\n4,5,once,4\n"
+    )
     sets = _base(tmp_path, "data.layout=movielens", f"data.path={folder}")
     assert cli("train", *sets) == 0
     assert cli("evaluate", *sets) == 0
     info = _prepare_info(tmp_path)
     assert info["retrieval_holdout"] == "time" and info["items_source"].endswith("movies.csv")
+    assert info["tags_source"].endswith("tags.csv")
+    with np.load(_latest(tmp_path) / "cold_items.npz", allow_pickle=False) as cold:
+        assert {"41", "42"} <= set(cold["items"].tolist())
     assert info["rows"] == 200 and info["retrieval_split"]["test"] == 40  # 2 per user
     report = json.loads((_latest(tmp_path) / "metrics.json").read_text())
     assert set(report["leaderboard"]) == {"rating", "retrieval"}

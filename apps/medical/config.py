@@ -79,6 +79,9 @@ class ModelConfig:
     architecture: Literal["cnn", "resnet", "transfer"] = "cnn"  # which builder
     filters: list[int] = bounded([16, 32, 64], low=1)  # channels per stage (cnn and resnet)
     blocks_per_stage: int = bounded(1, low=1)  # residual blocks per stage (resnet)
+    # cnn: 3x3 conv-BN-ReLU layers per stage. One per stage costs what a plain 3-block CNN
+    # does per epoch (batch norm is most of the difference on a CPU); two see more per stage.
+    convs_per_stage: int = bounded(2, low=1)
     dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
     backbone: str = ""  # transfer: local KerasHub preset folder (no downloads)
     class_weight: Literal["balanced", "sqrt", "none"] = "balanced"  # single-label imbalance

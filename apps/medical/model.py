@@ -173,8 +173,8 @@ def augmentation(config: AugmentConfig) -> keras.Sequential | None:
 
 
 def _conv_stages(x, config: ModelConfig):
-    """cnn: per stage a 3x3 conv-BN-ReLU pair and a max-pool; resnet: a stem, then residual
-    blocks that halve the size at each new stage. Either ends in the `features` map."""
+    """cnn: per stage `convs_per_stage` 3x3 conv-BN-ReLU layers and a max-pool; resnet: a stem,
+    then residual blocks that halve the size at each new stage. Either ends in `features`."""
     if config.architecture == "resnet":
         x = keras.layers.Conv2D(config.filters[0], 3, padding="same", use_bias=False, name="stem")(
             x
@@ -190,7 +190,7 @@ def _conv_stages(x, config: ModelConfig):
                     name=f"stage{stage}_block{block}",
                 )(x)
             continue
-        for _ in range(2):
+        for _ in range(config.convs_per_stage):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
             x = keras.layers.ReLU()(keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
         if stage < len(config.filters) - 1:

@@ -71,6 +71,9 @@ class ModelConfig:
     architecture: Literal["cnn", "resnet", "transfer"] = "cnn"  # which builder
     filters: list[int] = bounded([32, 64], low=1)  # channels per stage (cnn and resnet)
     blocks_per_stage: int = bounded(2, low=1)  # residual blocks per stage (resnet)
+    # cnn: 3x3 conv-BN-ReLU layers per stage. One costs about what the keras-io MNIST convnet
+    # does per epoch at the same size; two see more per stage at twice the cost.
+    convs_per_stage: int = bounded(2, low=1)
     dense_units: int = bounded(128, low=0)  # hidden units before the softmax (0: none)
     dropout: float = bounded(0.3, low=0.0, high=0.9)  # dropout before the classifier
     label_smoothing: float = bounded(0.0, low=0.0, high=0.5)  # cross-entropy label smoothing
@@ -96,6 +99,10 @@ class BaselineConfig:
     max_iter: int = bounded(300, low=1)  # lbfgs iterations per fit
     max_train_images: int = bounded(20_000, low=10)  # a larger train split is subsampled
     # (stratified, seeded): one float per pixel per image must fit in memory
+    # Also train the keras-io "Simple MNIST convnet" recipe on the same split and input
+    # pipeline (apps/vision/recipe.py): its accuracy and fit time sit on the leaderboard.
+    recipe_cnn: bool = False
+    recipe_epochs: int = bounded(15, low=1)  # the example's 15 epochs, no early stopping
 
 
 @dataclasses.dataclass

@@ -94,10 +94,11 @@ def _conv_bn_relu(x, filters: int):
 
 
 def _cnn_body(x, config: ModelConfig):
-    """Stages of two 3x3 conv-BN-ReLU and a 2x2 max-pool (the pool left out of the last stage)."""
+    """Stages of `convs_per_stage` 3x3 conv-BN-ReLU and a 2x2 max-pool (the pool left out of
+    the last stage)."""
     for stage, filters in enumerate(config.filters):
-        x = _conv_bn_relu(x, filters)
-        x = _conv_bn_relu(x, filters)
+        for _ in range(config.convs_per_stage):
+            x = _conv_bn_relu(x, filters)
         if stage < len(config.filters) - 1:
             x = keras.layers.MaxPooling2D()(x)
     return keras.layers.Identity(name=FEATURES)(x)

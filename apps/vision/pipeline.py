@@ -14,6 +14,8 @@ from apps.vision.card import CARD_TITLE, summary_line, write_card
 from apps.vision.config import AUTO_SIZE_MAX, AUTO_SIZE_MIN, Config
 from apps.vision.model import INPUT, Meta, build_model, find_backbone, load_model, write_saved_model
 from apps.vision.plots import write_plots
+from apps.vision.recipe import NAME as RECIPE
+from apps.vision.recipe import evaluate_recipe, fit_recipe
 from apps.vision.sample import write_digits
 from apps.vision.scorer import ImageScorer
 from shared import evaluation as ev
@@ -136,6 +138,8 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     seconds = time.perf_counter() - start
     if run.is_chief and config.baseline.enabled:
         fit_baseline(config, data, run)
+        if config.baseline.recipe_cnn:
+            fit_recipe(config, data, run)
     meta = _meta(config, data, seconds, policy, bool(core.jit_compile))
     steps.save_model(run, model, meta, functools.partial(write_saved_model, meta=meta))
     print(
@@ -300,7 +304,11 @@ def evaluate_baselines(run: RunDir, config: Config, data: vdata.ImageData, top_k
         prob = model.predict_proba(_pixels(config, data, part))
         full = ev.classification_report(part.labels, prob, data.class_names, top_k)
         out[key] = {k: v for k, v in full.items() if k not in ("per_class", "confusion_matrix")}
-    return {BASELINE: out}
+    baselines = {BASELINE: out}
+    recipe = evaluate_recipe(run, config, data, top_k)
+    if recipe is not None:
+        baselines[RECIPE] = recipe
+    return baselines
 
 
 def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:

@@ -66,3 +66,13 @@ def test_gradcam_shape_and_normalisation():
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1
     for heatmap in heatmaps:
         assert heatmap.max() == pytest.approx(1.0) or heatmap.max() == 0.0
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+def test_cnn_has_convs_per_stage_conv_layers_per_stage(convs):
+    config = ModelConfig(filters=[4, 8, 16], convs_per_stage=convs)
+    model = build_model(config, AugmentConfig(enabled=False), 3, [16, 16], 3)
+    conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in conv] == [f for f in (4, 8, 16) for _ in range(convs)]
+    # Two max-pools between three stages whatever the depth of a stage.
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 2

@@ -82,3 +82,23 @@ def test_transfer_model_from_local_preset(tmp_path, tiny_preset):
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+def test_cnn_has_convs_per_stage_conv_layers_per_stage(convs):
+    config = ModelConfig(filters=[4, 8], convs_per_stage=convs, dense_units=0)
+    model = build_model(config, AugmentConfig(enabled=False), 2, [8, 8], 3)
+    conv = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in conv] == [f for f in (4, 8) for _ in range(convs)]
+
+
+def test_recipe_is_the_keras_io_simple_mnist_convnet():
+    from apps.vision.recipe import build_recipe
+
+    # keras-io's example on 28x28 digits has 34,826 parameters (its model.summary()).
+    model = build_recipe(10, (28, 28), 1)
+    assert model.count_params() == 34_826
+    # uint8 images of any size in, resized inside, one probability per class out.
+    out = keras.ops.convert_to_numpy(model(raw_images(2, 40, 40, 1), training=False))
+    assert out.shape == (2, 10)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)

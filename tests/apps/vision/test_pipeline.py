@@ -82,9 +82,12 @@ def test_leaderboard_sets_the_network_beside_the_pixel_baseline(trained):
     assert "cnn (network, selected)" in card
 
 
-def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set(tmp_path, capsys):
+def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set_and_the_mnist_recipe_row(
+    tmp_path, capsys
+):
     root = write_hymenoptera(tmp_path / "hymenoptera_data")
-    sets = tiny_sets(tmp_path, root, "data.dev_split=test", "data.image_size=[24,24]")
+    recipe = ["baseline.recipe_cnn=true", "baseline.recipe_epochs=1"]
+    sets = tiny_sets(tmp_path, root, "data.dev_split=test", "data.image_size=[24,24]", *recipe)
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     assert "imageNotFound.gif: GIF image" in capsys.readouterr().out
     run = tmp_path / "runs" / "vision" / "latest"
@@ -93,7 +96,16 @@ def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set(tmp_path, capsys
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["own_splits"] == ["test", "train"]
     assert metrics["data"]["rejected_files"] == 1
-    assert set(metrics["leaderboard"]["classification"]["models"]) == {"cnn", "pixels_logreg"}
+    board = metrics["leaderboard"]["classification"]
+    # The keras-io Simple MNIST convnet is a baseline row of the same split, with its fit time.
+    assert set(board["models"]) == {"cnn", "pixels_logreg", "recipe_mnist_convnet"}
+    recipe_row = board["models"]["recipe_mnist_convnet"]
+    assert recipe_row["kind"] == "baseline" and recipe_row["train_seconds"] > 0
+    assert (
+        recipe_row["test"]["accuracy"]
+        == metrics["baselines"]["recipe_mnist_convnet"]["test"]["accuracy"]
+    )
+    assert 0 <= recipe_row["test"]["accuracy"] <= 1
 
 
 def test_npz_source_writes_its_test_images_as_png_files_for_score(tmp_path):

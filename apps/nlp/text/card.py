@@ -32,8 +32,8 @@ def write_card(run: RunDir, meta: Meta, report: dict) -> None:
     classes = ", ".join(meta.class_names)
     use = " (any number of them: multi-label)." if meta.multi_label else "."
     board = (
-        "Leaderboard (accuracy; every model beside the baseline, TF-IDF + logistic "
-        "regression fit on the same training split)"
+        f"Leaderboard ({meta.metric.replace('_', ' ')}; every model beside the baseline, "
+        "TF-IDF + logistic regression fit on the same training split)"
     )
     write_model_card(
         run.card_path,
@@ -73,10 +73,15 @@ def _model_section(meta: Meta, failed: dict[str, str]) -> str:
     if meta.blend:
         mix = " + ".join(f"{w:g} x `{n}`" for n, w in meta.blend["weights"].items() if w > 0)
         verdict = "higher" if meta.blend["selected"] else "not higher"
-        scores = meta.blend["validation_accuracy"], meta.blend["network_validation_accuracy"]
+        # A run from before evaluate.metric compared (and stored) accuracies only.
+        metric = meta.blend.get("metric", "accuracy").replace("_", " ")
+        scores = [
+            meta.blend.get(f"{key}_score", meta.blend[f"{key}_accuracy"])
+            for key in ("validation", "network_validation")
+        ]
         why = (
             f"network with the lowest finite validation loss; the blend {mix} (weights fitted "
-            f"on validation) has a {verdict} validation accuracy, {scores[0]:.4f} vs "
+            f"on validation) has a {verdict} validation {metric}, {scores[0]:.4f} vs "
             f"{scores[1]:.4f}"
         )
     return (

@@ -37,6 +37,22 @@ def split_report(y, prob: np.ndarray, names: list[str], multi_label: bool) -> di
     }
 
 
+IMBALANCED = 1 / 3  # rarest / commonest class below this: macro F1 is the metric (auto)
+
+
+def primary_metric(choice: str, labels: np.ndarray, multi_label: bool) -> str:
+    """The metric of `evaluate.metric` (`choice`) for training labels `labels`: auto is
+    macro_f1 for single-label data whose rarest class has under IMBALANCED times the texts of
+    its commonest, else accuracy (for multi-label data, the exact match of the label set)."""
+    if choice != "auto":
+        return choice
+    if multi_label or not len(labels):
+        return "accuracy"
+    counts = np.bincount(np.asarray(labels, dtype=int))
+    counts = counts[counts > 0]
+    return "macro_f1" if counts.min() < IMBALANCED * counts.max() else "accuracy"
+
+
 def _label_sets(names: list[str], rows: np.ndarray) -> list[str]:
     return [";".join(n for n, on in zip(names, row, strict=True) if on) for row in rows]
 

@@ -46,6 +46,8 @@ class Meta(ModelMeta):
     blend: dict = dataclasses.field(default_factory=dict)
     # train.refit: network -> epochs it was trained again for on train + validation
     refit: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The leaderboard's metric and the blend's bar (evaluate.metric): accuracy or macro_f1
+    metric: str = "accuracy"
 
     APP = "nlp"
 
@@ -72,6 +74,34 @@ def make_bag_vectorizer(config: ModelConfig, texts: list[str]) -> keras.layers.T
     )
     vectorizer.adapt(tf.constant(texts, dtype=tf.string), batch_size=1024)
     return vectorizer
+
+
+CHAR_VECTORIZE = "vectorize_chars"  # fasttext's character n-gram bag, when it has one
+
+
+def make_char_vectorizer(config: ModelConfig, texts: list[str]):
+    """TF-IDF over character 1..`bag_char_ngrams`-grams of the lower-cased text, punctuation
+    and spaces kept (an n-gram may span two words), adapted on the training texts; None when
+    `bag_char_ngrams` is 0."""
+    if not config.bag_char_ngrams:
+        return None
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=config.bag_char_max_tokens,
+        standardize="lower",
+        split="character",
+        output_mode="tf_idf",
+        ngrams=config.bag_char_ngrams if config.bag_char_ngrams > 1 else None,
+        name=CHAR_VECTORIZE,
+    )
+    vectorizer.adapt(tf.constant(texts, dtype=tf.string), batch_size=1024)
+    return vectorizer
+
+
+def vectorizer_names(model: keras.Model) -> list[str]:
+    """The names of `model`'s TextVectorization layers (where XLA cuts the graph)."""
+    return [
+        layer.name for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)
+    ]
 
 
 def _text_input():
@@ -110,14 +140,22 @@ def build_cnn(config: ModelConfig, vectorizer, n_classes: int, multi_label: bool
     return keras.Model(texts, _head(x, config, n_classes, multi_label), name="cnn")
 
 
-def build_fasttext(config: ModelConfig, vectorizer, n_classes: int, multi_label: bool = False):
+def build_fasttext(
+    config: ModelConfig, vectorizer, n_classes: int, multi_label: bool = False, chars=None
+):
     """fastText (Joulin et al. 2017): the text as a bag of word and word-pair embeddings. The
     bag is the TF-IDF vector over 1..`bag_ngrams`-grams, L2-normalised, times the embedding
     matrix (a Dense layer without bias): a weighted mean of the n-gram embeddings, exact for
     any length and zero for a text without known n-grams. `vectorizer` is the bag's own
-    (`make_bag_vectorizer`), not the sequence one."""
+    (`make_bag_vectorizer`), not the sequence one; `chars` (`make_char_vectorizer`) adds a
+    bag of character n-grams, normalised on its own and embedded beside the words'
+    (Bojanowski et al. 2017's subword n-grams, here over the whole text)."""
     texts = _text_input()
     x = keras.layers.UnitNormalization(name="l2")(vectorizer(texts))
+    if chars is not None:
+        x = keras.layers.Concatenate(name="bags")(
+            [x, keras.layers.UnitNormalization(name="l2_chars")(chars(texts))]
+        )
     x = keras.layers.Dense(config.embedding_dim, use_bias=False, name="embedding")(x)
     x = keras.layers.Dense(config.embedding_dim, activation="relu", name="hidden")(x)
     return keras.Model(texts, _head(x, config, n_classes, multi_label), name="fasttext")

@@ -18,6 +18,7 @@ from apps.nlp.text.model import (
     VECTORIZE,
     Meta,
     build_bert,
+    build_fasttext,
     build_transformer,
     fit_baseline,
     is_hub_task,
@@ -25,8 +26,10 @@ from apps.nlp.text.model import (
     load_model,
     load_network,
     make_bag_vectorizer,
+    make_char_vectorizer,
     make_vectorizer,
     predict_texts,
+    vectorizer_names,
     write_saved_model,
 )
 from apps.nlp.text.plots import write_plots
@@ -41,6 +44,7 @@ from shared.steps import NO_OPTIONS, StepOptions
 APP = "nlp"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 EXACT_MATCH = "exact_match"  # multi-label: the history column val_exact_match
+MACRO_F1 = "macro_f1"  # evaluate.metric macro_f1: the history column val_macro_f1
 BASELINE = "tfidf_logreg"  # the baseline's name in the leaderboard
 BLEND = "blend"  # models/blend.keras, and the name meta.best takes when the blend ships
 TFIDF_KERAS = "tfidf_keras"  # the blend's TF-IDF + LR half, as Keras layers: models/<this>.keras
@@ -129,6 +133,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     total = time.perf_counter() - start
     meta = _meta(config, data, networks, best, fits, round(total, 1), policy)
     meta.blend, meta.best = blended, BLEND if blended and blended["selected"] else best
+    meta.metric = run_metric(config, data)
     steps.save_model(run, shipped, meta, write_saved_model)
     note = f"; failed: {', '.join(fits.failed)}" if fits.failed else ""
     print(
@@ -143,9 +148,9 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
 def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     """Fit the TF-IDF model and the blend of it with every network that trained
     (models/tfidf_keras.keras, models/blend.keras); the weights, and whether the blend beat the
-    best network on validation accuracy, and the blended model. Nothing ({}, None) when off or
-    when only a KerasHub task trained (its tokenizer runs outside its graph, so one model cannot
-    hold it and the rest)."""
+    best network on the validation metric (`evaluate.metric`), and the blended model. Nothing
+    ({}, None) when off or when only a KerasHub task trained (its tokenizer runs outside its
+    graph, so one model cannot hold it and the rest)."""
     networks = {n: m for n, m in fits.models.items() if not is_hub_task(m)}
     if not config.model.blend or not networks:
         return {}, None
@@ -157,10 +162,12 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     reference = network_val.get(best)
     if reference is None:  # the best network is a KerasHub task
         reference = predict_texts(fits.models[best], val.texts, batch)
-    scores = {
-        key: metrics.split_report(val.labels, prob, data.class_names, data.multi_label)["accuracy"]
+    metric = run_metric(config, data)
+    reports = {
+        key: metrics.split_report(val.labels, prob, data.class_names, data.multi_label)
         for key, prob in (("network", reference), ("blend", blend_val))
     }
+    scores = {key: r[metric] for key, r in reports.items()}
     if run.is_chief:
         for key, keep in ((TFIDF_KERAS, fitted.tfidf), (BLEND, model)):
             with atomic_path(run.subdir("models") / f"{key}.keras", suffix=".keras") as tmp:
@@ -168,7 +175,7 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     selected = scores["blend"] > scores["network"]
     mix = " + ".join(f"{w:g} x {n}" for n, w in fitted.weights.items() if w > 0)
     print(
-        f"train: blend {mix} (TF-IDF C={fitted.C:g}): validation accuracy "
+        f"train: blend {mix} (TF-IDF C={fitted.C:g}): validation {metric} "
         f"{scores['blend']:.4f} vs {best} {scores['network']:.4f}; "
         f"{'the blend ships' if selected else f'{best} ships'} ({fitted.seconds:.1f}s)",
         flush=True,
@@ -176,12 +183,21 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     info = {
         "weights": fitted.weights,
         "C": fitted.C,
-        "validation_accuracy": round(scores["blend"], 5),
-        "network_validation_accuracy": round(scores["network"], 5),
+        "metric": metric,
+        "validation_score": round(scores["blend"], 5),
+        "network_validation_score": round(scores["network"], 5),
+        "validation_accuracy": round(reports["blend"]["accuracy"], 5),
+        "network_validation_accuracy": round(reports["network"]["accuracy"], 5),
         "seconds": fitted.seconds,
         "selected": bool(selected),
     }
     return info, model
+
+
+def run_metric(config: Config, data: tdata.TextData) -> str:
+    """The run's metric (`evaluate.metric`; auto: by the training labels' class balance)."""
+    train = data.splits["train"]
+    return metrics.primary_metric(config.evaluate.metric, train.labels, data.multi_label)
 
 
 class Vectorizers:
@@ -198,6 +214,15 @@ class Vectorizers:
         if kind not in self.made:
             self.made[kind] = self._make(kind)
         return self.made[kind]
+
+    def chars(self):
+        """fasttext's character n-gram bag (None when model.bag_char_ngrams is 0)."""
+        if "chars" not in self.made:
+            self.made["chars"] = make_char_vectorizer(self.config, self.texts), None
+            if self.made["chars"][0] is not None:
+                size = self.made["chars"][0].vocabulary_size()
+                print(f"train: {size:,} character n-grams in the fasttext bag", flush=True)
+        return self.made["chars"][0]
 
     def _make(self, kind: str):
         if kind == "encoder":
@@ -276,7 +301,9 @@ def _fit_network(
     with strategy.scope():
         model = _build(name, config, vectorizers, n_classes, multi)
         # String ops do not compile with XLA: under `xla` the vectorizer runs in tf.data.
-        head, core = (None, model) if hub else training.xla_split(model, cfg, [VECTORIZE])
+        head, core = (
+            (None, model) if hub else training.xla_split(model, cfg, vectorizer_names(model))
+        )
         _compile(core, cfg, len(train_split), multi, config.model.clipnorm)
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
@@ -285,9 +312,6 @@ def _fit_network(
         f"texts, {n_classes} classes, learning rate {cfg.learning_rate:g}",
         flush=True,
     )
-    # Multi-label accuracy is the exact match of the label set, which Keras does not log.
-    batch = config.score.batch_size
-    scores = [training.EpochScore(EXACT_MATCH, lambda _: _exact_match(model, val_split, batch))]
     monitor = "loss" if refit_epochs else "val_loss"
     training.fit(
         core,
@@ -298,10 +322,39 @@ def _fit_network(
         fit_name,
         monitor,
         "min",
+        class_weight=class_weights(config, train_split, data),
         examples=len(train_split),
-        scores=scores if multi and not refit_epochs else (),
+        scores=_epoch_scores(model, config, data, val_split) if val_split else (),
     )
     return model, bool(core.jit_compile)
+
+
+def _epoch_scores(model, config: Config, data, val_split) -> list:
+    """The validation scores Keras does not log, per epoch, so that time to baseline is read
+    in the leaderboard's own metric: the exact match of the label set (multi-label), or macro
+    F1 when it is the run's metric."""
+    batch, names, multi = config.score.batch_size, data.class_names, data.multi_label
+    scores = []
+    if multi:
+        scores.append(
+            training.EpochScore(EXACT_MATCH, lambda _: _exact_match(model, val_split, batch))
+        )
+    if run_metric(config, data) == MACRO_F1:
+
+        def macro_f1(_):
+            prob = predict_texts(model, val_split.texts, batch)
+            return metrics.split_report(val_split.labels, prob, names, multi)[MACRO_F1]
+
+        scores.append(training.EpochScore(MACRO_F1, macro_f1))
+    return scores
+
+
+def class_weights(config: Config, split: tdata.Split, data) -> dict[int, float] | None:
+    """`train.class_weight` of the training labels (shared.training.class_weights); None for
+    multi-label data, which has no single class per text."""
+    if data.multi_label:
+        return None
+    return training.class_weights(split.labels, config.train.class_weight)
 
 
 def _refit(config: Config, run: RunDir, strategy, vectorizers, data, fits: Fits, blended):
@@ -347,6 +400,9 @@ def _build(name: str, config: Config, vectorizers, n_classes: int, multi_label: 
             shape = ptrain.pretrained_shape(config.model.pretrained)
             model_cfg = dataclasses.replace(model_cfg, **shape)
         return build_transformer(model_cfg, vectorizer, n_classes, multi_label, encoder)
+    if name == "fasttext":
+        chars = vectorizers.chars()
+        return build_fasttext(config.model, vectorizer, n_classes, multi_label, chars)
     return BUILDERS[name](config.model, vectorizer, n_classes, multi_label)
 
 
@@ -480,7 +536,7 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
 def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
     """The report's start (every network that trained, the blend and its TF-IDF half, on test
     and validation) and the run's model's test probabilities."""
-    report = {"primary_metric": "macro_f1", "best": meta.best, "networks": {}}
+    report = {"primary_metric": meta.metric, "best": meta.best, "networks": {}}
     names = [n for n in meta.networks if n not in meta.failed_networks]
     models = names + ([BLEND, TFIDF_KERAS] if meta.blend else [])
     best_test_prob = None
@@ -522,7 +578,8 @@ def _baseline_report(data: tdata.TextData) -> dict:
 
 
 def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
-    """Every network (failed ones with the reason) beside the TF-IDF baseline, on accuracy."""
+    """Every network (failed ones with the reason) beside the TF-IDF baseline, on the run's
+    metric (accuracy, or macro F1 for imbalanced classes: `evaluate.metric`)."""
     failed = report["failed_networks"]
     models = {}
     for name in meta.networks:
@@ -554,9 +611,11 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
     if TFIDF_KERAS in report:  # the blend's own TF-IDF half, a baseline in its own right
         baselines[TFIDF_KERAS] = report[TFIDF_KERAS] | {"fit_seconds": meta.blend["seconds"]}
     models |= leaderboard.baseline_entries(baselines, ("accuracy", "macro_f1"))
-    # Multi-label accuracy (exact match) has its own history column; Keras's is per label.
-    column = f"val_{EXACT_MATCH}" if meta.multi_label else "val_accuracy"
-    return leaderboard.build("accuracy", True, models, meta.best, history_column=column)
+    # Macro F1 and multi-label accuracy (exact match) have their own history columns;
+    # Keras's multi-label accuracy is per label.
+    column = {MACRO_F1: f"val_{MACRO_F1}"}.get(meta.metric)
+    column = column or (f"val_{EXACT_MATCH}" if meta.multi_label else "val_accuracy")
+    return leaderboard.build(meta.metric, True, models, meta.best, history_column=column)
 
 
 def _headline(entry: dict) -> dict:

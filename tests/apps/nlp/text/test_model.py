@@ -1,5 +1,7 @@
 """Text models: raw strings in, probabilities out; save/load round trips; the tiny BERT preset."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -7,11 +9,14 @@ from apps.nlp.text.config import ModelConfig
 from apps.nlp.text.model import (
     BUILDERS,
     build_bilstm,
+    build_fasttext,
     load_model,
     load_network,
     make_bag_vectorizer,
+    make_char_vectorizer,
     make_vectorizer,
     predict_texts,
+    vectorizer_names,
 )
 from shared.run import RunDir
 from tests.apps.nlp.text.conftest import tiny_frame
@@ -25,6 +30,7 @@ TINY = ModelConfig(
     cnn_filters=4,
     cnn_widths=[2, 3],
     bag_max_tokens=80,
+    bag_char_max_tokens=120,
     num_heads=2,
     feed_forward_dim=8,
 )
@@ -54,9 +60,12 @@ def make_tiny_bert_preset(folder):
 
 
 def build_tiny(name: str, texts: list[str], n_classes: int = 2, multi_label: bool = False):
-    """Network `name` at TINY size, its vectorizer adapted on `texts`."""
-    make = make_bag_vectorizer if name == "fasttext" else make_vectorizer
-    return BUILDERS[name](TINY, make(TINY, texts), n_classes, multi_label)
+    """Network `name` at TINY size, its vectorizer adapted on `texts` (fasttext: with its
+    character n-gram bag)."""
+    if name == "fasttext":
+        bags = make_bag_vectorizer(TINY, texts), make_char_vectorizer(TINY, texts)
+        return build_fasttext(TINY, *bags[:1], n_classes, multi_label, chars=bags[1])
+    return BUILDERS[name](TINY, make_vectorizer(TINY, texts), n_classes, multi_label)
 
 
 # Every network's saved model is loaded again, in a fresh process, by test_portable.py.
@@ -72,6 +81,18 @@ def test_raw_strings_in_probabilities_out_and_round_trip(tmp_path, name):
     model.save(tmp_path / "models" / "net.keras")
     for loaded in (load_model(run), load_network(run, "net")):
         np.testing.assert_allclose(predict_texts(loaded, texts, 8), prob[:16], atol=1e-6)
+
+
+def test_fasttext_reads_character_ngrams_only_when_asked():
+    texts = tiny_frame(16).text.tolist()
+    model = build_tiny("fasttext", texts)
+    assert vectorizer_names(model) == ["vectorize", "vectorize_chars"]
+    # punctuation, digits and spaces are kept: spam's tells (Keras joins an n-gram's
+    # characters with spaces, so "£1000" is "£ 1 0 0 0" and "0 n" across words "0   n")
+    vocabulary = make_char_vectorizer(TINY, ["win £1000 now!!"]).get_vocabulary()
+    assert {"£", "!", "£ 1 0 0 0", "0   n"} <= set(vocabulary)
+    words_only = dataclasses.replace(TINY, bag_char_ngrams=0)
+    assert make_char_vectorizer(words_only, texts) is None
 
 
 def test_multi_label_head_is_sigmoid():

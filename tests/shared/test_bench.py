@@ -72,12 +72,14 @@ def test_train_and_score_feeds_setups_answer_to_score_and_predict_in_order():
 
     def measure(module, name, args):
         calls.append((name, args))
-        return {"folder": "/f"} if name == "setup" else {"name": name}
+        answer = {"folder": "/f"} if name == "setup" else {"name": name}
+        return {**answer, "peak_rss_mb": 1.0}  # as run_measurement answers
 
     found = bench.train_and_score(measure, "apps.x.bench", {"images": 4})
     assert [c[0] for c in calls] == ["setup", "train", "score", "predict", "workers", "workers"]
     assert calls[2][1] == calls[3][1] == {"folder": "/f"}
-    assert found["ours"] == {"name": "score"} and set(found["workers"]) == {1, 2}
+    assert found["ours"] == {"name": "score", "peak_rss_mb": 1.0}
+    assert set(found["workers"]) == {1, 2}
 
 
 def test_cli_startup_times_each_command_and_compares_errors_with_the_tensorflow_import(

@@ -38,6 +38,10 @@ def swap_in_float32_twin():
 TRAINED_RUN_FIXTURES = {"trained", "contract_run", "scoring_run"}
 
 
+# tryfirst: the marker must be on the item before xdist's worker reads it in its own
+# collection_modifyitems (it appends the group to the test id there; pytest 9 ignores that id,
+# hence pytest < 9 in pyproject.toml).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`--dist loadgroup`), the tests that use an app's session-scoped
     trained run go to one worker, so the suite trains each app's run once, not once a worker."""

@@ -20,6 +20,22 @@ pytest.importorskip("fastapi", reason="serve needs the `serve` extra")
 pytest.importorskip("httpx", reason="the test client needs httpx")
 
 
+def concurrently(count: int, request) -> list:
+    """The answers of `request()` sent from `count` threads at once (the server may join them
+    into one model call), in thread order."""
+    answers = [None] * count
+
+    def send(n):
+        answers[n] = request()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 def config_from(app: str, args: list[str]):
     """The config a CLI command with `args` (--config FILE, --set k=v ...) would use."""
     named, overrides = None, []
@@ -113,16 +129,7 @@ def check_file_app(app: str, args: list[str], sources: list[Path], folder: Path,
     want_rej["reason"] = want_rej["reason"].map(named)
     upload = [("files", (p.name, p.read_bytes())) for p in files]
     with served(app, args, max_wait_ms=300) as (client, _):
-        answers = [None] * 4
-
-        def send(n):
-            answers[n] = client.post("/score", files=upload).json()
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = concurrently(4, lambda: client.post("/score", files=upload).json())
         for answer in answers:
             assert_same_table(answer["outputs"], want_out)
             assert same_rejects(answer["rejects"], want_rej), (answer["rejects"], want_rej)

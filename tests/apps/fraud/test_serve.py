@@ -2,13 +2,12 @@
 and rejects for the same rows, also when concurrent requests are batched, bad requests
 one-line 4xx, and the metrics counting what was sent."""
 
-import threading
-
 import pandas as pd
 
 from tests.shared.serve_checks import (
     assert_accounting,
     assert_same_table,
+    concurrently,
     counter,
     same_rejects,
     scored_files,
@@ -41,16 +40,7 @@ def test_served_rows_equal_score_batched_and_counted(trained, tmp_path):
         assert_accounting(client, "/score", 40, len(want_out), len(want_rej), 1)
         meta = client.get("/metadata").json()
         assert meta["decision"]["threshold"] > 0 and "transaction_id" in str(meta["schema"])
-        answers = [None] * 6
-
-        def send(n):
-            answers[n] = client.post("/score", json={"rows": rows}).json()
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = concurrently(6, lambda: client.post("/score", json={"rows": rows}).json())
         # Joined in a batch, each request keeps its own history and repeated-id checks.
         for answer in answers:
             assert answer["rejects"] == body["rejects"]

@@ -2,14 +2,13 @@
 rejects, /recommend with `recommend`'s table, both batched, bad requests one-line 4xx, and
 the metrics counting them."""
 
-import threading
-
 import pandas as pd
 
 from shared.run import RunDir
 from tests.shared.serve_checks import (
     assert_accounting,
     assert_same_table,
+    concurrently,
     config_from,
     counter,
     same_rejects,
@@ -48,16 +47,9 @@ def test_served_pairs_and_recommendations_equal_score_and_recommend(trained, tmp
         assert_same_table(body["outputs"], want_out)
         assert same_rejects(body["rejects"], want_rej) and len(want_rej) == 3
         assert_accounting(client, "/score", len(rows), len(want_out), 3, 1)
-        answers = [None] * 4
-
-        def send(n):
-            answers[n] = client.post("/recommend", json={"users": users, "k": 3}).json()
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = concurrently(
+            4, lambda: client.post("/recommend", json={"users": users, "k": 3}).json()
+        )
         for answer in answers:
             assert_same_table(answer["outputs"], want)
         for bad_body, message in (

@@ -3,11 +3,11 @@ rejects for the same objects as a JSONL file, batched across concurrent requests
 metrics counting them."""
 
 import json
-import threading
 
 from tests.shared.serve_checks import (
     assert_accounting,
     assert_same_table,
+    concurrently,
     counter,
     same_rejects,
     scored_files,
@@ -42,16 +42,7 @@ def test_served_texts_equal_score_batched_and_counted(trained, tmp_path):
         meta = client.get("/metadata").json()
         classes = [c.removeprefix("prob_") for c in want_out.columns if c.startswith("prob_")]
         assert meta["classes"] == classes and meta["schema"]["text"] == "text"
-        answers = [None] * 8
-
-        def send(n):
-            answers[n] = client.post("/score", json={"rows": ROWS}).json()
-
-        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        answers = concurrently(8, lambda: client.post("/score", json={"rows": ROWS}).json())
         for answer in answers:
             assert answer["rejects"] == body["rejects"]
             assert_same_table(answer["outputs"], want_out)

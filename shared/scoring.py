@@ -296,22 +296,32 @@ def score_file(
 def _score_chunk(chunk: pd.DataFrame, schema: InputSchema, predict, seen_ids: dict):
     """(outputs of the chunk's good rows, or None when it has none; a reason per row, '' for a
     row scored): a failed check, a malformed line, a repeated id or a non-finite output."""
-    typed, reasons = schema.validate(chunk)
-    malformed = row_problems(chunk)  # a blank or ragged line: its cells are not its own
-    reasons = reasons.where(malformed == "", malformed)
+    typed, reasons = _checked(chunk, schema)
     if schema.id_column:
         reasons = _mark_duplicates(typed[schema.id_column], reasons, seen_ids)
+    return _predict_good(typed, chunk, reasons, predict)
+
+
+def _checked(chunk: pd.DataFrame, schema: InputSchema) -> tuple[pd.DataFrame, pd.Series]:
+    """The chunk's typed values and a reason per row: its checks, or its line's malformation
+    (a blank or ragged line: its cells are not its own)."""
+    typed, reasons = schema.validate(chunk)
+    malformed = row_problems(chunk)
+    return typed, reasons.where(malformed == "", malformed)
+
+
+def _predict_good(typed: pd.DataFrame, raw: pd.DataFrame, reasons: pd.Series, predict):
+    """`predict` on the rows without a reason; a non-finite output becomes its row's reason."""
     good = reasons == ""
     if not good.any():
         return None, reasons
-    result = predict(typed[good], chunk[good])
+    result = predict(typed[good], raw[good])
     if len(result) != int(good.sum()):
         raise RuntimeError("predict returned a different number of rows than it was given")
     finite, why = finite_outputs(result)
     if not finite.all():  # a model output that is not a number never ships
-        broken = typed.index[good.to_numpy()][~finite]
         reasons = reasons.copy()
-        reasons.loc[broken] = why[~finite]
+        reasons.loc[typed.index[good.to_numpy()][~finite]] = why[~finite]
         result = result[finite]
     return result, reasons
 
@@ -387,9 +397,7 @@ def group_bounds(frames: list[pd.DataFrame]) -> np.ndarray:
 
 def _score_joined(joined: pd.DataFrame, schema: InputSchema, predict, bounds):
     """`_score_chunk` over requests joined end to end: ids repeat-checked per request."""
-    typed, reasons = schema.validate(joined)
-    malformed = row_problems(joined)
-    reasons = reasons.where(malformed == "", malformed)
+    typed, reasons = _checked(joined, schema)
     if schema.id_column:
         ids, marked = typed[schema.id_column], reasons.to_numpy().copy()
         for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
@@ -397,18 +405,7 @@ def _score_joined(joined: pd.DataFrame, schema: InputSchema, predict, bounds):
             mine = reasons.iloc[begin:end].set_axis(local)
             marked[begin:end] = _mark_duplicates(ids.iloc[begin:end].set_axis(local), mine, {})
         reasons = pd.Series(marked, index=reasons.index, dtype=object)
-    good = reasons == ""
-    if not good.any():
-        return None, reasons
-    result = predict(typed[good], joined[good])
-    if len(result) != int(good.sum()):
-        raise RuntimeError("predict returned a different number of rows than it was given")
-    finite, why = finite_outputs(result)
-    if not finite.all():
-        reasons = reasons.copy()
-        reasons.loc[typed.index[good.to_numpy()][~finite]] = why[~finite]
-        result = result[finite]
-    return result, reasons
+    return _predict_good(typed, joined, reasons, predict)
 
 
 def _mark_duplicates(ids: pd.Series, reasons: pd.Series, seen: dict[str, int]) -> pd.Series:

@@ -7,6 +7,7 @@ The schema that rows are checked against is saved with the model at training tim
 import contextlib
 import csv
 import dataclasses
+import functools
 import os
 import secrets
 import signal
@@ -633,21 +634,25 @@ class Terminated(SystemExit):
     """Raised by SIGTERM while outputs are being written, so that their temporaries go."""
 
 
-def _terminate(signum, _frame):
+def _terminate(stopped: list[int], signum, _frame):
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+    stopped.append(signum)
     raise Terminated(128 + signum)
 
 
 @contextlib.contextmanager
-def _terminate_raises() -> Iterator[None]:
+def _terminate_raises() -> Iterator[list[int]]:
     """SIGTERM (what timeout, CI, systemd and Kubernetes send) raises while the block runs;
-    its default would end the process without running any clean-up."""
+    its default would end the process without running any clean-up. Yields the signals seen:
+    TensorFlow can turn the raise inside one of its calls into an error of its own, and the
+    caller must still know that the block ended because of the signal."""
+    stopped: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield  # handlers can only be installed from the main thread
+        yield stopped  # handlers can only be installed from the main thread
         return
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, functools.partial(_terminate, stopped))
     try:
-        yield
+        yield stopped
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -688,8 +693,9 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list]:
     check_output_paths(*paths)
     temps: list[Path] = []
     written = False
+    stopped: list[int] = []
     try:
-        with _terminate_raises():
+        with _terminate_raises() as stopped:
             for path in paths:
                 try:
                     temps.append(_temporary(path))
@@ -705,10 +711,14 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list]:
             with _signals_held():
                 _rename_together(temps, paths)
                 written = True
-    except Terminated as exc:
+    except BaseException as exc:
+        if not stopped:
+            raise
         done = "" if written else ": nothing written"
-        print(f"terminated by signal {int(exc.code) - 128}{done}", file=sys.stderr, flush=True)
-        raise
+        print(f"terminated by signal {stopped[0]}{done}", file=sys.stderr, flush=True)
+        if isinstance(exc, Terminated):
+            raise
+        raise Terminated(128 + stopped[0]) from None  # whatever TensorFlow made of the signal
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)

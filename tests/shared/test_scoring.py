@@ -400,3 +400,23 @@ def test_sigterm_while_scoring_a_table_leaves_no_temporaries(tmp_path):
     assert code == 128 + signal.SIGTERM
     assert left == [] and "Traceback" not in stderr
     assert stderr.strip() == "terminated by signal 15: nothing written"
+
+
+# A predict step that turns the signal's exception into an error of its own, as TensorFlow can
+# when the signal lands inside one of its calls.
+SWALLOWING_SCORING = SLOW_SCORING.replace(
+    "    time.sleep(0.05)\n",
+    "    try:\n        time.sleep(0.05)\n"
+    "    except SystemExit:\n        raise RuntimeError('op failed')\n",
+)
+
+
+def test_sigterm_turned_into_another_error_still_exits_as_terminated(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("x\n" + "".join(f"{i}\n" for i in range(2000)))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    command = [sys.executable, "-c", SWALLOWING_SCORING, str(source), str(out_dir / "o.csv")]
+    code, stderr, left = terminate_mid_scoring([*command, str(out_dir / "r.csv")], out_dir)
+    assert (code, left) == (128 + signal.SIGTERM, []), stderr
+    assert stderr.strip() == "terminated by signal 15: nothing written"

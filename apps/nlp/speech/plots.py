@@ -72,12 +72,16 @@ def plot_feature_grid(features: np.ndarray, titles: list[str], path: Path, title
 
 
 def plot_speaker_accuracy(per_speaker: dict, path: Path):
-    """One bar per test speaker (voices unseen in training when the split is by speaker)."""
+    """One bar per test speaker (voices unseen in training when the split is by speaker), each
+    labelled with its accuracy and clip count, so a speaker at 0 reads as 0, not as a gap."""
     names = list(per_speaker)
     values = [per_speaker[s]["accuracy"] for s in names]
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3))
-    ax.bar(names, values, color="tab:blue")
-    ax.set_ylim(0, 1.02)
+    bars = ax.bar(names, values, color="tab:blue")
+    labels = [f"{per_speaker[s]['accuracy']:.2f} ({per_speaker[s]['clips']})" for s in names]
+    ax.bar_label(bars, labels=labels, rotation=90, padding=2, fontsize=6)
+    ax.set_ylim(0, 1.25)  # room above a full bar for its label
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("accuracy")
     ax.set_title("Test accuracy per speaker")
     ax.tick_params(axis="x", rotation=60, labelsize=7)

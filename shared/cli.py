@@ -28,7 +28,7 @@ STEP_HELP = {
     "serve": "load a run's model once and answer HTTP scoring requests (FastAPI, batched)",
     "tune": "hyper-parameter search (KerasTuner) over the config's tune.space; each trial a run",
 }
-USES_RUN = ("evaluate", "score", "export", "recommend", "serve")
+USES_RUN = ("evaluate", "score", "export", "recommend", "serve", "tune")
 # Steps every app has that live in shared/ rather than in the app's pipeline: the module that
 # runs them, called as `<module>.<step>(app_name, config, options)`.
 SHARED_STEPS = {"serve": "shared.server", "tune": "shared.tuning"}
@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train as N local workers (MultiWorkerMirroredStrategy)",
                 )
             if step in USES_RUN:
-                sub.add_argument("--run", help="run folder (default: runs/<app>/latest)")
+                sub.add_argument(
+                    "--run",
+                    help="the search folder: an unfinished one to resume, or a new one "
+                    "(default: the newest unfinished search of this config)"
+                    if step == "tune"
+                    else "run folder (default: runs/<app>/latest)",
+                )
             if step == "score":
                 sub.add_argument(
                     "--input", nargs="+", required=True, help="file(s) or folder to score"
@@ -236,7 +242,7 @@ def _checked_config(args: argparse.Namespace):
             )
         overrides.append(f"export.format={args.format}")
     config = load_config(config_cls, _config_path(args.config, configs), overrides)
-    if args.step in USES_RUN:
+    if args.step in USES_RUN and args.step != "tune":  # tune's --run may name a new folder
         RunDir.locate(args.app, args.run, config.run.root)
     if args.step == "score":
         expand_inputs(args.input, "")

@@ -9,6 +9,7 @@ test and validation metrics, the plots and the model card to the same MLflow run
 MLflow is imported only when tracking is on, so the project runs without it installed.
 """
 
+import atexit
 import contextvars
 import functools
 import json
@@ -34,6 +35,21 @@ BATCH = 100  # params per log_batch call (MLflow's limit)
 # The MLflow run of a `tune` under way: the runs its trials create nest under it.
 PARENT_RUN = contextvars.ContextVar("deepfield_mlflow_parent_run", default=None)
 PARAM_CHARS = 6000  # MLflow's longest param value
+# The MLflow runs `train` opened in this process and has not ended (FINISHED or FAILED): a
+# train that dies on an unexpected exception ends them FAILED (`end_unfinished`), at the
+# latest when the process exits, instead of leaving them RUNNING for ever.
+_UNFINISHED: dict[str, "Tracker"] = {}
+_AT_EXIT: list[bool] = []
+
+
+def end_unfinished(status: str = "FAILED") -> int:
+    """End every MLflow run a `train` of this process opened and did not end, with `status`;
+    how many. Called when a trial dies (`tune`) and at exit; one line per failure to end."""
+    ended = 0
+    for run_id, tracker in list(_UNFINISHED.items()):
+        _UNFINISHED.pop(run_id, None)
+        ended += bool(tracker.end(status))
+    return ended
 
 
 def track_of(config) -> TrackConfig:
@@ -141,6 +157,10 @@ class Tracker:
         tracker = cls.open(run, track_of(config), app, name)
         if run.resumed:  # its MLflow run may have ended FAILED or stayed RUNNING when killed
             tracker.client.update_run(tracker.run_id, status="RUNNING")
+        _UNFINISHED[tracker.run_id] = tracker
+        if not _AT_EXIT:  # a process that dies mid-train (an exception, SIGTERM) ends it FAILED
+            atexit.register(end_unfinished)
+            _AT_EXIT.append(True)
         tracker.log_params(flat_params(to_dict(config)))
         return tracker
 
@@ -233,6 +253,7 @@ class Tracker:
         self.log_files(run, ("config.yaml", "history.csv", "model_meta.json", "metrics.json"))
         if self.log_model and run.model_path.exists():
             self.client.log_artifact(self.run_id, str(run.model_path), "model")
+        _UNFINISHED.pop(self.run_id, None)
         self.client.set_terminated(self.run_id, "FINISHED")
 
     @best_effort
@@ -250,9 +271,14 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(folder / name))
         self.client.set_terminated(self.run_id, "FINISHED")
 
-    @best_effort
     def failed(self) -> None:
-        self.client.set_terminated(self.run_id, "FAILED")
+        _UNFINISHED.pop(self.run_id, None)
+        self.end("FAILED")
+
+    @best_effort
+    def end(self, status: str) -> bool:
+        self.client.set_terminated(self.run_id, status)
+        return True
 
 
 class EpochLogger(keras.callbacks.Callback):

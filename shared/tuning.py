@@ -146,11 +146,13 @@ def tune(app_name: str, config, options: StepOptions, pipeline=None) -> Path:
         raise ConfigError(f"--trials must be at least 1, got {trials}")
     dimensions = search_space(config)
     pipeline = pipeline or importlib.import_module(APPS[app_name].pipeline)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = Path(config.run.root) / app_name / f"tune-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _search_folder(app_name, config, options)
     oracle = _oracle(kt, config, dimensions, trials, folder)
     search = Search(app_name, config, dimensions, folder, trials, options.max_minutes)
+    if (folder / "oracle" / "oracle.json").exists():
+        oracle.reload()  # its finished trials; the one a kill cut short is retried
+        search.resume(oracle)
+    write_json(folder / SEARCH_FILE, {"app": app_name, "config": to_dict(config)})
     search.tracker = _tune_tracker(app_name, config, folder, trials)
     print(
         f"tune: {config.tune.algorithm} search over {', '.join(d.key for d in dimensions)}; "
@@ -159,7 +161,7 @@ def tune(app_name: str, config, options: StepOptions, pipeline=None) -> Path:
     )
     token = tracking.PARENT_RUN.set(search.tracker.run_id if search.tracker else None)
     try:
-        for _ in range(trials):
+        for _ in range(trials - len(search.rows)):
             if search.out_of_time():
                 print(f"tune: --max-minutes {options.max_minutes:g} reached; no more trials")
                 break
@@ -168,9 +170,56 @@ def tune(app_name: str, config, options: StepOptions, pipeline=None) -> Path:
                 print(f"tune: the {config.tune.algorithm} schedule is complete", flush=True)
                 break
             search.run_trial(pipeline, oracle, trial)
+    except BaseException:
+        if search.tracker is not None:  # resumed later, it is RUNNING again
+            search.tracker.end("FAILED")
+        raise
     finally:
         tracking.PARENT_RUN.reset(token)
     return search.finish()
+
+
+SEARCH_FILE = "search.json"  # in a tune folder: the app and the config it searches
+
+
+def _search_folder(app: str, config, options: StepOptions) -> Path:
+    """The tune folder: `--run FOLDER` (an unfinished search to resume, or a new folder),
+    else the newest unfinished search of this app with this very config (no tune.json yet:
+    killed, or stopped by an error), else a new runs/<app>/tune-<time>/. A config changed by
+    one key or one `--set` starts a new search, as `train` resumes only an identical run."""
+    if options.run:
+        folder = Path(options.run)
+        if (folder / "tune.json").exists():
+            raise ConfigError(f"{folder}: this search has finished (tune.json); nothing to resume")
+        same = _searches_config(folder, app, config)
+        if (folder / SEARCH_FILE).exists() and not same:
+            raise ConfigError(
+                f"{folder}: a search of another config; resume it with the config in "
+                f"{folder / SEARCH_FILE}, or start a new search without --run"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    root = Path(config.run.root) / app
+    for folder in sorted(root.glob("tune-*"), reverse=True):
+        if not (folder / "tune.json").exists() and _searches_config(folder, app, config):
+            print(f"tune: resuming the unfinished search in {folder}", flush=True)
+            return folder
+    stamp, n = f"tune-{time.strftime('%Y%m%d-%H%M%S')}", 1
+    folder = root / stamp
+    while folder.exists():  # two searches started in one second: never share a folder
+        n += 1
+        folder = root / f"{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _searches_config(folder: Path, app: str, config) -> bool:
+    try:
+        stored = read_json(folder / SEARCH_FILE)
+    except (OSError, ValueError, DataError):
+        return False
+    wanted = json.loads(json.dumps({"app": app, "config": to_dict(config)}))
+    return stored == wanted
 
 
 def _tune_tracker(app: str, config, folder: Path, trials: int):
@@ -193,8 +242,60 @@ class Search:
         self.trials, self.max_minutes = trials, max_minutes
         self.rows: list[dict] = []
         self.best: dict | None = None
+        self.resumed = 0  # trials read back from a killed search's trials.csv
         self.tracker = None  # the search's MLflow run, when tracking is on
         self.start = time.perf_counter()
+
+    def resume(self, oracle) -> None:
+        """Read back the finished trials of a killed search (trials.csv; the oracle reloaded):
+        they are not run again. A trial recorded in trials.csv whose end the oracle did not
+        save (killed in between) is ended in the oracle from its row."""
+        path = self.folder / "trials.csv"
+        if not path.exists():
+            return
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        rows = [
+            {
+                k: v if k in ("trial_id", "run", "status", "reason") else _cell(v)
+                for k, v in r.items()
+            }
+            for r in table.to_dict("records")
+        ]
+        waiting = set(getattr(oracle, "_retry_queue", []))
+        for row in rows:
+            trial_id = str(row.get("trial_id", ""))
+            if trial_id in waiting:
+                self._end_recorded(oracle, trial_id, row)
+        self.rows, self.resumed = rows, len(rows)
+        for row in rows:
+            if row.get("status") == "ok" and _finite(row.get("objective")):
+                higher = self._higher(row)
+                if self.best is None or _better(row["objective"], self.best["objective"], higher):
+                    self.best = row
+        best = (
+            f"; best {self.best['objective']:.4f} (trial {self.best['trial']})" if self.best else ""
+        )
+        print(f"tune: {len(rows)} trial(s) already done, not run again{best}", flush=True)
+
+    def _end_recorded(self, oracle, trial_id: str, row: dict) -> None:
+        oracle._retry_queue.remove(trial_id)
+        trial = oracle.trials[trial_id]
+        oracle.ongoing_trials[TUNER_ID] = trial
+        if row.get("status") == "ok" and _finite(row.get("objective")):
+            score = row["objective"]
+            oracle.update_trial(trial_id, {OBJECTIVE: -score if self._higher(row) else score})
+            trial.status = "COMPLETED"
+        else:
+            trial.status = "FAILED"
+        oracle.end_trial(trial)
+
+    def _higher(self, row: dict) -> bool:
+        """Whether the search's metric is better higher: from a finished trial's metrics.json."""
+        metrics = Path(str(row.get("run", ""))) / "metrics.json"
+        try:
+            return objective(read_json(metrics), self.config.tune)[2]
+        except (OSError, ValueError, DataError, ConfigError, KeyError):
+            return True
 
     def out_of_time(self) -> bool:
         """True once `max_minutes` have passed; the first trial always runs."""
@@ -212,6 +313,7 @@ class Search:
         print(f"tune: trial {index}/{self.trials} ({_shown(values)})", flush=True)
         started = time.perf_counter()
         row = {"trial": index, **values, "run": str(Path(self.config.run.root) / self.app / run_id)}
+        row["trial_id"] = trial.trial_id  # the oracle's, so a resumed search can match them
         score, higher = self._train_and_score(pipeline, values, run_id, row)
         if _finite(score):
             oracle.update_trial(trial.trial_id, {OBJECTIVE: -score if higher else score})
@@ -242,6 +344,9 @@ class Search:
         except (ConfigError, Diverged, TrainingFailed) as exc:
             row.update(status="failed", reason=str(exc).splitlines()[0])
             return float("nan"), False
+        except BaseException:  # a bug or Ctrl-C stops the search; its trial's run ends FAILED
+            tracking.end_unfinished()
+            raise
         score, metric, higher = objective(read_json(run.metrics_path), self.config.tune)
         row.update(status="ok" if _finite(score) else "failed", metric=metric, objective=score)
         return score, higher
@@ -258,7 +363,7 @@ class Search:
                 {f"validation_{row['metric']}": row["objective"]}, row["trial"]
             )
         done, seconds = len(self.rows), time.perf_counter() - self.start
-        eta = seconds / done * (self.trials - done)
+        eta = seconds / max(done - self.resumed, 1) * (self.trials - done)
         if self.max_minutes:
             eta = min(eta, max(0.0, 60 * self.max_minutes - seconds))
         result = (
@@ -375,6 +480,16 @@ def _decode(value):
     if isinstance(value, str) and value[:1] in "[{" or value == "null":
         return json.loads(value)
     return value
+
+
+def _cell(text: str):
+    """A trials.csv cell as the search wrote it: numbers, lists (JSON) and flags decoded."""
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _better(value: float, reference: float, higher_is_better: bool) -> bool:

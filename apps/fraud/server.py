@@ -13,13 +13,13 @@ import copy
 import numpy as np
 import pandas as pd
 
-from apps.fraud.data import model_inputs
+from apps.fraud.data import input_name, model_inputs
 from apps.fraud.features import FeatureBuilder, FeatureSpec
 from apps.fraud.model import RISK_SCORE
 from apps.fraud.scorer import TransactionScorer
 from shared.run import RunDir
-from shared.scoring import group_bounds, rows_frame, score_row_groups
-from shared.server import Adapter, records, reject_list
+from shared.scoring import group_bounds, score_row_groups
+from shared.server import Adapter, submit_rows, table_rows_call
 
 
 class RequestHistory:
@@ -45,9 +45,20 @@ class FraudAdapter(Adapter):
 
     def __init__(self, scorer: TransactionScorer, run: RunDir):
         self.scorer, self.run = scorer, run
+        self.table_schema = scorer.schema  # POST /score also takes the transactions as a CSV
 
     def model_calls(self) -> dict:
-        return {"score": self._score_batch}
+        return {"score": table_rows_call(self.scorer.schema, self._score_batch)}
+
+    def warm_up(self) -> None:
+        """Trace `predict_on_batch` for any batch size: Keras traces again for each new
+        shape until its second, then keeps a function for any batch (`reduce_retracing`)."""
+        meta = self.scorer.meta
+        for n in (1, 2, 3):
+            arrays = {input_name(c): np.zeros((n, 1), np.float32) for c in meta.numeric_inputs}
+            for c in meta.categorical_inputs:
+                arrays[input_name(c)] = np.full((n, 1), "", dtype=object)
+            self.scorer.model.predict_on_batch(arrays)
 
     def _score_batch(self, frames: list[pd.DataFrame]) -> list:
         scorer = copy.copy(self.scorer)  # the run's scorer, with the batch's feature state
@@ -66,8 +77,7 @@ class FraudAdapter(Adapter):
         return {k: np.asarray(v) for k, v in self.scorer.model.predict_on_batch(arrays).items()}
 
     def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
-        result, reasons = submit("score", rows_frame(rows, self.scorer.schema))
-        return records(result), reject_list(reasons)
+        return submit_rows(submit, "score", rows)
 
     def metadata(self) -> dict:
         meta = self.scorer.meta

@@ -8,8 +8,8 @@ import pandas as pd
 from apps.recsys.model import Meta
 from apps.recsys.scorer import PairSchema, Recommender, pair_scorer
 from shared.run import RunDir
-from shared.scoring import InputSchema, rows_frame, score_row_groups
-from shared.server import Adapter, RequestError, records, reject_list
+from shared.scoring import InputSchema, score_row_groups
+from shared.server import Adapter, RequestError, records, submit_rows, table_rows_call
 
 
 class RecsysAdapter(Adapter):
@@ -22,10 +22,14 @@ class RecsysAdapter(Adapter):
         self.user_col, self.item_col = schema.names
         self.scorer = pair_scorer(run, self.meta, config.serve)
         self.schema = PairSchema(schema.columns, self.scorer.users_, self.scorer.items_)
+        self.table_schema = self.schema  # POST /score also takes the pairs as a CSV
         self.recommender = Recommender(run, config.serve) if self.meta.retrieval_model else None
 
     def model_calls(self) -> dict:
-        return {"score": self._score_batch, "recommend": self._recommend_batch}
+        return {
+            "score": table_rows_call(self.schema, self._score_batch),
+            "recommend": self._recommend_batch,
+        }
 
     def _score_batch(self, frames: list[pd.DataFrame]) -> list:
         """The batch's requests checked and scored in one pass (`score_row_groups`)."""
@@ -44,8 +48,7 @@ class RecsysAdapter(Adapter):
         return score_row_groups(frames, self.schema, predict)
 
     def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
-        result, reasons = submit("score", rows_frame(rows, self.schema))
-        return records(result), reject_list(reasons)
+        return submit_rows(submit, "score", rows)
 
     def recommend(self, body, submit) -> tuple[list[dict], list[dict]]:
         """The /recommend answer: one output row per served item, as `recommend` writes."""

@@ -64,3 +64,12 @@ def test_config_by_name_finds_the_apps_shipped_config_and_an_unknown_name_lists_
     args = build_parser().parse_args(["fraud", "train", "--config", "nosuch"])
     with pytest.raises(ConfigError, match=r"nosuch is neither .*\(creditcard, default, "):
         _checked_config(args)
+
+
+def test_tune_takes_a_search_folder_to_resume_that_need_not_exist_yet(tmp_path):
+    from shared.cli import _checked_config, build_parser
+
+    folder = tmp_path / "tune-new"  # a new folder is allowed: the search starts there
+    args = build_parser().parse_args(["vision", "tune", "--run", str(folder), "--trials", "2"])
+    assert args.run == str(folder) and args.trials == 2
+    assert _checked_config(args).tune is not None  # no run folder looked for, no error

@@ -25,7 +25,15 @@ from shared.scoring import (
     score_row_groups,
     score_rows,
 )
-from shared.server import Adapter, Batcher, joined, records, reject_list
+from shared.server import (
+    Adapter,
+    Batcher,
+    joined,
+    records,
+    reject_list,
+    submit_rows,
+    table_rows_call,
+)
 
 fastapi = pytest.importorskip("fastapi", reason="serve needs the `serve` extra")
 pytest.importorskip("httpx", reason="the test client needs httpx")
@@ -330,3 +338,87 @@ def test_a_port_in_use_is_one_config_error_before_the_model_loads():
             server.serve("fraud", None, StepOptions(port=port))
     with pytest.raises(ConfigError, match="--max-batch must be 1 or more"):
         server.serve("fraud", None, StepOptions(max_batch=0))
+
+
+class TableDoubler(Doubler):
+    """Doubler as a table app: JSON rows or an uploaded CSV, checked and scored on the worker
+    thread in one pass per batch (`table_rows_call`), as fraud and recsys serve."""
+
+    table_schema = SCHEMA
+
+    def model_calls(self):
+        def groups(frames):
+            self.calls.append(sum(map(len, frames)))
+            return score_row_groups(frames, SCHEMA, doubled)
+
+        return {"score": table_rows_call(SCHEMA, groups)}
+
+    def score(self, rows, submit):
+        return submit_rows(submit, "score", rows)
+
+
+CSV = (
+    "id,amount,when,extra\n"
+    "a,1.5,2026-01-01T00:00:00,x\n"
+    "b,x1,2026-01-01,x\n"
+    "a,2,2026-01-02,x\n"
+    "too,few\n"
+    "\n"
+    'f,"3",2026-01-05,"quoted, comma"\n'
+)
+
+
+@pytest.fixture
+def table_client(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from shared.server import create_app
+
+    web = create_app("fraud", TableDoubler(), RunDir(tmp_path), max_batch=16, max_wait_ms=1)
+    with TestClient(web, raise_server_exceptions=False) as test_client:
+        yield test_client, web.state.server
+
+
+def test_a_csv_upload_is_answered_as_score_answers_the_file(table_client, tmp_path):
+    http, server = table_client
+    (tmp_path / "in.csv").write_text(CSV)
+    score_file(tmp_path / "in.csv", tmp_path / "o.csv", tmp_path / "r.csv", SCHEMA, doubled, [])
+    want_out = pd.read_csv(tmp_path / "o.csv", keep_default_na=False)
+    want_rej = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    assert len(want_out) == 2 and len(want_rej) == 4  # the checks below compare something
+    body = http.post("/score", content=CSV, headers={"content-type": "text/csv"}).json()
+    multipart = http.post("/score", files={"file": ("mine.csv", CSV.encode())}).json()
+    assert multipart == body
+    assert pd.DataFrame(body["outputs"]).to_dict("list") == want_out.to_dict("list")
+    assert [(r["row"], r["reason"]) for r in body["rejects"]] == list(
+        zip(want_rej["row"], want_rej["reason"], strict=True)
+    )
+    assert http.post("/score", json={"rows": ROWS[:1]}).json()["outputs"][0]["double"] == 3.0
+    text = http.get("/metrics").text
+    assert counter(text, "deepfield_rows_total", route="/score") == 6 + 6 + 1
+    assert http.get("/metadata").json()["uploads"]["tables"] is True
+
+
+def test_bad_and_oversized_table_uploads_are_one_line_4xx(table_client):
+    http, server = table_client
+    missing = http.post(
+        "/score", content="id,when\na,2026-01-01\n", headers={"content-type": "text/csv"}
+    )
+    assert missing.status_code == 400
+    assert missing.json()["error"] == "the upload: missing required column(s): amount"
+    header_only = http.post("/score", files={"file": ("t.csv", b"id,amount,when\n")})
+    assert header_only.status_code == 400 and "no rows" in header_only.json()["error"]
+    two = http.post("/score", files=[("file", ("a.csv", b"x")), ("file", ("b.csv", b"y"))])
+    assert two.status_code == 400 and "one CSV" in two.json()["error"]
+    wrong = http.post("/score", content=b"<xml/>", headers={"content-type": "text/xml"})
+    assert wrong.status_code == 415 and "text/csv" in wrong.json()["error"]
+    server.max_upload_bytes = 40
+    sized = http.post("/score", content=CSV, headers={"content-type": "text/csv"})
+    assert sized.status_code == 413 and "at most 40 bytes" in sized.json()["error"]
+    streamed = http.post(  # no Content-Length: counted while it arrives
+        "/score", content=iter([CSV.encode()]), headers={"content-type": "text/csv"}
+    )
+    assert streamed.status_code == 413 and "split the upload" in streamed.json()["error"]
+    assert http.post("/score", files={"file": ("a.csv", CSV.encode())}).status_code == 413
+    text = http.get("/metrics").text
+    assert counter(text, "deepfield_requests_total", route="/score", status="413") == 3

@@ -158,3 +158,18 @@ def test_evaluate_puts_scores_plots_and_the_config_in_tensorboard(tmp_path):
     start = metadata.parse_session_start_info_plugin_data(session.metadata.plugin_data.content)
     assert start.hparams["train.learning_rate"].number_value == 0.01
     assert start.hparams["track.mlflow"].bool_value is False
+
+
+def test_a_train_that_dies_ends_its_mlflow_run_failed_at_the_latest_on_exit(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    config = demo_config(tmp_path, mlflow=True)
+    run, _, _, _ = training.start_run("demo", config, lambda c: None)
+    # An unexpected exception left train here; the exit hook ends what it left open.
+    assert tracking.end_unfinished() == 1
+    stored = json.loads((run.path / tracking.RUN_FILE).read_text())
+    client = mlflow.MlflowClient(stored["tracking_uri"])
+    assert client.get_run(stored["run_id"]).info.status == "FAILED"
+    assert tracking.end_unfinished() == 0
+    finished, _, _, _ = training.start_run("demo", demo_config(tmp_path / "b", True), lambda c: 0)
+    finished.finish()  # a train that ends normally leaves nothing for the hook
+    assert tracking.end_unfinished() == 0

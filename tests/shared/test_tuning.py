@@ -197,3 +197,61 @@ def test_a_tracked_search_is_an_mlflow_run_with_its_trials_nested_under_it(tmp_p
     assert len(children) == 2 and all(scored in c.data.metrics for c in children)
     assert [m.step for m in client.get_metric_history(parent, "validation_m")] == [1, 2]
     assert {"trials.csv", "best.yaml"} <= {a.path for a in client.list_artifacts(parent)}
+
+
+class KilledApp(PeakedApp):
+    """PeakedApp whose process is stopped (Ctrl-C, a kill) in its train number `kill_at`;
+    `trained` lists the learning rates it trained."""
+
+    def __init__(self, kill_at: int = 0):
+        self.kill_at, self.trained = kill_at, []
+
+    def train(self, config, options):
+        self.trained.append(config.train.learning_rate)
+        if len(self.trained) == self.kill_at:
+            raise KeyboardInterrupt
+        return super().train(config, options)
+
+
+def test_a_killed_search_resumes_and_runs_no_finished_trial_again(tmp_path, capsys, no_models):
+    pytest.importorskip("keras_tuner")
+    space = {"train.learning_rate": {"min": 1e-3, "max": 5e-3, "log": True}}
+    config = config_with(space, f"run.root={tmp_path}", "tune.algorithm=random")
+    killed = KilledApp(kill_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune("vision", config, StepOptions(trials=5), pipeline=killed)
+    (folder,) = (tmp_path / "vision").glob("tune-*")
+    assert len(pd.read_csv(folder / "trials.csv")) == 2 and not (folder / "tune.json").exists()
+
+    again = KilledApp()
+    assert tuning.tune("vision", config, StepOptions(trials=5), pipeline=again) == folder
+    trials = pd.read_csv(folder / "trials.csv")
+    assert trials["trial"].tolist() == [1, 2, 3, 4, 5]
+    assert again.trained[0] == killed.trained[2]  # the trial the kill cut short, retried
+    assert len(again.trained) == 3  # trials 1 and 2 were read back, not trained again
+    assert trials["train.learning_rate"].tolist()[:3] == killed.trained
+    assert "2 trial(s) already done" in capsys.readouterr().out
+    other = config_with(space, f"run.root={tmp_path}", "tune.algorithm=random", "train.seed=7")
+    assert tuning.tune("vision", other, StepOptions(trials=1), pipeline=KilledApp()) != folder
+
+
+def test_a_trial_that_dies_ends_its_mlflow_run_and_the_search_failed(tmp_path, no_models):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("keras_tuner")
+    from shared import tracking
+
+    class Crashing(PeakedApp):
+        def train(self, config, options):  # opens its MLflow run as train does, then a bug
+            run = RunDir.create("vision", to_dict(config), config.run.root, config.run.run_id)
+            tracking.Tracker.start("vision", config, run)
+            raise RuntimeError("a bug")
+
+    space = {"train.learning_rate": {"min": 1e-3, "max": 5e-3}}
+    store = tmp_path / "mlruns"
+    config = config_with(space, f"run.root={tmp_path}", "track.mlflow=true", f"track.uri={store}")
+    with pytest.raises(RuntimeError, match="a bug"):
+        tuning.tune("vision", config, StepOptions(trials=2), pipeline=Crashing())
+    client = mlflow.MlflowClient(store.as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("deepfield-vision").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the trial, the search
+    assert tracking.end_unfinished() == 0  # nothing left RUNNING for the exit hook

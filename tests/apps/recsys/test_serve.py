@@ -47,6 +47,11 @@ def test_served_pairs_and_recommendations_equal_score_and_recommend(trained, tmp
         assert_same_table(body["outputs"], want_out)
         assert same_rejects(body["rejects"], want_rej) and len(want_rej) == 3
         assert_accounting(client, "/score", len(rows), len(want_out), 3, 1)
+        upload = client.post(
+            "/score", files={"file": ("pairs.csv", (tmp_path / "pairs.csv").read_bytes())}
+        )
+        assert upload.json()["rejects"] == body["rejects"]  # the file `score` read, uploaded
+        assert_same_table(upload.json()["outputs"], want_out)
         answers = concurrently(
             4, lambda: client.post("/recommend", json={"users": users, "k": 3}).json()
         )

@@ -58,6 +58,29 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
+class ScheduledTrainConfig(TrainConfig):
+    """TrainConfig with the schedule, range-test and callback switches (issue 19). An app that
+    wants them uses this as its `train` section; every switch defaults to what a plain
+    TrainConfig does, so the two train the same until a switch is set."""
+
+    # cosine: linear warm-up over `warmup_epochs`, then cosine decay; one_cycle: Smith's and
+    # fastai's (up from peak/25 over the first quarter, cosine down to peak/1e4)
+    schedule: typing.Literal["cosine", "one_cycle"] = "cosine"
+    one_cycle_warmup: float = bounded(0.25, low=0.0, high=0.9)  # one_cycle: fraction rising
+    lr_find: bool = False  # a range test before training picks the peak `learning_rate`
+    lr_find_steps: int = bounded(100, low=10)  # its steps (rates from 1e-7 to 10, geometric)
+    lr_find_pick: typing.Literal["valley", "steep", "minimum"] = (
+        "valley"  # which suggestion is used
+    )
+    # Epochs between BackupAndRestore saves (a killed run resumes from the last one); 0: no
+    # backup, so a killed run trains the network again from its first epoch.
+    backup_every: int = bounded(1, low=0)
+    checkpoint_best: bool = True  # also write checkpoints/<name>.best.weights.h5 when the
+    # monitored value improves (early stopping keeps the best weights in memory either way)
+    tensorboard: bool = True  # write TensorBoard event files under tensorboard/
+
+
+@dataclasses.dataclass
 class ExportConfig:
     """What `export` writes (image apps): a SavedModel, or LiteRT (TFLite) files for the edge."""
 

@@ -4,6 +4,7 @@ The same call trains on a CPU, one GPU, several GPUs (MirroredStrategy) and seve
 (MultiWorkerMirroredStrategy, whenever TF_CONFIG is set).
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ import pandas as pd
 import tensorflow as tf
 
 from shared import tracking
-from shared.config import ConfigError, TrainConfig, to_dict
+from shared.config import ConfigError, ScheduledTrainConfig, TrainConfig, to_dict
 from shared.io import read_json, write_json, write_table
 from shared.run import RunDir
 
@@ -159,11 +160,45 @@ def set_precision(mixed: bool) -> str:
     return policy
 
 
+def _switch(config, name: str):
+    """A ScheduledTrainConfig switch, or its default for a plain TrainConfig."""
+    default = {f.name: f.default for f in dataclasses.fields(ScheduledTrainConfig)}[name]
+    return getattr(config, name, default)
+
+
+ONE_CYCLE_DIV, ONE_CYCLE_FINAL_DIV = 25.0, 1e4  # start at peak / 25, end at peak / 1e4 (fastai)
+
+
+def one_cycle(
+    peak: float, total_steps: int, warmup_fraction: float = 0.25
+) -> keras.optimizers.schedules.CosineDecay:
+    """The one-cycle rate (Smith 2018; fastai's fit_one_cycle): up from `peak / 25` to `peak`
+    over the first `warmup_fraction` of the steps, then cosine annealing to `peak / 1e4`.
+
+    Built from Keras's own CosineDecay (whose warm-up is linear, as in Smith's paper; fastai
+    warms up along a cosine): a saved model's optimizer then deserialises in a process that
+    imports only keras, which a custom schedule class would break (the medical app's exports
+    are loaded that way). fastai also cycles Adam's beta_1; Keras's Adam takes a constant one.
+    """
+    total = max(2, int(total_steps))
+    rise = min(total - 1, max(1, int(round(warmup_fraction * total))))
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak / ONE_CYCLE_DIV,
+        decay_steps=total - rise,
+        alpha=1.0 / ONE_CYCLE_FINAL_DIV,
+        warmup_target=peak,
+        warmup_steps=rise,
+    )
+
+
 def learning_rate_schedule(
     config: TrainConfig, steps_per_epoch: int
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up to the peak rate, then cosine decay to `min_learning_rate_ratio` of it."""
+    """`train.schedule`: cosine (linear warm-up to the peak rate, then cosine decay to
+    `min_learning_rate_ratio` of it; a plain TrainConfig's only one) or one_cycle."""
     total = max(1, config.epochs * steps_per_epoch)
+    if _switch(config, "schedule") == "one_cycle":
+        return one_cycle(config.learning_rate, total, _switch(config, "one_cycle_warmup"))
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate * 0.01 if warmup else config.learning_rate,
@@ -274,23 +309,32 @@ def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mo
     """Early stopping, best checkpoint, BackupAndRestore, TensorBoard, the CSV history and,
     when the run is tracked, the per-epoch MLflow metrics.
 
-    `name` keeps the files of several networks trained in one run apart.
+    `name` keeps the files of several networks trained in one run apart. The switches of a
+    ScheduledTrainConfig (`backup_every`, `checkpoint_best`, `tensorboard`) leave out the
+    file writers a run does not need: on a small network each costs a second or two a run.
     """
     checkpoints = run.subdir("checkpoints")
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.path / "backup" / name)),
-        keras.callbacks.ModelCheckpoint(
-            str(checkpoints / f"{name}.best.weights.h5"),
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            save_weights_only=True,
-        ),
-        keras.callbacks.CSVLogger(str(run.path / f"history-{name}.csv"), append=True),
-        keras.callbacks.TensorBoard(
-            str(run.path / "tensorboard" / name), update_freq="epoch", write_graph=False
-        ),
-    ]
+    callbacks = []
+    every = _switch(config, "backup_every")
+    if every:
+        callbacks.append(EveryEpochs(str(run.path / "backup" / name), every, config.epochs))
+    if _switch(config, "checkpoint_best"):
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(checkpoints / f"{name}.best.weights.h5"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        )
+    callbacks.append(keras.callbacks.CSVLogger(str(run.path / f"history-{name}.csv"), append=True))
+    if _switch(config, "tensorboard"):
+        callbacks.append(
+            keras.callbacks.TensorBoard(
+                str(run.path / "tensorboard" / name), update_freq="epoch", write_graph=False
+            )
+        )
     if run.tracker is not None:
         callbacks.append(run.tracker.epoch_logger(name))
     if config.patience:
@@ -300,6 +344,19 @@ def make_callbacks(run: RunDir, config: TrainConfig, name: str, monitor: str, mo
             )
         )
     return [_epoch_only(callback) for callback in callbacks]
+
+
+class EveryEpochs(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that saves after every `every`-th epoch (and the last one): a killed
+    run resumes from the last save and loses at most `every - 1` epochs."""
+
+    def __init__(self, backup_dir: str, every: int, epochs: int):
+        super().__init__(backup_dir)
+        self.every, self.epochs = every, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
+            super().on_epoch_end(epoch, logs)
 
 
 def _epoch_only(callback: keras.callbacks.Callback) -> keras.callbacks.Callback:

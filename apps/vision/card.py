@@ -61,7 +61,21 @@ def _model_text(meta: Meta) -> str:
     return (
         f"Architecture `{meta.architecture}`{backbone}. Input: raw uint8 images of any size; "
         f"rescaling and resizing to {height}x{width} happen inside the model. "
-        f"Trained in {meta.train_seconds}s."
+        f"Trained in {meta.train_seconds}s.{lr_find_text(meta.lr_find)}"
+    )
+
+
+def lr_find_text(found: dict | None) -> str:
+    """The range test's line of the card (`train.lr_find`), or nothing when it was off."""
+    if not found:
+        return ""
+    if not found.get("suggestions"):
+        return f" Range test: {found['stopped']}; the configured rate {found['used']:g} was used."
+    others = ", ".join(f"{k} {v:.2g}" for k, v in found["suggestions"].items())
+    return (
+        f" Peak learning rate {found['used']:.3g} from a {found['steps']}-step range test "
+        f"({found['pick']}; suggestions {others}; {found['seconds']}s, "
+        "plots/lr_find.png)."
     )
 
 

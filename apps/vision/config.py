@@ -7,13 +7,14 @@ from shared.config import (
     ConfigError,
     ExportConfig,
     RunConfig,
+    ScheduledTrainConfig,
     TrackConfig,
-    TrainConfig,
     TuneConfig,
     bounded,
     listed,
 )
 from shared.images import DEFAULT_MAX_PIXELS
+from shared.tta import parse_views
 
 AUTO_SIZE_MAX = 64  # data.image_size []: larger images are shrunk to this long side
 AUTO_SIZE_MIN = 16  # ... and smaller ones grown to this short side (the CNN pools twice)
@@ -113,6 +114,18 @@ class EvaluateConfig:
     wrong_images: int = bounded(16, low=0)  # most-confidently-wrong test images in the grid
     gradcam_images: int = bounded(8, low=0)  # test images with a Grad-CAM overlay (0: none)
     gradcam_paths: list[str] = listed([])  # image files to explain besides the test images
+    # Test-time augmentation: also score the mean probability over `tta_views` (names in
+    # shared/tta.py) as the leaderboard row <architecture>_tta, with whether it beats the plain
+    # network on validation. Evaluate only: `score` and the exports use the plain network.
+    # Default views mirror and shift; drop hflip for images with a side (text, digits).
+    tta: bool = False
+    tta_views: list[str] = listed(["identity", "hflip", "shift:0.05:0", "shift:0:0.05"])
+
+    def validate(self) -> None:
+        try:
+            parse_views(self.tta_views)
+        except ValueError as exc:
+            raise ConfigError(f"evaluate.tta_views: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -130,7 +143,9 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # TrainConfig plus train.schedule (cosine or one_cycle), train.lr_find and the callback
+    # switches (shared.config.ScheduledTrainConfig)
+    train: ScheduledTrainConfig = dataclasses.field(default_factory=ScheduledTrainConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     score: ScoreConfig = dataclasses.field(default_factory=ScoreConfig)

@@ -33,6 +33,8 @@ class Meta(ModelMeta):
     channels: int  # 1 gray or 3 RGB: what the model and the scorer read images as
     architecture: str  # cnn, resnet or transfer
     backbone: str | None  # transfer: the KerasHub preset folder; None otherwise
+    # train.lr_find: the range test's summary (rate used, suggestions, steps, seconds); None off
+    lr_find: dict | None = None
 
     APP = "vision"
 

@@ -19,7 +19,7 @@ from apps.vision.recipe import evaluate_recipe, fit_recipe
 from apps.vision.sample import write_digits
 from apps.vision.scorer import ImageScorer
 from shared import evaluation as ev
-from shared import leaderboard, steps, training
+from shared import leaderboard, lr_find, steps, training, tta
 from shared.export import TFLITE_MODES, export_tflite_modes, resized_uint8
 from shared.io import DataError, read_json, write_json, write_table
 from shared.pixel_baseline import NAME as BASELINE
@@ -37,6 +37,8 @@ from shared.steps import OpenRun, StepOptions, report_rejects
 APP = "vision"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 BOARD_METRICS = ("accuracy", "macro_f1")  # the leaderboard's primary metric first
+LOSS = "sparse_categorical_crossentropy"
+TTA_SUFFIX = "_tta"  # the leaderboard row of the network under test-time augmentation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,9 +125,12 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         model = build_model(config.model, config.augment, n_classes, size, data.channels)
         # Random augmentation does not compile with XLA: under `xla` it runs in tf.data.
         head, core = training.xla_split(model, config.train, ["augment"])
-        _compile(core, config.train, len(data.splits["train"]), n_classes, config.evaluate.top_k)
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
+    name = "head" if config.model.architecture == "transfer" else config.model.architecture
+    config.train, found = lr_find.find_for_run(run, core, train_ds, config.train, LOSS, name)
+    with strategy.scope():
+        _compile(core, config.train, len(data.splits["train"]), n_classes, config.evaluate.top_k)
     print(
         f"train: {model.name} ({model.count_params():,} parameters) on "
         f"{len(data.splits['train']):,} images, {n_classes} classes",
@@ -141,6 +146,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         if config.baseline.recipe_cnn:
             fit_recipe(config, data, run)
     meta = _meta(config, data, seconds, policy, bool(core.jit_compile))
+    meta.lr_find = found
     steps.save_model(run, model, meta, functools.partial(write_saved_model, meta=meta))
     print(
         f"train: finished in {seconds:.0f}s; weights sha256 {training.weights_digest(model)}; "
@@ -233,7 +239,7 @@ def _compile(model, cfg, n_train: int, n_classes: int, top_k: int) -> None:
     metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     if n_classes > top_k:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(top_k, name=f"top{top_k}"))
-    training.compile_model(model, cfg, n_train, "sparse_categorical_crossentropy", metrics)
+    training.compile_model(model, cfg, n_train, LOSS, metrics)
 
 
 def _dataset(config: Config, data: vdata.ImageData, split: str, shuffle: bool, labels=True):
@@ -262,6 +268,9 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
     # The data and splits come from the run's own config; what to show, from this command's.
     decode_in_memory(opened.config, opened.data, ("test", "val"))
     report, probabilities = _report(opened, config.evaluate.top_k)
+    if config.evaluate.tta:
+        report["tta"] = tta_report(opened, config.evaluate.tta_views, probabilities)
+        report["leaderboard"]["classification"] = _leaderboard(opened.run, opened.meta, report)
     write_json(opened.run.metrics_path, report)
     test = opened.data.splits["test"]
     plots = write_plots(
@@ -291,6 +300,35 @@ def _report(opened: OpenRun[Meta], top_k: int) -> tuple[dict, dict[str, np.ndarr
     test_list = vdata.write_test_list(run, data.splits["test"], meta.channels)
     report["test_input"] = "@" + test_list.name
     return report, probabilities
+
+
+def tta_report(opened: OpenRun[Meta], views: list[str], plain: dict[str, np.ndarray]) -> dict:
+    """`evaluate.tta`: test and validation scores of the probabilities averaged over `views`
+    (shared/tta.py), and whether they beat the plain network on validation accuracy (the
+    only split a choice may be made on)."""
+    data, meta = opened.data, opened.meta
+    out = {"views": list(views)}
+    for split, key in (("test", "test"), ("val", "validation")):
+        part = data.splits[split]
+        images = vdata.split_images(part, np.arange(len(part)), meta.image_size, meta.channels)
+        outputs = tta.predict_views(
+            lambda x: opened.model.predict(x, verbose=0, batch_size=opened.config.score.batch_size),
+            images,
+            tta.parse_views(views),
+        )
+        full = ev.classification_report(part.labels, tta.average(outputs), meta.class_names, 5)
+        out[key] = {k: v for k, v in full.items() if k not in ("per_class", "confusion_matrix")}
+        out[f"{key}_plain_accuracy"] = float(np.mean(plain[split].argmax(axis=1) == part.labels))
+    out["wins_on_validation"] = tta.choose(
+        out["validation_plain_accuracy"], out["validation"]["accuracy"]
+    )
+    print(
+        f"evaluate: TTA over {len(views)} views: validation accuracy "
+        f"{out['validation']['accuracy']:.4f} vs plain {out['validation_plain_accuracy']:.4f}, "
+        f"test {out['test']['accuracy']:.4f} vs {out['test_plain_accuracy']:.4f}",
+        flush=True,
+    )
+    return out
 
 
 def evaluate_baselines(run: RunDir, config: Config, data: vdata.ImageData, top_k: int) -> dict:
@@ -326,10 +364,18 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
             leaderboard.NETWORK,
             scores(report["test"]),
             scores(report["validation"]),
-            sum(s["seconds"] for s in summaries),
+            # The range test is part of getting the network trained: its seconds count.
+            sum(s["seconds"] for s in summaries) + ((meta.lr_find or {}).get("seconds") or 0),
             history,
         )
     }
+    if "tta" in report:  # evaluate-time only: `score` and the exports use the plain network
+        models[f"{meta.architecture}{TTA_SUFFIX}"] = leaderboard.model_entry(
+            leaderboard.NETWORK,
+            scores(report["tta"]["test"]),
+            scores(report["tta"]["validation"]),
+            models[meta.architecture]["train_seconds"],
+        )
     models |= leaderboard.baseline_entries(report["baselines"], BOARD_METRICS)
     return leaderboard.build(
         BOARD_METRICS[0], True, models, meta.architecture, history_column="val_accuracy"

@@ -268,3 +268,53 @@ def test_a_diverged_network_gets_its_one_line_not_a_traceback_from_an_epoch_scor
     scores = [training.EpochScore("strict", strict)]
     with pytest.raises(training.Diverged):
         training.fit(model, dataset, None, run, config, "net", monitor="loss", scores=scores)
+
+
+def test_one_cycle_rises_from_a_25th_to_the_peak_then_anneals_and_deserialises():
+    config = training.ScheduledTrainConfig(
+        epochs=10, learning_rate=0.01, schedule="one_cycle", one_cycle_warmup=0.3
+    )
+    schedule = training.learning_rate_schedule(config, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 15, 30, 65, 100)]
+    assert rates[0] == pytest.approx(0.01 / 25)
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(0.01 / 1e4, rel=1e-3)
+    # Keras's own class: a saved optimizer loads where only keras is imported.
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert float(again(65)) == pytest.approx(rates[3])
+
+
+def test_a_plain_train_config_keeps_the_warm_up_cosine_and_every_callback(run_root):
+    run = RunDir.create("demo", {"x": 3}, str(run_root))
+    plain = training.make_callbacks(run, TrainConfig(), "net", "val_loss", "min")
+    kinds = {type(c).__name__ for c in plain}
+    assert {"EveryEpochs", "ModelCheckpoint", "TensorBoard", "CSVLogger"} <= kinds
+    assert isinstance(
+        training.learning_rate_schedule(TrainConfig(), 10),
+        keras.optimizers.schedules.CosineDecay,
+    )
+    lean = training.ScheduledTrainConfig(backup_every=0, checkpoint_best=False, tensorboard=False)
+    kinds = {type(c).__name__ for c in training.make_callbacks(run, lean, "net", "loss", "min")}
+    assert kinds == {"CSVLogger", "EarlyStopping"}
+
+
+def test_backup_every_two_epochs_resumes_from_the_last_save(run_root, monkeypatch):
+    config = training.ScheduledTrainConfig(epochs=5, patience=0, verbose=0, backup_every=2)
+    run = RunDir.create("demo", {"x": 4}, str(run_root))
+
+    class CrashAtThree(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt("killed")
+
+    original = training.make_callbacks
+    monkeypatch.setattr(
+        training, "make_callbacks", lambda *a, **k: original(*a, **k) + [CrashAtThree()]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        training.fit(tiny_model(), data(), data(), run, config, name="net")
+    monkeypatch.setattr(training, "make_callbacks", original)
+    training.fit(tiny_model(), data(), data(), run, config, name="net")
+    epochs = pd.read_csv(run.history_path)["epoch"].tolist()
+    # Saved after epochs 2 (index 1); epoch index 2 ran, was lost with the kill, and ran again.
+    assert epochs == [0, 1, 2, 2, 3, 4]

@@ -102,3 +102,32 @@ def test_recipe_is_the_keras_io_simple_mnist_convnet():
     out = keras.ops.convert_to_numpy(model(raw_images(2, 40, 40, 1), training=False))
     assert out.shape == (2, 10)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_card_names_the_rate_the_range_test_chose_and_its_cost():
+    from apps.vision.card import lr_find_text
+
+    found = {
+        "rate": 0.0013, "used": 0.0013, "pick": "valley", "steps": 98, "seconds": 20.5,
+        "suggestions": {"valley": 0.0013, "steep": 0.0004, "minimum": 0.0012},
+        "stopped": "diverged at step 98",
+    }  # fmt: skip
+    text = lr_find_text(found)
+    assert "0.0013" in text and "98-step range test" in text and "20.5s" in text
+    assert lr_find_text(None) == ""
+    empty = {"used": 0.003, "stopped": "skipped: the range test runs on one replica"}
+    assert "configured rate 0.003" in lr_find_text(empty)
+
+
+def test_vision_config_takes_the_schedule_and_range_test_switches():
+    from apps.vision.config import Config
+    from shared.config import ConfigError, load_config
+
+    config = load_config(
+        Config, None, ["train.schedule=one_cycle", "train.lr_find=true", "train.backup_every=0"]
+    )
+    assert (config.train.schedule, config.train.lr_find, config.train.backup_every) == (
+        "one_cycle", True, 0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="train.schedule"):
+        load_config(Config, None, ["train.schedule=step"])

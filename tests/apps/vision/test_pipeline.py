@@ -87,7 +87,11 @@ def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set_and_the_mnist_re
 ):
     root = write_hymenoptera(tmp_path / "hymenoptera_data")
     recipe = ["baseline.recipe_cnn=true", "baseline.recipe_epochs=1"]
-    sets = tiny_sets(tmp_path, root, "data.dev_split=test", "data.image_size=[24,24]", *recipe)
+    # As the hymenoptera spec trains: one-cycle, here at the rate a (10-step) range test picks.
+    schedule = ["train.schedule=one_cycle", "train.lr_find=true", "train.lr_find_steps=10"]
+    sets = tiny_sets(
+        tmp_path, root, "data.dev_split=test", "data.image_size=[24,24]", *recipe, *schedule
+    )
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     assert "imageNotFound.gif: GIF image" in capsys.readouterr().out
     run = tmp_path / "runs" / "vision" / "latest"
@@ -106,6 +110,18 @@ def test_hymenoptera_layout_end_to_end_with_val_as_the_test_set_and_the_mnist_re
         == metrics["baselines"]["recipe_mnist_convnet"]["test"]["accuracy"]
     )
     assert 0 <= recipe_row["test"]["accuracy"] <= 1
+    found = json.loads((run / "model_meta.json").read_text())["lr_find"]
+    assert found["steps"] == 10 and found["used"] == found["suggestions"][found["pick"]]
+    assert (run / "plots" / "lr_find.png").exists()
+    assert f"Peak learning rate {found['used']:.3g}" in (run / "model_card.md").read_text()
+    fit = json.loads((run / "checkpoints" / "cnn.json").read_text())["seconds"]
+    seconds = board["models"]["cnn"]["train_seconds"]  # the range test counts
+    assert seconds == pytest.approx(fit + found["seconds"], abs=0.02)
+    # one_cycle is Keras's own CosineDecay (loads with only keras), peaking at the found rate
+    optimizer = keras.saving.load_model(run / "model.keras", safe_mode=True).optimizer
+    rate = optimizer.get_config()["learning_rate"]
+    assert rate["class_name"] == "CosineDecay"
+    assert rate["config"]["warmup_target"] == pytest.approx(found["used"])
 
 
 def test_npz_source_writes_its_test_images_as_png_files_for_score(tmp_path):
@@ -294,3 +310,19 @@ def test_mixed_precision_and_xla_train_on_cpu(tmp_path, swap_in_float32_twin):
     assert len(mixed) >= 18 and (mixed["path"].to_numpy() == exact["path"].to_numpy()).all()
     columns = [c for c in mixed.columns if c.startswith("top") and c.endswith("probability")]
     np.testing.assert_allclose(mixed[columns], exact[columns], atol=0.02)
+
+
+def test_tta_adds_its_leaderboard_row_chosen_on_validation(trained, tmp_path):
+    import shutil
+
+    root, sets = trained
+    copy = tmp_path / "run"
+    shutil.copytree((root / "runs" / "vision" / "latest").resolve(), copy)
+    extra = ["--set", "evaluate.tta=true", "--set", "evaluate.gradcam_images=0"]
+    assert cli("evaluate", *sets, *extra, "--run", str(copy)) == 0
+    report = json.loads((copy / "metrics.json").read_text())
+    assert report["tta"]["views"] == ["identity", "hflip", "shift:0.05:0", "shift:0:0.05"]
+    wins = report["tta"]["validation"]["accuracy"] > report["validation"]["accuracy"]
+    assert report["tta"]["wins_on_validation"] == wins
+    rows = report["leaderboard"]["classification"]
+    assert "cnn_tta" in json.dumps(rows)

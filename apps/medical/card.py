@@ -42,8 +42,20 @@ def write_card(run: RunDir, meta: Meta, report: dict) -> None:
             )
             + _baseline_note(report["baselines"]),
             "Calibration": _calibration_section(meta, test, val),
+            **({"Test-time augmentation": tta_line(report["tta"])} if "tta" in report else {}),
             "Limits": LIMITS,
         },
+    )
+
+
+def tta_line(block: dict) -> str:
+    """What TTA did: its views, plain vs TTA macro ROC-AUC, and whether the run uses it."""
+    val, test = block["validation"], block["test"]
+    verdict = "used (it won on validation)" if block["used"] else "not used (no validation gain)"
+    return (
+        f"TTA over {len(block['views'])} views ({', '.join(block['views'])}): validation macro "
+        f"ROC-AUC {val['tta']:.4f} vs {val['plain']:.4f} plain, test {test['tta']:.4f} vs "
+        f"{test['plain']:.4f}; {verdict}"
     )
 
 
@@ -176,4 +188,5 @@ def evaluate_summary(report: dict, run: RunDir) -> str:
         f"{auc['high']:.4f}), accuracy {test['accuracy']:.4f}, ECE {test['ece_before']:.4f} -> "
         f"{test['ece_after']:.4f} after temperature scaling, {rates} on "
         f"{test['examples']:,} images; plots -> {run.path / 'plots'}"
+        + (f"\nevaluate: {tta_line(report['tta'])}" if "tta" in report else "")
     )

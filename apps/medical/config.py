@@ -7,12 +7,13 @@ from shared.config import (
     ConfigError,
     ExportConfig,
     RunConfig,
+    ScheduledTrainConfig,
     TrackConfig,
-    TrainConfig,
     TuneConfig,
     bounded,
 )
 from shared.images import DEFAULT_MAX_PIXELS
+from shared.tta import parse_views
 
 WINDOW_PRESETS = {  # (centre, width) in the file's rescaled units (Hounsfield units for CT)
     "lung": (-600.0, 1500.0),
@@ -125,6 +126,26 @@ class EvaluateConfig:
     calibration_bins: int = bounded(10, low=2)  # equal-width bins of the ECE and diagram
     gradcam_per_group: int = bounded(4, low=0)  # Grad-CAM images per group (TP, FP, FN)
     focus_class: str = ""  # class whose TP/FP/FN are explained ('' positive or most common)
+    # Test-time augmentation: also score the mean probability over `tta_views` (shared/tta.py
+    # names them); the leaderboard shows both and the run ships TTA only if it wins on
+    # validation AUC. Default views are small shifts: no mirroring, which anatomy with a side
+    # (chest radiographs) forbids; add hflip for fundus photos or skin images.
+    tta: bool = False
+    tta_views: list[str] = dataclasses.field(
+        default_factory=lambda: [
+            "identity",
+            "shift:0.04:0",
+            "shift:-0.04:0",
+            "shift:0:0.04",
+            "shift:0:-0.04",
+        ]
+    )
+
+    def validate(self) -> None:
+        try:
+            parse_views(self.tta_views)
+        except ValueError as exc:
+            raise ConfigError(f"evaluate.tta_views: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -142,7 +163,9 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    # TrainConfig plus train.schedule (cosine or one_cycle), train.lr_find (a range test picks
+    # the peak rate) and the callback switches (shared.config.ScheduledTrainConfig)
+    train: ScheduledTrainConfig = dataclasses.field(default_factory=ScheduledTrainConfig)
     baseline: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
     operating_point: OperatingPointConfig = dataclasses.field(default_factory=OperatingPointConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)

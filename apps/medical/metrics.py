@@ -4,6 +4,7 @@ and the rates at the operating point."""
 
 import numpy as np
 
+from apps.medical.bootstrap import auc_intervals, ece_interval
 from apps.medical.model import Meta
 from apps.medical.scorer import decide
 from shared import evaluation as ev
@@ -79,13 +80,10 @@ def split_report(labels, outputs, meta: Meta, cfg, seed: int = 0, patients=None)
 
 def _ece_interval(labels, prob, meta: Meta, cfg, seed: int, groups) -> tuple[float, list]:
     """The split's ECE and its bootstrap 95% interval [low, high]."""
-
-    def ece(y, p):
-        pairs = calibration_pairs(meta.task, y, p, meta.positive_index)
-        return ev.expected_calibration_error(*pairs, cfg.calibration_bins)
-
-    value, low, high = ev.bootstrap_interval(
-        ece, (labels, prob), cfg.bootstrap, seed, groups=groups
+    y, p = calibration_pairs(meta.task, labels, prob, meta.positive_index)
+    per_row = prob.shape[1] if meta.task == "multilabel" else 1
+    value, low, high = ece_interval(
+        y, p, cfg.calibration_bins, cfg.bootstrap, seed, groups, per_row
     )
     return value, [low, high]
 
@@ -93,24 +91,21 @@ def _ece_interval(labels, prob, meta: Meta, cfg, seed: int, groups) -> tuple[flo
 def _roc_aucs(onehot, prob, meta: Meta, bootstrap: int, seed: int, groups=None):
     """Per class (binary: the positive one) and macro ROC-AUC with bootstrap 95% intervals."""
     names, positive = meta.class_names, meta.positive_index
-    per_class = {}
-    for k in [positive] if meta.task == "binary" else range(len(names)):
-        value, low, high = ev.bootstrap_interval(
-            ev.roc_auc, (onehot[:, k], prob[:, k]), bootstrap, seed, groups=groups
-        )
-        per_class[names[k]] = {
-            "value": value,
-            "low": low,
-            "high": high,
+    columns = [positive] if meta.task == "binary" else list(range(len(names)))
+    # Binary: the macro figure is the positive class's AUC, over that column alone.
+    shown = prob[:, columns] if meta.task == "binary" else prob
+    truth = onehot[:, columns] if meta.task == "binary" else onehot
+    found = auc_intervals(truth, shown, range(len(columns)), bootstrap, seed, groups)
+    per_class = {
+        names[k]: {
+            "value": found[i][0],
+            "low": found[i][1],
+            "high": found[i][2],
             "positives": int(onehot[:, k].sum()),
         }
-    if meta.task == "binary":
-        macro = dict(per_class[names[positive]])
-        macro.pop("positives")
-        return per_class, macro
-    value, low, high = ev.bootstrap_interval(
-        ev.macro_roc_auc, (onehot, prob), bootstrap, seed, groups=groups
-    )
+        for i, k in enumerate(columns)
+    }
+    value, low, high = found["macro"]
     return per_class, {"value": value, "low": low, "high": high}
 
 

@@ -67,6 +67,7 @@ class Meta(ModelMeta):
     operating_point: OperatingPoint  # the thresholds decisions use
     temperature_fitted: float | None = None  # the validation-NLL optimum (None: older runs)
     temperature_kept_one: bool = False  # True: the fit did not lower validation ECE, T = 1
+    lr_find: dict | None = None  # train.lr_find's range test (rate used, suggestions, seconds)
 
     def __post_init__(self):
         if isinstance(self.operating_point, dict):  # read back from JSON

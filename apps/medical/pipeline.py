@@ -21,6 +21,7 @@ from apps.medical.metrics import (
     split_report,
 )
 from apps.medical.model import (
+    LOGITS,
     SERVED_INPUT,
     Meta,
     OperatingPoint,
@@ -36,7 +37,7 @@ from apps.medical.recipe import evaluate_recipe, fit_recipe
 from apps.medical.sample import write_sample
 from apps.medical.scorer import MedicalScorer, score_files
 from shared import evaluation as ev
-from shared import leaderboard, training
+from shared import leaderboard, lr_find, training, tta
 from shared.calibration import choose_temperature, negative_log_likelihood, scaled_probabilities
 from shared.export import TFLITE_MODES, export_tflite_modes, resized_uint8
 from shared.input_pipeline import in_memory_dataset
@@ -65,6 +66,7 @@ APP = "medical"
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 GENERATED_SIZE = 64  # the sample generator's image size (the model resizes to data.image_size)
 THRESHOLD_MARGIN = 1e-6  # operating thresholds sit this far below the validation score chosen
+TTA_SUFFIX = "_tta"  # the leaderboard row of the network under test-time augmentation
 TEST_NPZ, TEST_LIST = "test_split.npz", "test_split.txt"  # the test split as `score` reads it
 
 
@@ -129,7 +131,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     """Fit the network, fit the temperature and the operating point on validation, save both."""
     run, strategy, policy, data = training.start_run(APP, config, prepare)
     start = time.perf_counter()
-    model, core = _fit_network(run, strategy, data, config)
+    model, core, found = _fit_network(run, strategy, data, config)
     seconds = time.perf_counter() - start
     if run.is_chief and config.baseline.enabled:
         fit_baseline(config, data, run)
@@ -150,6 +152,7 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         architecture=config.model.architecture,
         backbone=config.model.backbone or None,
         **calibrate(model, data.splits["val"], data, config),
+        lr_find=found,
     )
     save_model(run, model, meta, functools.partial(write_saved_model, meta=meta))
     print(train_summary(meta, seconds, training.weights_digest(model), run), flush=True)
@@ -176,9 +179,15 @@ def _fit_network(run: RunDir, strategy, data: mdata.MedicalData, config: Config)
         )
         # Random augmentation does not compile with XLA: under `xla` it runs in tf.data.
         head, core = training.xla_split(model, cfg, ["augment"])
-        _compile(core, cfg, len(trainset), multilabel)
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
+    # `train.lr_find`: a range test on the uncompiled core sets the peak rate first.
+    loss = "binary_crossentropy" if multilabel else "sparse_categorical_crossentropy"
+    name = config.model.architecture
+    config.train, found = lr_find.find_for_run(run, core, train_ds, cfg, loss, name)
+    cfg = config.train
+    with strategy.scope():
+        _compile(core, cfg, len(trainset), multilabel)
     weights = (
         None if multilabel else training.class_weights(trainset.labels, config.model.class_weight)
     )
@@ -205,7 +214,7 @@ def _fit_network(run: RunDir, strategy, data: mdata.MedicalData, config: Config)
         )
     except training.Diverged as exc:  # one network per run: nothing is left to ship
         training.fail_run(run, CARD_TITLE, {config.model.architecture: str(exc)})
-    return model, core
+    return model, core, found
 
 
 def _auc_monitor(model: keras.Model, data: mdata.MedicalData, config: Config):
@@ -319,7 +328,8 @@ def _predict(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndar
 
 
 def evaluate(config: Config, options: StepOptions | None = None) -> dict:
-    """ROC-AUC with bootstrap intervals, operating point, calibration, plots, Grad-CAM, card."""
+    """ROC-AUC with bootstrap intervals, operating point, calibration, plots, Grad-CAM, card;
+    with `evaluate.tta`, the test-time-augmented scores beside the plain ones."""
     opened = open_run(APP, config, options, Meta, prepare, load_model)
     run, meta, data, model = opened.run, opened.meta, opened.data, opened.model
     report = {
@@ -329,25 +339,77 @@ def evaluate(config: Config, options: StepOptions | None = None) -> dict:
         "temperature": meta.temperature,
         "operating_point": dataclasses.asdict(meta.operating_point),
     }
-    outputs = {}
+    plain, augmented = split_outputs(model, data, meta, config)
+    if augmented:
+        report["tta"] = tta_report(plain, augmented, data, meta, config.evaluate.tta_views)
+    outputs = augmented if report.get("tta", {}).get("used") else plain
     for split, key in (("test", "test"), ("val", "validation")):
         part = data.splits[split]
-        logits = _predict(logits_model(model), part.images, config.score.batch_size)
-        calibrated = _predict(model, part.images, config.score.batch_size)
-        outputs[split] = (scaled_probabilities(logits, 1.0, meta.task == "multilabel"), calibrated)
         report[key] = split_report(
             part.labels, outputs[split], meta, config.evaluate, config.train.seed, part.patients
         )
     report["data"] = read_json(data.folder / "prepare.json")
     report["train_seconds"] = meta.train_seconds
     report["baselines"] = evaluate_baselines(run, data, meta)
-    report["leaderboard"] = {"classification": _leaderboard(run, data, meta, report, outputs)}
+    board = _leaderboard(run, data, meta, report, plain, augmented)
+    report["leaderboard"] = {"classification": board}
     report["test_input"] = write_test_input(run, data)
     write_json(run.metrics_path, report)
     plot_evaluation(run, data.splits["test"], outputs["test"], meta, report, model, config.evaluate)
     write_card(run, meta, report)
     print(evaluate_summary(report, run), flush=True)
     return report
+
+
+def split_outputs(model: keras.Model, data: mdata.MedicalData, meta: Meta, config: Config):
+    """({split: (uncalibrated, calibrated) probabilities}, the same averaged over the TTA views
+    or {} without `evaluate.tta`); one pass per view gives both the logits and what the model
+    serves."""
+    both = keras.Model(model.input, [model.get_layer(LOGITS).output, model.output])
+    views = tta.parse_views(config.evaluate.tta_views) if config.evaluate.tta else []
+    identity = tta.parse_views(["identity"])
+    multilabel, batch = meta.task == "multilabel", config.score.batch_size
+    plain, augmented = {}, {}
+    for split in ("test", "val"):
+        images = data.splits[split].images
+
+        def per_view(chosen, images=images):
+            pairs = tta.predict_views(lambda x: _predict_pair(both, x, batch), images, chosen)
+            uncalibrated = [scaled_probabilities(logits, 1.0, multilabel) for logits, _ in pairs]
+            return uncalibrated, [prob for _, prob in pairs]
+
+        uncalibrated, calibrated = per_view(views or identity)
+        if views:
+            augmented[split] = (tta.average(uncalibrated), tta.average(calibrated))
+            if views[0].name != "identity":  # the plain prediction is not among the views
+                uncalibrated, calibrated = per_view(identity)
+        plain[split] = (uncalibrated[0], calibrated[0])
+    return plain, augmented
+
+
+def _predict_pair(model: keras.Model, images: np.ndarray, batch_size: int):
+    """(logits, probabilities) of a two-output model, batch by batch (as `_predict`)."""
+    parts = [
+        model(images[i : i + batch_size], training=False) for i in range(0, len(images), batch_size)
+    ]
+    if not parts:
+        empty = np.zeros((0, model.outputs[0].shape[-1]), np.float32)
+        return empty, empty
+    return tuple(np.concatenate([keras.ops.convert_to_numpy(p[j]) for p in parts]) for j in (0, 1))
+
+
+def tta_report(plain: dict, augmented: dict, data, meta: Meta, views: list[str]) -> dict:
+    """Plain and TTA macro ROC-AUC on validation and test; TTA is used (for the reported
+    scores and the selected model) only when it wins on validation."""
+    scores = {}
+    for split, key in (("val", "validation"), ("test", "test")):
+        labels = data.splits[split].labels
+        scores[key] = {
+            name: auc_of(outputs[split][1], labels, meta.task, meta.positive_index or 0)
+            for name, outputs in (("plain", plain), ("tta", augmented))
+        }
+    used = tta.choose(scores["validation"]["plain"], scores["validation"]["tta"])
+    return {"views": list(views), "chosen_on": "validation", "used": used, **scores}
 
 
 def evaluate_baselines(run: RunDir, data: mdata.MedicalData, meta: Meta) -> dict:
@@ -370,27 +432,37 @@ def evaluate_baselines(run: RunDir, data: mdata.MedicalData, meta: Meta) -> dict
     return {BASELINE: pixels} | out
 
 
-def _leaderboard(run: RunDir, data, meta: Meta, report: dict, outputs: dict) -> dict:
-    """The network beside the baselines on test macro ROC-AUC (MedMNIST accuracy beside it)."""
+def _leaderboard(run: RunDir, data, meta: Meta, report: dict, plain: dict, augmented: dict):
+    """The network (and its TTA row) beside the baselines on test macro ROC-AUC (MedMNIST
+    accuracy beside it); the selected row is the one the run's reported scores come from."""
     name = meta.architecture
 
-    def network(split: str, key: str) -> dict:
-        prob = outputs[split][1]
-        accuracy = medmnist_accuracy(prob, data.splits[split].labels, meta.task)
-        return {AUC: report[key][AUC]["value"], "accuracy": accuracy}
+    def scores(outputs: dict, split: str) -> dict:
+        prob, labels = outputs[split][1], data.splits[split].labels
+        return {
+            AUC: auc_of(prob, labels, meta.task, meta.positive_index or 0),
+            "accuracy": medmnist_accuracy(prob, labels, meta.task),
+        }
 
-    summary = training.fit_summary(run, name) or {}
+    seconds = (training.fit_summary(run, name) or {}).get("seconds")
+    if seconds is not None and meta.lr_find:  # the range test is part of the time to result
+        seconds += meta.lr_find.get("seconds") or 0
+    history = run.path / f"history-{name}.csv"
+    rows = {name: plain} | ({f"{name}{TTA_SUFFIX}": augmented} if augmented else {})
     models = {
-        name: leaderboard.model_entry(
+        row: leaderboard.model_entry(
+            # TTA adds no training: its row carries the network's fit time and history.
             leaderboard.NETWORK,
-            network("test", "test"),
-            network("val", "validation"),
-            summary.get("seconds"),
-            run.path / f"history-{name}.csv",
+            scores(out, "test"),
+            scores(out, "val"),
+            seconds,
+            history,
         )
+        for row, out in rows.items()
     }
     models |= leaderboard.baseline_entries(report["baselines"])
-    return leaderboard.build(AUC, True, models, name, history_column=f"val_{AUC}")
+    selected = f"{name}{TTA_SUFFIX}" if report.get("tta", {}).get("used") else name
+    return leaderboard.build(AUC, True, models, selected, history_column=f"val_{AUC}")
 
 
 def write_test_input(run: RunDir, data: mdata.MedicalData) -> str:

@@ -64,6 +64,9 @@ def test_metrics_and_operating_point(trained):
     assert val["operating_point"]["abnormal"]["sensitivity"] >= 0.9
     assert test["operating_point"]["abnormal"]["confusion"]["tp"] == matrix[1, 1]
     assert {"ece_before", "ece_after"} <= set(test)
+    # Both ECEs carry intervals, resampled by patient (the sample names them).
+    assert test["bootstrap_unit"] == "patient"
+    assert all(len(test[f"{k}_ci"]) == 2 for k in ("ece_before", "ece_after"))
     meta = Meta.read(RunDir(run))
     assert meta.val_nll_after <= meta.val_nll_before + 1e-6  # the fitted T minimises it
     assert 0 <= val["ece_after"] <= 1 and 0 <= val["ece_before"] <= 1
@@ -101,18 +104,31 @@ def test_test_input_is_the_test_split_as_an_npz_of_its_images(trained):
 def test_retinamnist_layout_end_to_end_and_every_dicom_encoding_scored_or_rejected(tmp_path):
     npz = write_retinamnist(tmp_path / "retinamnist.npz")
     recipe = ["baseline.recipe_cnn=true", "baseline.recipe_epochs=1"]
-    sets = tiny_sets(tmp_path, "data.image_size=[12,12]", *recipe, data=npz)
+    views = ["evaluate.tta=true", "evaluate.tta_views=[identity, hflip]"]
+    find = ["train.lr_find=true", "train.lr_find_steps=10"]
+    sets = tiny_sets(tmp_path, "data.image_size=[12,12]", *recipe, *views, *find, data=npz)
     assert cli("train", *sets) == 0 and cli("evaluate", *sets) == 0
     run = tmp_path / "runs" / "medical" / "latest"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "multiclass" and metrics["class_names"] == list("01234")
     board = metrics["leaderboard"]["classification"]
-    # The plain 3-block CNN recipe is a baseline row of the same split, with its fit time.
-    assert set(board["models"]) == {"cnn", "pixels_logreg", "recipe_cnn3"}
+    # The plain 3-block CNN recipe is a baseline row of the same split, with its fit time;
+    # the TTA row sits beside the plain network's, and ships only if it wins on validation.
+    assert set(board["models"]) == {"cnn", "cnn_tta", "pixels_logreg", "recipe_cnn3"}
+    plain, augmented, tta = board["models"]["cnn"], board["models"]["cnn_tta"], metrics["tta"]
+    assert tta["validation"]["tta"] == augmented["validation"]["macro_roc_auc"]
+    assert tta["used"] == (tta["validation"]["tta"] > tta["validation"]["plain"])
+    assert board["selected"] == ("cnn_tta" if tta["used"] else "cnn")
+    shipped = augmented if tta["used"] else plain
+    assert metrics["test"]["macro_roc_auc"]["value"] == shipped["test"]["macro_roc_auc"]
+    assert "## Test-time augmentation" in (run / "model_card.md").read_text()
     recipe_row = board["models"]["recipe_cnn3"]
     assert recipe_row["kind"] == "baseline" and recipe_row["train_seconds"] > 0
     assert 0 <= recipe_row["test"]["macro_roc_auc"] <= 1
-    assert Meta.read(RunDir(run)).channels == 3
+    meta = Meta.read(RunDir(run))
+    assert meta.channels == 3
+    # The range test picked the rate the network trained at, plotted as fastai users expect.
+    assert meta.lr_find["used"] > 0 and (run / "plots" / "lr_find.png").stat().st_size > 0
     # pydicom's test files in miniature: four encodings of one image, colour ultrasound, a
     # multi-frame dose grid, and the folder's README; each lands in outputs or rejects.
     folder = tmp_path / "dicom"

@@ -1,11 +1,12 @@
 """The blend: the networks' and a TF-IDF + logistic regression model's probabilities, mixed
 with weights fitted on validation, saved as one Keras model that takes raw strings.
 
-The TF-IDF half is Keras layers end to end: `TextVectorization(output_mode="tf_idf")` over
-word 1-2 grams, adapted on the training texts, an L2 `UnitNormalization`, and a `Dense` layer
-carrying the logistic regression's coefficients. scikit-learn fits those coefficients on the
-very features the layers compute (batch by batch, as a sparse matrix), so the exported model
-reproduces the fitted one exactly; its regularisation C is chosen on validation.
+The TF-IDF members are Keras layers end to end: `TextVectorization(output_mode="tf_idf")`
+over word 1-2 grams (and, in a second member, over character 1-5 grams of the lower-cased
+text: `model.blend_char_ngrams`), adapted on the training texts, an L2 `UnitNormalization`,
+and a `Dense` layer carrying the logistic regression's coefficients. scikit-learn fits those
+coefficients on the very features the layers compute (batch by batch, as a sparse matrix), so
+the exported model reproduces the fitted one exactly; each member's C is chosen on validation.
 """
 
 import dataclasses
@@ -19,12 +20,15 @@ from scipy import sparse
 from apps.nlp.text.config import ModelConfig
 from apps.nlp.text.data import Split
 
-C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # logistic regression C, picked on validation
-# The weights are searched on a grid over the simplex: shares in steps of 1/20 for up to three
-# models, 1/10 beyond (a 6-model grid in 1/20 steps would be 53,130 blends to score).
+# Logistic regression C, picked on validation. Character n-grams are many weak features: on
+# SMS spam their validation loss still fell at C=32, so the grid reaches 128.
+C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+# The weights are searched on a grid over the simplex: shares in steps of 1/20 for up to four
+# models (1,771 blends), 1/10 beyond (a 6-model grid in 1/20 steps would be 53,130).
 FINE, COARSE = 20, 10
 TFIDF = "tfidf"  # the TF-IDF vectorizer's layer name
-TFIDF_NAME = "tfidf_keras"  # the TF-IDF model's name among the blended models
+TFIDF_NAME = "tfidf_keras"  # the word TF-IDF model's name among the blended models
+CHARS_NAME = "tfidf_chars"  # the character TF-IDF model's name among the blended models
 CHUNK = 64  # texts vectorized at a time: a dense chunk is CHUNK x vocabulary floats
 
 
@@ -34,21 +38,35 @@ class Blend:
 
     tfidf: keras.Model
     C: float
+    chars: keras.Model | None  # the character n-gram TF-IDF model (None: model.blend_char_ngrams 0)
+    chars_C: float | None
     weights: dict[str, float]  # each model's share (networks by name, TFIDF_NAME), summing to 1
     validation_loss: float  # the blend's validation log loss at `weights`
     seconds: float  # fitting the TF-IDF model and the weights
 
 
-def _vectorizer(config: ModelConfig, texts: list[str]) -> keras.layers.TextVectorization:
-    """TF-IDF over word 1-2 grams with scikit-learn's smoothed idf, 1 + ln((1 + n) / (1 + df)),
-    and none for out-of-vocabulary words (as scikit-learn ignores them).
+def _layout(config: ModelConfig, chars: bool) -> dict:
+    """TextVectorization's arguments for the word 1-2 grams, or for the character
+    1..`blend_char_ngrams`-grams of the lower-cased text with spaces and punctuation kept (an
+    n-gram may span two words: "txt 8", "£1000", "www.")."""
+    if chars:
+        return {"standardize": "lower", "split": "character", "ngrams": config.blend_char_ngrams}
+    return {"ngrams": 2}
+
+
+def _vectorizer(config: ModelConfig, texts: list[str], chars: bool = False):
+    """TF-IDF over word 1-2 grams (or characters: `_layout`) with scikit-learn's smoothed idf,
+    1 + ln((1 + n) / (1 + df)), and none for out-of-vocabulary n-grams (as scikit-learn ignores
+    them).
 
     Keras's own adapted idf, ln(1 + n / (1 + df)), weighs rare n-grams up to twice as hard
     against common ones; on SMS spam it cost the logistic regression five points of accuracy
     ("call", "free" and "txt" are common words). The weights are given, not adapted.
     """
+    layout = _layout(config, chars)
+    max_tokens = config.blend_char_max_tokens if chars else config.tfidf_max_tokens
     counter = keras.layers.TextVectorization(
-        max_tokens=config.tfidf_max_tokens, output_mode="multi_hot", ngrams=2
+        max_tokens=max_tokens, output_mode="multi_hot", **layout
     )
     counter.adapt(tf.constant(texts, dtype=tf.string), batch_size=1024)
     df = np.zeros(counter.vocabulary_size())
@@ -58,10 +76,10 @@ def _vectorizer(config: ModelConfig, texts: list[str]) -> keras.layers.TextVecto
     idf[0] = 0.0  # index 0 is the OOV token: with it in the vocabulary, its weight is ours
     return keras.layers.TextVectorization(
         output_mode="tf_idf",
-        ngrams=2,
         vocabulary=counter.get_vocabulary(),
         idf_weights=idf.astype("float32"),
         name=TFIDF,
+        **layout,
     )
 
 
@@ -117,10 +135,17 @@ def log_loss(y, prob: np.ndarray, multi_label: bool) -> float:
     return float(-np.mean(np.log(prob[np.arange(len(y)), np.asarray(y, dtype=int)])))
 
 
-def fit_tfidf(config: ModelConfig, train: Split, val: Split, n_classes: int, multi_label: bool):
-    """The TF-IDF + logistic regression model as Keras layers, its C the best of C_GRID on
-    validation log loss; (model, C)."""
-    vectorizer = _vectorizer(config, train.texts)
+def fit_tfidf(
+    config: ModelConfig,
+    train: Split,
+    val: Split,
+    n_classes: int,
+    multi_label: bool,
+    chars: bool = False,
+):
+    """The TF-IDF (words, or characters) + logistic regression model as Keras layers, its C
+    the best of C_GRID on validation log loss; (model, C)."""
+    vectorizer = _vectorizer(config, train.texts, chars)
     x_train, x_val = tfidf_features(vectorizer, train.texts), tfidf_features(vectorizer, val.texts)
     best = None
     for C in C_GRID:
@@ -131,16 +156,20 @@ def fit_tfidf(config: ModelConfig, train: Split, val: Split, n_classes: int, mul
         if best is None or loss < best[0]:
             best = (loss, C, kernel, bias)
     _, C, kernel, bias = best
-    return build_tfidf(vectorizer, kernel, bias, multi_label), C
+    name = CHARS_NAME if chars else TFIDF_NAME
+    return build_tfidf(vectorizer, kernel, bias, multi_label, name), C
 
 
-def refit_tfidf(config: ModelConfig, split: Split, C: float, data) -> keras.Model:
+def refit_tfidf(
+    config: ModelConfig, split: Split, C: float, data, chars: bool = False
+) -> keras.Model:
     """The TF-IDF model fitted again on `split` (train + validation) at the chosen C."""
-    vectorizer = _vectorizer(config, split.texts)
+    vectorizer = _vectorizer(config, split.texts, chars)
     x = tfidf_features(vectorizer, split.texts)
     classifier = _fit_classifier(x, split.labels, C, data.multi_label)
     kernel, bias = _linear_weights(classifier, x.shape[1], len(data.class_names), data.multi_label)
-    return build_tfidf(vectorizer, kernel, bias, data.multi_label)
+    name = CHARS_NAME if chars else TFIDF_NAME
+    return build_tfidf(vectorizer, kernel, bias, data.multi_label, name)
 
 
 def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -151,8 +180,11 @@ def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def build_tfidf(vectorizer, kernel: np.ndarray, bias: np.ndarray, multi_label: bool):
-    """Raw strings -> TF-IDF -> L2 norm -> Dense(kernel, bias) -> probabilities."""
+def build_tfidf(
+    vectorizer, kernel: np.ndarray, bias: np.ndarray, multi_label: bool, name: str = TFIDF_NAME
+):
+    """Raw strings -> TF-IDF -> L2 norm -> Dense(kernel, bias) -> probabilities. The model is
+    named for its member (`tfidf_keras`, `tfidf_chars`): two of them sit in one blend."""
     texts = keras.Input(shape=(1,), dtype="string", name="text")
     # float32 under a mixed policy too: the coefficients were fitted on float32 features.
     x = keras.layers.UnitNormalization(dtype="float32", name="l2")(vectorizer(texts))
@@ -162,7 +194,7 @@ def build_tfidf(vectorizer, kernel: np.ndarray, bias: np.ndarray, multi_label: b
         dtype="float32",
         name="logistic_regression",
     )
-    model = keras.Model(texts, dense(x), name="tfidf_logreg")
+    model = keras.Model(texts, dense(x), name=name)
     dense.set_weights([kernel, bias])
     return model
 
@@ -190,7 +222,7 @@ def fit_weights(y, probs: dict[str, np.ndarray], multi_label: bool):
     names = list(probs)
     stacked = np.stack([probs[n] for n in names])
     best = None
-    for shares in simplex(len(names), FINE if len(names) <= 3 else COARSE):
+    for shares in simplex(len(names), FINE if len(names) <= 4 else COARSE):
         mixed = np.tensordot(np.array(shares), stacked, axes=1)
         loss = round(log_loss(y, mixed, multi_label), 9)
         if best is None or loss < best[0]:
@@ -214,14 +246,28 @@ def build_blend(models: dict[str, keras.Model], weights: dict[str, float]) -> ke
 
 
 def fit_blend(config: ModelConfig, network_val: dict[str, np.ndarray], data) -> Blend:
-    """Fit the TF-IDF model on the training texts, then the blend weights on validation against
-    the networks' validation probabilities `network_val` (name -> probabilities)."""
+    """Fit the TF-IDF models (words; characters unless model.blend_char_ngrams is 0) on the
+    training texts, then the blend weights on validation against them and the networks'
+    validation probabilities `network_val` (name -> probabilities)."""
     start = time.perf_counter()
     train, val = data.splits["train"], data.splits["val"]
-    tfidf, C = fit_tfidf(config, train, val, len(data.class_names), data.multi_label)
+    n_classes, multi = len(data.class_names), data.multi_label
+    tfidf, C = fit_tfidf(config, train, val, n_classes, multi)
     probs = network_val | {TFIDF_NAME: _predict(tfidf, val.texts)}
-    weights, loss = fit_weights(val.labels, probs, data.multi_label)
-    return Blend(tfidf, C, weights, loss, round(time.perf_counter() - start, 2))
+    chars, chars_C = None, None
+    if config.blend_char_ngrams:
+        chars, chars_C = fit_tfidf(config, train, val, n_classes, multi, chars=True)
+        probs[CHARS_NAME] = _predict(chars, val.texts)
+    weights, loss = fit_weights(val.labels, probs, multi)
+    return Blend(tfidf, C, chars, chars_C, weights, loss, round(time.perf_counter() - start, 2))
+
+
+def members(blended: Blend) -> dict[str, keras.Model]:
+    """The blend's TF-IDF members by name (the networks are the caller's)."""
+    out = {TFIDF_NAME: blended.tfidf}
+    if blended.chars is not None:
+        out[CHARS_NAME] = blended.chars
+    return out
 
 
 def _predict(model: keras.Model, texts: list[str], batch: int = 256) -> np.ndarray:

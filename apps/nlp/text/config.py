@@ -97,10 +97,16 @@ class ModelConfig:
     # steps at full rate on an untrained attention layer are what sent it to NaN.
     transformer_warmup_epochs: float = bounded(1.0, low=0.0)
     clipnorm: float = bounded(1.0, low=0.0)  # per-step gradient norm clip, every network (0: off)
-    # Blend the best network with TF-IDF + logistic regression (word 1-2 grams, C and the
-    # weight fitted on validation); it ships when its validation score (evaluate.metric) is higher.
+    # Blend the networks with TF-IDF + logistic regression (word 1-2 grams, and character
+    # n-grams: blend_char_ngrams; each C and the weights fitted on validation); it ships when
+    # its validation score (evaluate.metric) is higher than the best network's.
     blend: bool = True
     tfidf_max_tokens: int = bounded(50000, low=10)  # the blend's TF-IDF n-gram vocabulary
+    # The blend's second linear member: TF-IDF over character 1..N-grams (lower-cased, spaces
+    # and punctuation kept) + logistic regression; 0: words only. On SMS spam it is the
+    # strongest single model (spam is in "£", "txt", "www.", digits; README "Text").
+    blend_char_ngrams: int = bounded(5, low=0, high=6)
+    blend_char_max_tokens: int = bounded(50000, low=10)  # its character n-gram vocabulary
     pretrained: str = ""  # a `pretrain` run folder: the transformer starts from its encoder
     dropout: float = bounded(0.2, low=0.0, high=0.9)  # dropout before the classifier
     preset: str = ""  # local KerasHub preset folder: adds the `bert` network (no downloads)

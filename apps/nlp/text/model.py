@@ -336,10 +336,23 @@ def _baseline_probabilities(data: TextData, features, split_features: dict, C: f
 
 
 def _load(path: Path) -> keras.Model:
-    """A saved text model, loaded safely (the KerasHub classes registered)."""
-    import keras_hub  # noqa: F401  registers the KerasHub task, backbone and tokenizer classes
-
+    """A saved text model, loaded safely (the KerasHub classes registered when it uses any:
+    importing keras_hub costs seconds of every `score` of a CNN or a blend that never needs it)."""
+    if uses_keras_hub(path):
+        import keras_hub  # noqa: F401  registers the KerasHub task, backbone and tokenizer classes
     return load_saved_model(path)
+
+
+def uses_keras_hub(path: Path) -> bool:
+    """Whether the `.keras` archive's config names a KerasHub class (True when unreadable, so
+    that loading fails, if at all, with Keras's own message)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return b"keras_hub" in archive.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return True
 
 
 def load_model(run: RunDir) -> keras.Model:

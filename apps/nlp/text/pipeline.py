@@ -48,6 +48,7 @@ MACRO_F1 = "macro_f1"  # evaluate.metric macro_f1: the history column val_macro_
 BASELINE = "tfidf_logreg"  # the baseline's name in the leaderboard
 BLEND = "blend"  # models/blend.keras, and the name meta.best takes when the blend ships
 TFIDF_KERAS = "tfidf_keras"  # the blend's TF-IDF + LR half, as Keras layers: models/<this>.keras
+TFIDF_CHARS = blend.CHARS_NAME  # its character n-gram TF-IDF + LR member: models/<this>.keras
 TEST_INPUT = "test_split.csv"  # evaluate writes the test split here, as a scoring input
 
 
@@ -157,7 +158,8 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     val, batch = data.splits["val"], config.score.batch_size
     network_val = {n: predict_texts(m, val.texts, batch) for n, m in networks.items()}
     fitted = blend.fit_blend(config.model, network_val, data)
-    model = blend.build_blend(networks | {TFIDF_KERAS: fitted.tfidf}, fitted.weights)
+    linear = blend.members(fitted)
+    model = blend.build_blend(networks | linear, fitted.weights)
     blend_val = predict_texts(model, val.texts, batch)
     reference = network_val.get(best)
     if reference is None:  # the best network is a KerasHub task
@@ -169,13 +171,14 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     }
     scores = {key: r[metric] for key, r in reports.items()}
     if run.is_chief:
-        for key, keep in ((TFIDF_KERAS, fitted.tfidf), (BLEND, model)):
+        for key, keep in (linear | {BLEND: model}).items():
             with atomic_path(run.subdir("models") / f"{key}.keras", suffix=".keras") as tmp:
                 keep.save(tmp)
     selected = scores["blend"] > scores["network"]
     mix = " + ".join(f"{w:g} x {n}" for n, w in fitted.weights.items() if w > 0)
+    chars_c = "" if fitted.chars is None else f", characters C={fitted.chars_C:g}"
     print(
-        f"train: blend {mix} (TF-IDF C={fitted.C:g}): validation {metric} "
+        f"train: blend {mix} (TF-IDF C={fitted.C:g}{chars_c}): validation {metric} "
         f"{scores['blend']:.4f} vs {best} {scores['network']:.4f}; "
         f"{'the blend ships' if selected else f'{best} ships'} ({fitted.seconds:.1f}s)",
         flush=True,
@@ -183,6 +186,7 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     info = {
         "weights": fitted.weights,
         "C": fitted.C,
+        "chars_C": fitted.chars_C,  # the character member's C (None: no such member)
         "metric": metric,
         "validation_score": round(scores["blend"], 5),
         "network_validation_score": round(scores["network"], 5),
@@ -388,10 +392,13 @@ def _refit(config: Config, run: RunDir, strategy, vectorizers, data, fits: Fits,
         return None
     train, val = data.splits["train"], data.splits["val"]
     joined = tdata.Split(train.texts + val.texts, np.concatenate([train.labels, val.labels]))
-    tfidf = blend.refit_tfidf(config.model, joined, blended["C"], data)
-    model = blend.build_blend({**fits.models, TFIDF_KERAS: tfidf}, weights)
+    linear = {TFIDF_KERAS: blend.refit_tfidf(config.model, joined, blended["C"], data)}
+    if blended.get("chars_C"):
+        chars = blend.refit_tfidf(config.model, joined, blended["chars_C"], data, chars=True)
+        linear[TFIDF_CHARS] = chars
+    model = blend.build_blend({**fits.models, **linear}, weights)
     if run.is_chief:
-        for key, keep in ((TFIDF_KERAS, tfidf), (BLEND, model)):
+        for key, keep in (linear | {BLEND: model}).items():
             with atomic_path(run.subdir("models") / f"{key}.keras", suffix=".keras") as tmp:
                 keep.save(tmp)
     return model
@@ -546,6 +553,8 @@ def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
     report = {"primary_metric": meta.metric, "best": meta.best, "networks": {}}
     names = [n for n in meta.networks if n not in meta.failed_networks]
     models = names + ([BLEND, TFIDF_KERAS] if meta.blend else [])
+    if meta.blend.get("chars_C"):
+        models.append(TFIDF_CHARS)
     best_test_prob = None
     for name in models:
         model = load_network(run, name)
@@ -559,8 +568,8 @@ def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
                 best_test_prob = prob
         if name == BLEND:
             report[BLEND] = entry | {"of": meta.blend}
-        elif name == TFIDF_KERAS:
-            report[TFIDF_KERAS] = entry
+        elif name in (TFIDF_KERAS, TFIDF_CHARS):
+            report[name] = entry
         else:
             report["networks"][name] = entry
     report["failed_networks"] = meta.failed_networks
@@ -615,8 +624,9 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
     baselines = {}
     if "baseline" in report:
         baselines[BASELINE] = report["baseline"]
-    if TFIDF_KERAS in report:  # the blend's own TF-IDF half, a baseline in its own right
-        baselines[TFIDF_KERAS] = report[TFIDF_KERAS] | {"fit_seconds": meta.blend["seconds"]}
+    for name in (TFIDF_KERAS, TFIDF_CHARS):  # the blend's linear members, baselines of their own
+        if name in report:
+            baselines[name] = report[name] | {"fit_seconds": meta.blend["seconds"]}
     models |= leaderboard.baseline_entries(baselines, ("accuracy", "macro_f1"))
     # Macro F1 and multi-label accuracy (exact match) have their own history columns;
     # Keras's multi-label accuracy is per label.

@@ -1,6 +1,9 @@
 """The blend: its TF-IDF half as Keras layers reproduces scikit-learn's fit exactly, the weight
 is fitted on validation, and the blended model is one model with the weighted mean."""
 
+import dataclasses
+import types
+
 import numpy as np
 import pytest
 
@@ -18,15 +21,15 @@ def split_of(frame) -> Split:
     return Split(frame.text.tolist(), (frame.label == "pos").to_numpy().astype(int))
 
 
-@pytest.mark.parametrize("multi_label", [False, True])
-def test_tfidf_layers_give_the_fitted_logistic_regression_probabilities(multi_label):
+@pytest.mark.parametrize(("multi_label", "chars"), [(False, False), (True, False), (False, True)])
+def test_tfidf_layers_give_the_fitted_logistic_regression_probabilities(multi_label, chars):
     train, val = split_of(tiny_frame(48, seed=1)), split_of(tiny_frame(16, seed=2))
     n_classes = 2
     if multi_label:  # two labels: positive, and "mentions the cast" (always on)
         train.labels = np.stack([train.labels, np.ones_like(train.labels)], axis=1)
         val.labels = np.stack([val.labels, np.ones_like(val.labels)], axis=1)
-    model, C = blend.fit_tfidf(CONFIG, train, val, n_classes, multi_label)
-    assert C in blend.C_GRID
+    model, C = blend.fit_tfidf(CONFIG, train, val, n_classes, multi_label, chars)
+    assert C in blend.C_GRID and model.name == ("tfidf_chars" if chars else "tfidf_keras")
     vectorizer = model.get_layer(blend.TFIDF)
     x_val = blend.tfidf_features(vectorizer, val.texts)
     classifier = blend._fit_classifier(
@@ -71,3 +74,26 @@ def test_blend_is_one_model_with_the_weighted_mean():
     expected = 0.3 * predict_texts(networks["cnn"], texts, 8)
     expected += 0.7 * predict_texts(tfidf, texts, 8)
     np.testing.assert_allclose(predict_texts(mixed, texts, 8), expected, atol=1e-6)
+
+
+def test_character_member_reads_character_ngrams_across_words():
+    train = split_of(tiny_frame(48, seed=1))
+    vectorizer = blend._vectorizer(CONFIG, train.texts, chars=True)
+    # Keras joins an n-gram's characters with a space: "t h e" is "the", "e   f" is "e f".
+    grams = {tuple(str(g)[::2]) for g in vectorizer.get_vocabulary()[1:]}
+    assert ("t",) in grams and tuple("e f") in grams  # 1-grams, and n-grams across a space
+    assert max(len(g) for g in grams) == CONFIG.blend_char_ngrams
+
+
+def test_blend_fits_word_and_character_members_unless_turned_off():
+    train, val = split_of(tiny_frame(48, seed=1)), split_of(tiny_frame(16, seed=2))
+    data = types.SimpleNamespace(
+        splits={"train": train, "val": val}, class_names=["neg", "pos"], multi_label=False
+    )
+    network = {"cnn": np.full((16, 2), 0.5, dtype=np.float32)}
+    both = blend.fit_blend(CONFIG, network, data)
+    assert set(both.weights) == {"cnn", "tfidf_keras", "tfidf_chars"}
+    assert set(blend.members(both)) == {"tfidf_keras", "tfidf_chars"}
+    assert both.chars_C in blend.C_GRID and both.weights["cnn"] == 0.0  # a coin never helps
+    words = blend.fit_blend(dataclasses.replace(CONFIG, blend_char_ngrams=0), network, data)
+    assert set(words.weights) == {"cnn", "tfidf_keras"} and words.chars is None

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from apps.nlp.text.model import VECTORIZE, Meta, load_model, predict_texts
+from apps.nlp.text.model import VECTORIZE, Meta, load_model, predict_texts, uses_keras_hub
+from apps.nlp.text.scorer import TextScorer
 from shared.run import RunDir
 from shared.training import float32_twin
 from tests.apps.nlp.text.conftest import SMOKE, cli, tiny_frame, tiny_sets
@@ -41,6 +42,7 @@ def test_run_keeps_every_network_its_meta_and_metrics_beside_the_baseline(traine
         "models/transformer.keras",
         "models/blend.keras",
         "models/tfidf_keras.keras",
+        "models/tfidf_chars.keras",
     ]:
         assert (run / name).is_file(), name
     assert meta.networks == ["cnn", "transformer"] and meta.best in [*meta.networks, "blend"]
@@ -49,7 +51,8 @@ def test_run_keeps_every_network_its_meta_and_metrics_beside_the_baseline(traine
     assert set(meta.validation_loss) == set(meta.network_seconds) == set(meta.networks)
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["networks"]) == {"cnn", "transformer"}
-    assert set(metrics["blend"]["of"]["weights"]) == {*meta.networks, "tfidf_keras"}
+    weights = metrics["blend"]["of"]["weights"]
+    assert set(weights) == {*meta.networks, "tfidf_keras", "tfidf_chars"}
     for entry in [*metrics["networks"].values(), metrics["baseline"], metrics["blend"]]:
         test = entry["test"]
         assert 0 <= test["accuracy"] <= 1 and set(test["per_class"]) == {"neg", "pos"}
@@ -67,9 +70,14 @@ def test_leaderboard_holds_every_network_beside_the_baseline(trained):
     assert board["metric"] == "accuracy" and board["higher_is_better"]
     assert board["history_column"] == "val_accuracy" and board["best_baseline"] == "tfidf_logreg"
     assert board["selected"] == metrics["best"]
-    assert set(board["models"]) == {"cnn", "transformer", "blend", "tfidf_logreg", "tfidf_keras"}
-    reports = {**metrics["networks"], "blend": metrics["blend"]}
-    reports |= {"tfidf_logreg": metrics["baseline"], "tfidf_keras": metrics["tfidf_keras"]}
+    linear = {"tfidf_logreg", "tfidf_keras", "tfidf_chars"}
+    assert set(board["models"]) == {"cnn", "transformer", "blend"} | linear
+    reports = {
+        **metrics["networks"],
+        "blend": metrics["blend"],
+        "tfidf_logreg": metrics["baseline"],
+    }
+    reports |= {name: metrics[name] for name in ("tfidf_keras", "tfidf_chars")}
     for name, entry in board["models"].items():
         assert entry["status"] == "ok" and list(entry["test"]) == ["accuracy", "macro_f1"]
         assert entry["test"]["accuracy"] == reports[name]["test"]["accuracy"]
@@ -81,6 +89,7 @@ def test_leaderboard_holds_every_network_beside_the_baseline(trained):
         "blend": "blend",
         "tfidf_logreg": "baseline",
         "tfidf_keras": "baseline",
+        "tfidf_chars": "baseline",
     }
     assert "time_to_baseline_s" in board["models"]["cnn"]
     assert "| tfidf_logreg (baseline)" in (run / "model_card.md").read_text()
@@ -306,3 +315,21 @@ def test_per_network_learning_rate_is_checked(capsys):
     assert "model.learning_rates.lstm: no such network" in capsys.readouterr().err
     assert cli("train", "--config", SMOKE, "--set", "model.learning_rates.bilstm=nan") == 2
     assert "expected a finite number" in capsys.readouterr().err
+
+
+def test_scorer_graph_call_gives_the_predict_probabilities_over_uneven_batches(trained):
+    root, _ = trained
+    run = RunDir(root / "runs" / "nlp" / "latest")
+    scorer = TextScorer(run, batch_size=4, threshold=0.5)
+    texts = tiny_frame(9, seed=7).text.tolist()  # 9 texts: two full batches and one of 1
+    expected = predict_texts(scorer.model, texts, 4)
+    np.testing.assert_allclose(scorer.probabilities(texts), expected, atol=1e-6)
+    assert scorer.probabilities([]).shape == (0, 2)
+
+
+def test_keras_hub_is_imported_only_for_models_that_use_it(trained):
+    root, _ = trained
+    models = root / "runs" / "nlp" / "latest" / "models"
+    assert not uses_keras_hub(models / "cnn.keras")
+    assert uses_keras_hub(models / "transformer.keras")  # KerasHub's TransformerEncoder
+    assert uses_keras_hub(models / "missing.keras")  # unreadable: Keras gives the error

@@ -1,6 +1,6 @@
-"""Every text network, the blend and its TF-IDF half load from `model.keras` in a fresh process
-that imports only keras and keras_hub (no project code, safe mode) and give the same
-probabilities."""
+"""Every text network, the blend and its TF-IDF members (words, characters) load from
+`model.keras` in a fresh process that imports only keras and keras_hub (no project code, safe
+mode) and give the same probabilities."""
 
 import json
 import os
@@ -40,7 +40,7 @@ def test_every_network_and_the_blend_load_with_only_keras_and_keras_hub(trained,
         model = build_tiny(name, tiny_frame(16).text.tolist())
         model.save(models[name])
         expected[name] = predict_texts(model, texts, 4)
-    assert set(BUILDERS) | {"blend", "tfidf_keras"} <= set(models)
+    assert set(BUILDERS) | {"blend", "tfidf_keras", "tfidf_chars"} <= set(models)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     cases = json.dumps({"models": models, "texts": texts})
     done = subprocess.run(

@@ -286,6 +286,7 @@ def score_file(
                 counts.rejected += int(bad.sum())
             counts.rows += len(chunk)
             meter.update(counts.rows)
+            stop_point()
         if out_header:  # header-only or fully rejected input: still write a readable header
             pd.DataFrame(columns=output_columns).to_csv(out, index=False)
         if rej_header:
@@ -621,6 +622,7 @@ def score_files(files: list[str], scorer, output, rejects, chunk_files: int, lab
                     counts.scored += 1
             counts.rows += len(chunk)
             meter.update(counts.rows)
+            stop_point()
     return print_counts(counts, output, rejects, "files")
 
 
@@ -634,26 +636,43 @@ class Terminated(SystemExit):
     """Raised by SIGTERM while outputs are being written, so that their temporaries go."""
 
 
+_ACTIVE: list[list[int]] = []  # the signals seen by each atomic_outputs block now running
+
+
 def _terminate(stopped: list[int], signum, _frame):
-    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+    """The first SIGTERM is noted and raised at the next `stop_point`, between chunks: raised
+    wherever the signal lands, inside a TensorFlow call it can come out as an error of
+    TensorFlow's own or a traceback printed from C. A second one stops at once."""
     stopped.append(signum)
-    raise Terminated(128 + signum)
+    if len(stopped) > 1:
+        signal.signal(signum, signal.SIG_IGN)  # a third must not cut the clean-up short
+        raise Terminated(128 + signum)
+
+
+def stop_point() -> None:
+    """Raise Terminated if SIGTERM came since the scoring block began (scoring loops call this
+    between chunks, so a stop costs at most one chunk)."""
+    for stopped in _ACTIVE:
+        if stopped:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the clean-up runs to its end
+            raise Terminated(128 + stopped[0])
 
 
 @contextlib.contextmanager
 def _terminate_raises() -> Iterator[list[int]]:
-    """SIGTERM (what timeout, CI, systemd and Kubernetes send) raises while the block runs;
-    its default would end the process without running any clean-up. Yields the signals seen:
-    TensorFlow can turn the raise inside one of its calls into an error of its own, and the
-    caller must still know that the block ended because of the signal."""
+    """SIGTERM (what timeout, CI, systemd and Kubernetes send) ends the block with Terminated
+    (at a `stop_point`); its default would end the process without running any clean-up.
+    Yields the signals seen, so the caller knows an error after one came from the stop."""
     stopped: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield stopped  # handlers can only be installed from the main thread
         return
     previous = signal.signal(signal.SIGTERM, functools.partial(_terminate, stopped))
+    _ACTIVE.append(stopped)
     try:
         yield stopped
     finally:
+        _ACTIVE.remove(stopped)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -708,9 +727,11 @@ def atomic_outputs(*paths: str | os.PathLike) -> Iterator[list]:
                     )
                     for t in temps
                 ]
+            stop_point()  # a signal during the last chunk: nothing is renamed
             with _signals_held():
                 _rename_together(temps, paths)
                 written = True
+            stop_point()  # one held during the renames: written, and still a stop
     except BaseException as exc:
         if not stopped:
             raise

@@ -13,7 +13,14 @@ from apps.medical.model import FEATURES, Meta, logits_model
 from shared.gradcam import gradcam_heatmaps, overlay
 from shared.images import ImageError, set_channels
 from shared.io import DataError, atomic_path
-from shared.scoring import Progress, ScoreCounts, atomic_outputs, file_problem, non_finite_reason
+from shared.scoring import (
+    Progress,
+    ScoreCounts,
+    atomic_outputs,
+    file_problem,
+    non_finite_reason,
+    stop_point,
+)
 
 
 def decide(prob: np.ndarray, meta: Meta) -> np.ndarray:
@@ -120,6 +127,7 @@ def score_files(
             chunk = files[begin : begin + chunk_files]
             _score_chunk(scorer, chunk, pool.map(scorer.load, chunk), writers, counts, overlays)
             meter.update(counts.rows)
+            stop_point()
     return counts
 
 

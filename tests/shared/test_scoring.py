@@ -14,12 +14,14 @@ from shared.io import DataError
 from shared.scoring import (
     Column,
     InputSchema,
+    Terminated,
     atomic_outputs,
     default_output_paths,
     expand_inputs,
     file_problem,
     score_file,
     score_files,
+    stop_point,
 )
 
 SCHEMA = InputSchema(
@@ -303,6 +305,24 @@ def test_atomic_outputs_raises_on_sigterm_only_while_it_writes(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is not before
         handle.write("x\n")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_waits_for_the_next_stop_point_and_a_second_one_stops_at_once(tmp_path):
+    out, reached = tmp_path / "o.csv", []
+    with pytest.raises(Terminated), atomic_outputs(out) as (handle,):
+        os.kill(os.getpid(), signal.SIGTERM)
+        handle.write("still running\n")  # the signal has been handled: no raise mid-chunk
+        reached.append("after the signal")
+        stop_point()
+        reached.append("after the stop point")
+    assert reached == ["after the signal"] and list(tmp_path.iterdir()) == []
+    reached.clear()
+    with pytest.raises(Terminated), atomic_outputs(out) as _:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # the second raises where it lands
+        reached.append("after the second signal")
+    assert reached == [] and list(tmp_path.iterdir()) == []
+    stop_point()  # outside a scoring block: nothing to stop
 
 
 def test_atomic_outputs_takes_back_the_first_when_the_second_cannot_be_renamed(tmp_path):

@@ -15,7 +15,7 @@ from apps.nlp.text.config import ScoreConfig
 from apps.nlp.text.model import Meta, is_hub_task, load_model, predict_texts
 from shared.io import count_table_rows
 from shared.run import RunDir
-from shared.scoring import Progress, ScoreCounts, atomic_outputs, finite_outputs
+from shared.scoring import Progress, ScoreCounts, atomic_outputs, finite_outputs, stop_point
 
 # TextVectorization's default standardisation: lower case, these characters removed.
 PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~']")
@@ -108,6 +108,7 @@ def score_file(
                 header = False
             counts.rows += len(values)
             meter.update(counts.rows)
+            stop_point()
         if header:
             pd.DataFrame(columns=["row", *scorer.columns]).to_csv(out, index=False)
     return counts

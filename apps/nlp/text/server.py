@@ -5,11 +5,7 @@ output). The model call, tokenisation included, is batched across requests."""
 
 import copy
 
-import numpy as np
-import tensorflow as tf
-
 from apps.nlp.text import scorer as text_scorer
-from apps.nlp.text.model import is_hub_task
 from apps.nlp.text.scorer import TextCounts, TextScorer
 from shared.run import RunDir
 from shared.server import Adapter, joined, records
@@ -26,43 +22,20 @@ class _Rejects:
         self.rows.append({"row": int(number), "id": key, "reason": reason})
 
 
-class OnBatch:
-    """The run's network as `predict_texts` calls it (`predict(dataset)`), answering each of
-    the dataset's batches with one `predict_on_batch`: the same probabilities, without
-    `model.predict`'s set-up per call (callbacks, data adapter, iterator: about 10 to 25 ms on
-    2 cores, several times the network's own time on a server's batch of a few texts)."""
-
-    def __init__(self, model):
-        self.model = model
-        self.output_shape = model.output_shape
-
-    def warm_up(self) -> None:
-        """Trace `predict_on_batch` for any batch size (Keras keeps a function for any
-        shape from the second shape on: `reduce_retracing`)."""
-        for n in (1, 2, 3):
-            self.model.predict_on_batch(tf.constant(["warm up"] * n)[:, None])
-
-    def predict(self, data, batch_size=None, verbose=0):
-        parts = [np.asarray(self.model.predict_on_batch(batch)) for batch in data]
-        return np.concatenate(parts) if parts else np.zeros((0, *self.output_shape[1:]))
-
-
 class TextAdapter(Adapter):
     kind = "rows"
 
     def __init__(self, scorer: TextScorer, text_column: str, id_column: str):
         self.scorer, self.text_column, self.id_column = scorer, text_column, id_column
-        self.batched = scorer
-        if not is_hub_task(scorer.model):  # a KerasHub task preprocesses inside its predict
-            self.batched = copy.copy(scorer)
-            self.batched.model = OnBatch(scorer.model)
 
     def model_calls(self) -> dict:
-        return {"score": joined(self.batched.predict)}
+        # `TextScorer.predict` already calls the network through one traced graph per batch
+        # (not model.predict's per-call set-up), so the server batches that same call.
+        return {"score": joined(self.scorer.predict)}
 
     def warm_up(self) -> None:
-        if isinstance(self.batched.model, OnBatch):
-            self.batched.model.warm_up()
+        """Trace the scorer's graph call before the server listens."""
+        self.scorer.probabilities(["warm up"])
 
     def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
         ids = [row.get(self.id_column) for row in rows]

@@ -384,7 +384,7 @@ def bootstrap_interval(
     arrays = tuple(np.asarray(a) for a in arrays)
     point = float(statistic(*arrays))
     n = len(arrays[0])
-    members = _group_rows(groups, n)
+    members = group_rows(groups, n)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(n_boot):
@@ -404,7 +404,7 @@ def bootstrap_interval(
     return point, float(low), float(high)
 
 
-def _group_rows(groups, n: int) -> list[np.ndarray] | None:
+def group_rows(groups, n: int) -> list[np.ndarray] | None:
     """The row indices of each group; None when no row has a known group (resample rows)."""
     if groups is None:
         return None

@@ -22,7 +22,7 @@ def resample_counts(n: int, n_boot: int, seed: int, groups=None):
     With `groups` (patient ids; '' unknown) whole groups are drawn, as in
     `shared.evaluation.bootstrap_interval`, and each row counts as often as its group.
     """
-    members = ev._group_rows(groups, n)
+    members = ev.group_rows(groups, n)
     rng = np.random.default_rng(seed)
     block = max(1, BLOCK_CELLS // max(1, n))
     group_of_row = None

@@ -78,60 +78,101 @@ class InputSchema:
         return [h for h in header if h not in self.names]
 
     def validate(self, chunk: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-        """Typed values for the schema's columns, and a reason per row ('' for a good row)."""
-        reasons = pd.Series("", index=chunk.index, dtype=object)
+        """Typed values for the schema's columns, and a reason per row ('' for a good row).
+
+        A row's reason lists its columns' problems in schema order ("amount: missing value;
+        when: not a timestamp ('soon')"). The messages are built for the rows that have the
+        problem only: on a server's few rows, building them for every row cost more than the
+        checks themselves."""
+        reasons = np.full(len(chunk), "", dtype=object)
         typed = {}
         for column in self.columns:
-            values = chunk[column.name]
             parse = _PARSERS[column.kind]
-            typed[column.name], problems = parse(values)
+            typed[column.name], problems = parse(chunk[column.name])
+            prefix = f"{column.name}: "
             for mask, message in problems:
-                if mask.any():
-                    reasons[mask] = reasons[mask] + f"{column.name}: " + message[mask] + "; "
-        return pd.DataFrame(typed, index=chunk.index), reasons.str.rstrip("; ")
+                at = np.flatnonzero(mask)
+                if not len(at):
+                    continue
+                texts = message(at) if callable(message) else [message] * len(at)
+                reasons[at] = [
+                    f"{before}{prefix}{text}; "
+                    for before, text in zip(reasons[at], texts, strict=True)
+                ]
+        bad = np.flatnonzero(reasons != "")
+        reasons[bad] = [reason.rstrip("; ") for reason in reasons[bad]]
+        return pd.DataFrame(typed, index=chunk.index), pd.Series(
+            reasons, index=chunk.index, dtype=object
+        )
+
+
+# A parser returns the typed column and its problems: (mask, message) pairs, the message a str
+# or, where it quotes the value, `message(positions) -> the messages of the rows at positions`.
 
 
 def _as_text(values: pd.Series) -> pd.Series:
+    if values.dtype == _TEXT and not values.hasnans:
+        return values.str.strip()  # already text: what the round trip below gives back
     if values.dtype == object or pd.api.types.is_string_dtype(values):
         return values.astype(object).where(values.notna(), "").astype(str).str.strip()
     return values.astype(str)
+
+
+_TEXT = pd.StringDtype(na_value=np.nan)  # the text columns `iter_table_chunks` reads
 
 
 def _quoted(values: pd.Series) -> pd.Series:
     return "'" + values.astype(str).str.slice(0, 40) + "'"
 
 
-def _bad_bytes(text: pd.Series) -> tuple[pd.Series, pd.Series]:
-    mask = text.str.contains(REPLACEMENT_CHAR, regex=False)
-    return mask, pd.Series("contains bytes that are not valid UTF-8", index=text.index)
+def _quoting(text: pd.Series, before: str, quote: bool = True):
+    """`message(positions)`: `before`, the row's text (quoted and cut at 40, or whole), ')'."""
+
+    def message(at: np.ndarray) -> list[str]:
+        some = text.iloc[at]
+        return list(before + (_quoted(some) if quote else some) + ")")
+
+    return message
+
+
+def _bad_bytes(text: pd.Series) -> tuple[np.ndarray, str]:
+    mask = text.str.contains(REPLACEMENT_CHAR, regex=False).to_numpy(bool)
+    return mask, "contains bytes that are not valid UTF-8"
 
 
 def _parse_numeric(values: pd.Series):
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype(np.float64)
-        missing = numbers.isna()
-        infinite = np.isinf(numbers)
+        missing = numbers.isna().to_numpy()
+        infinite = np.isinf(numbers.to_numpy())
         problems = [
-            (missing, pd.Series("missing value", index=values.index)),
-            (infinite, "not finite (" + numbers.astype(str) + ")"),
+            (missing, "missing value"),
+            (infinite, lambda at: list("not finite (" + numbers.iloc[at].astype(str) + ")")),
         ]
         return numbers.where(~(missing | infinite), 0.0), problems
     text = _as_text(values)
     numbers = pd.to_numeric(text, errors="coerce").astype(np.float64)
-    empty = text == ""
-    lowered = text.str.lower()
-    nan_literal = lowered.isin(["nan", "na", "n/a", "null", "none"])
-    infinite = np.isinf(numbers)
-    not_number = numbers.isna() & ~empty & ~nan_literal
-    bad_bytes = _bad_bytes(text)
+    unparsed = numbers.isna().to_numpy()
+    infinite = np.isinf(numbers.to_numpy())
+    # Empty text, a missing-value word and undecodable bytes never parse as a number: they
+    # are looked for among the rows that did not parse only.
+    empty, nan_literal, bad_bytes = (np.zeros(len(text), bool) for _ in range(3))
+    if unparsed.any():
+        rest = text[unparsed]
+        empty[unparsed] = (rest == "").to_numpy(bool)
+        nan_literal[unparsed] = rest.str.lower().isin(_MISSING_WORDS).to_numpy(bool)
+        bad_bytes[unparsed] = _bad_bytes(rest)[0]
+    not_number = unparsed & ~empty & ~nan_literal
     problems = [
-        (empty | nan_literal, pd.Series("missing value", index=values.index)),
-        (not_number & ~bad_bytes[0], "not a number (" + _quoted(text) + ")"),
-        (infinite, "not finite (" + text + ")"),
-        bad_bytes,
+        (empty | nan_literal, "missing value"),
+        (not_number & ~bad_bytes, _quoting(text, "not a number (")),
+        (infinite, _quoting(text, "not finite (", quote=False)),
+        (bad_bytes, "contains bytes that are not valid UTF-8"),
     ]
-    bad = empty | nan_literal | not_number | infinite
-    return numbers.where(~bad, 0.0), problems
+    return numbers.where(~(unparsed | infinite), 0.0), problems
+
+
+_MISSING_WORDS = ["nan", "na", "n/a", "null", "none"]
 
 
 def _parse_categorical(values: pd.Series):
@@ -146,26 +187,26 @@ def _parse_datetime(values: pd.Series):
         if stamps.dt.tz is not None:  # a zoned Parquet column: naive UTC, as text is read
             stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
         bad = stamps.isna()
-        return stamps.where(~bad, pd.Timestamp(0)), [
-            (bad, pd.Series("missing timestamp", index=values.index))
-        ]
+        return stamps.where(~bad, pd.Timestamp(0)), [(bad.to_numpy(), "missing timestamp")]
     text = _as_text(values)
     # utc=True: a time with an offset (+01:00, Z) is converted to UTC, and a file that mixes
     # offsets parses (pandas refuses it otherwise); a time without one is taken as it is.
     stamps = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
     stamps = stamps.dt.tz_localize(None)
-    bad = stamps.isna()
-    empty = text == ""
+    bad = stamps.isna().to_numpy()
+    empty = np.zeros(len(text), bool)
+    if bad.any():
+        empty[bad] = (text[bad] == "").to_numpy(bool)
     problems = [
-        (empty, pd.Series("missing timestamp", index=values.index)),
-        (bad & ~empty, "not a timestamp (" + _quoted(text) + ")"),
+        (empty, "missing timestamp"),
+        (bad & ~empty, _quoting(text, "not a timestamp (")),
     ]
     return stamps.where(~bad, pd.Timestamp(0)), problems
 
 
 def _parse_id(values: pd.Series):
     text = _as_text(values)
-    return text, [(text == "", pd.Series("missing id", index=values.index)), _bad_bytes(text)]
+    return text, [((text == "").to_numpy(bool), "missing id"), _bad_bytes(text)]
 
 
 _PARSERS = {
@@ -308,6 +349,8 @@ def _checked(chunk: pd.DataFrame, schema: InputSchema) -> tuple[pd.DataFrame, pd
     """The chunk's typed values and a reason per row: its checks, or its line's malformation
     (a blank or ragged line: its cells are not its own)."""
     typed, reasons = schema.validate(chunk)
+    if ROW_PROBLEMS not in chunk.attrs:  # no malformed line: nothing to put first
+        return typed, reasons
     malformed = row_problems(chunk)
     return typed, reasons.where(malformed == "", malformed)
 
@@ -317,7 +360,8 @@ def _predict_good(typed: pd.DataFrame, raw: pd.DataFrame, reasons: pd.Series, pr
     good = reasons == ""
     if not good.any():
         return None, reasons
-    result = predict(typed[good], raw[good])
+    # All good: the frames themselves, not copies of them (a copy costs ms on a few rows).
+    result = predict(typed, raw) if good.all() else predict(typed[good], raw[good])
     if len(result) != int(good.sum()):
         raise RuntimeError("predict returned a different number of rows than it was given")
     finite, why = finite_outputs(result)
@@ -352,6 +396,51 @@ def rows_frame(rows: list[dict], schema: InputSchema, source: str = "the rows") 
     return frame
 
 
+def rows_groups_frame(
+    requests: list[list[dict]], schema: InputSchema, source: str = "the rows"
+) -> tuple[pd.DataFrame, np.ndarray, dict[int, DataError]]:
+    """Several requests' rows as one frame: `rows_frame` of each request, joined end to end
+    (`join_groups`), built in one pass. The frame has the schema's columns (a request's other
+    columns are only looked at for nested values). A request missing a column the schema
+    needs is its DataError (by its position in `requests`) and has no rows in the frame.
+    Returns (the frame, rows numbered 1..N; the group bounds; the errors)."""
+    errors, kept = {}, []
+    for n, rows in enumerate(requests):
+        columns = list(dict.fromkeys(name for row in rows for name in row))
+        try:
+            schema.check_header(columns, source)
+        except DataError as exc:
+            errors[n] = exc
+            rows = []
+        kept.append((rows, columns))
+    bounds = np.cumsum([0, *(len(rows) for rows, _ in kept)])
+    flat = [row for rows, _ in kept for row in rows]
+    where, lines, why = [], [], []  # joined positions, lines in their request, reasons
+    for k, (rows, columns) in enumerate(kept):
+        for n, row in enumerate(rows):
+            if any(isinstance(value, list | dict) for value in row.values()):
+                # The first nested value in the request's column order, as `rows_frame` says.
+                name = next(c for c in columns if isinstance(row.get(c), list | dict))
+                where.append(bounds[k] + n)
+                lines.append(n + 1)
+                why.append(f"{name}: a JSON {type(row[name]).__name__}, not a value")
+    cells = {
+        name: [
+            "" if value is None or isinstance(value, list | dict) else str(value)
+            for value in (row.get(name) for row in flat)
+        ]
+        for name in schema.names
+    }
+    frame = pd.DataFrame(cells, columns=schema.names, dtype=str)
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    if where:
+        frame.attrs[ROW_PROBLEMS] = tuple(
+            np.asarray(values, dtype=kind)
+            for values, kind in ((where, np.int64), (lines, np.int64), (why, object))
+        )
+    return frame, bounds, errors
+
+
 def score_rows(frame: pd.DataFrame, schema: InputSchema, predict):
     """`score_file`'s checks and outputs for rows held in memory (`rows_frame`), numbered
     from 1 like a file's: (the outputs of the good rows, or None; a reason per row, '' for
@@ -368,6 +457,14 @@ def score_row_groups(frames: list[pd.DataFrame], schema: InputSchema, predict) -
     only and its rows are numbered from 1. `predict(typed, raw)` sees the rows numbered
     1..N across the requests (`group_bounds(frames)` tells which request a number is in) and
     must return the `row` column it was given. Per request: (outputs or None, reasons)."""
+    joined, bounds = join_groups(frames)
+    result, reasons = score_joined_groups(joined, bounds, schema, predict)
+    return split_groups(result, reasons, bounds)
+
+
+def join_groups(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Frames (`rows_frame`s, or tables as `iter_table_chunks` reads them) joined end to end,
+    rows numbered 1..N, their malformed-line notes carried over; and the group bounds."""
     bounds = group_bounds(frames)
     joined = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].copy()
     problems = [f.attrs.get(ROW_PROBLEMS) for f in frames]
@@ -378,18 +475,7 @@ def score_row_groups(frames: list[pd.DataFrame], schema: InputSchema, predict) -
             np.concatenate(parts) for parts in zip(*found, strict=True)
         )
     joined.index = pd.RangeIndex(1, len(joined) + 1, name="row")
-    result, reasons = _score_joined(joined, schema, predict, bounds)
-    answers = []
-    for k in range(len(frames)):
-        begin, end = bounds[k], bounds[k + 1]
-        mine = reasons.iloc[begin:end].set_axis(pd.RangeIndex(1, end - begin + 1, name="row"))
-        part = None
-        if result is not None:
-            rows = result["row"].to_numpy()
-            part = result[(rows > begin) & (rows <= end)].copy()
-            part["row"] = part["row"] - begin
-        answers.append((part, mine))
-    return answers
+    return joined, bounds
 
 
 def group_bounds(frames: list[pd.DataFrame]) -> np.ndarray:
@@ -397,17 +483,56 @@ def group_bounds(frames: list[pd.DataFrame]) -> np.ndarray:
     return np.cumsum([0, *map(len, frames)])
 
 
-def _score_joined(joined: pd.DataFrame, schema: InputSchema, predict, bounds):
-    """`_score_chunk` over requests joined end to end: ids repeat-checked per request."""
+def score_joined_groups(joined: pd.DataFrame, bounds: np.ndarray, schema: InputSchema, predict):
+    """`_score_chunk` over requests joined end to end (`join_groups`, `rows_groups_frame`),
+    ids repeat-checked within each request: (outputs or None, reasons), both numbered 1..N
+    across the requests (`split_groups` gives each request its own)."""
     typed, reasons = _checked(joined, schema)
     if schema.id_column:
-        ids, marked = typed[schema.id_column], reasons.to_numpy().copy()
-        for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
-            local = pd.RangeIndex(1, end - begin + 1)
-            mine = reasons.iloc[begin:end].set_axis(local)
-            marked[begin:end] = _mark_duplicates(ids.iloc[begin:end].set_axis(local), mine, {})
-        reasons = pd.Series(marked, index=reasons.index, dtype=object)
+        reasons = _mark_group_duplicates(typed[schema.id_column], reasons, bounds)
     return _predict_good(typed, joined, reasons, predict)
+
+
+def split_groups(result: pd.DataFrame | None, reasons: pd.Series, bounds: np.ndarray) -> list:
+    """Each request's (outputs or None, reasons) from `score_joined_groups`' joined answer,
+    its rows numbered from 1."""
+    answers = []
+    rows = None if result is None else result["row"].to_numpy()
+    for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+        mine = reasons.iloc[begin:end].set_axis(pd.RangeIndex(1, end - begin + 1, name="row"))
+        part = None
+        if result is not None:
+            part = result[(rows > begin) & (rows <= end)].copy()
+            part["row"] = part["row"] - begin
+        answers.append((part, mine))
+    return answers
+
+
+def group_of_rows(bounds: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The group (request) of each row number 1..N of groups joined with `bounds`."""
+    return np.searchsorted(bounds, rows, side="left") - 1
+
+
+def _mark_group_duplicates(ids: pd.Series, reasons: pd.Series, bounds: np.ndarray) -> pd.Series:
+    """`_mark_duplicates` of each group on its own: a repeat within a request is rejected, the
+    first row named by its number in that request; the same id in two requests is not."""
+    if len(bounds) == 2:  # one group: its rows are numbered as the joined rows are
+        return _mark_duplicates(ids, reasons, {})
+    good = np.flatnonzero((reasons == "").to_numpy())
+    values = ids.to_numpy()[good]
+    groups = group_of_rows(bounds, good + 1)
+    seen: dict = {}
+    duplicates = []
+    for position, group, value in zip(good.tolist(), groups.tolist(), values, strict=True):
+        first = seen.setdefault((group, value), position)
+        if first != position:
+            duplicates.append((position, value, first - bounds[group] + 1))
+    if not duplicates:
+        return reasons
+    marked = reasons.to_numpy().copy()
+    for position, value, first in duplicates:
+        marked[position] = f"duplicate id '{value}' (first seen at row {first})"
+    return pd.Series(marked, index=reasons.index, dtype=object)
 
 
 def _mark_duplicates(ids: pd.Series, reasons: pd.Series, seen: dict[str, int]) -> pd.Series:

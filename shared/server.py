@@ -13,9 +13,11 @@ same checks, outputs and reject reasons as the app's `score` step. The routes:
 
 Requests are scored together: each request's model call goes to one queue, and one worker
 thread (the only one that calls TensorFlow) runs the calls that arrived within `max_wait_ms`
-as one, up to `max_batch` rows, so throughput under concurrency approaches batch `predict`.
+as one, up to `max_batch` rows (sooner once every request the server holds has queued its
+call), so throughput under concurrency approaches batch `predict`.
 """
 
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -67,6 +69,7 @@ class _Pending:
 
 
 _STOP = object()
+_WAKE = object()  # a request that was expected will not submit: look again
 
 
 class Batcher:
@@ -75,7 +78,17 @@ class Batcher:
 
     Only parts for the same call are joined; a part larger than `max_batch` is a call of its
     own (the scorers split it into their own batch size). TensorFlow runs on this thread only.
+
+    The server tells the batcher which requests it is handling (`expecting`): a batch then
+    also closes before `max_wait_ms` once every such request has submitted its part (or
+    finished without one) and it holds as many parts as the largest of the last few batches
+    (`RECENT` of them). A lone client's request does not wait for company that is not there,
+    and a batch of all the clients that keep the server busy runs as soon as the last of them
+    is in (closing whenever the server holds no other request would split their batch in
+    two: their requests arrive a little apart). Without `expecting`, a batch always waits.
     """
+
+    RECENT = 8  # batches whose largest part count a batch waits for (up to max_wait_ms)
 
     def __init__(
         self,
@@ -91,15 +104,59 @@ class Batcher:
         self.calls, self.max_batch, self.max_wait = calls, max_batch, max_wait_ms / 1000
         self.on_batch = on_batch  # (call, parts, rows) after each model call
         self.queue: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
+        self.tracking = False  # whether `expecting` has been used: requests are counted
+        self.expected = 0  # requests being handled that have not submitted yet
+        self.forming = False  # the worker is waiting for a batch's further parts
+        self.recent: collections.deque = collections.deque(maxlen=self.RECENT)  # their parts
         self.thread = threading.Thread(target=self._work, name="deepfield-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, call: str, part, size: int | None = None):
+    def submit(self, call: str, part, size: int | None = None, ticket: list | None = None):
         """`calls[call]`'s result for `part`, computed in a batch with other requests' parts
         (blocks the calling thread until it is ready; re-raises the call's error)."""
         future: Future = Future()
         self.queue.put(_Pending(call, part, len(part) if size is None else size, future))
+        if ticket is not None:
+            self._settle(ticket)
         return future.result()
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Around the handling of one request that may submit: yields the request's `submit`.
+        Until it submits (or the block ends), a forming batch may wait for its part."""
+        ticket = [False]  # whether the request has submitted (or finished)
+        with self.lock:
+            self.tracking = True
+            self.expected += 1
+
+        def submit(call: str, part, size: int | None = None):
+            return self.submit(call, part, size, ticket)
+
+        try:
+            yield submit
+        finally:
+            self._settle(ticket)
+
+    def _settle(self, ticket: list) -> None:
+        with self.lock:
+            if ticket[0]:
+                return
+            ticket[0] = True
+            self.expected -= 1
+            idle = self.expected == 0
+        if idle and self.forming:
+            self.queue.put(_WAKE)
+
+    def _complete(self, parts: int) -> bool:
+        """Whether the forming batch of `parts` parts holds the parts of every request in the
+        server, and as many as recent batches held: waiting longer is unlikely to add any."""
+        return (
+            self.tracking
+            and self.expected == 0
+            and self.queue.empty()
+            and parts >= max(self.recent, default=1)
+        )
 
     def close(self) -> None:
         self.queue.put(_STOP)
@@ -110,20 +167,27 @@ class Batcher:
         while True:
             first = carry if carry is not None else self.queue.get()
             carry = None
+            if first is _WAKE:
+                continue
             if first is _STOP:
                 return
             batch, rows = [first], first.size
             deadline = time.perf_counter() + self.max_wait
-            while rows < self.max_batch:
+            self.forming = True
+            while rows < self.max_batch and not self._complete(len(batch)):
                 try:
                     item = self.queue.get(timeout=max(deadline - time.perf_counter(), 0))
                 except queue.Empty:
                     break
+                if item is _WAKE:
+                    continue
                 if item is _STOP or item.call != first.call or rows + item.size > self.max_batch:
                     carry = item  # starts the next batch (or stops after this one)
                     break
                 batch.append(item)
                 rows += item.size
+            self.forming = False
+            self.recent.append(len(batch))
             self._run(batch, rows)
 
     def _run(self, batch: list[_Pending], rows: int) -> None:
@@ -215,34 +279,65 @@ class Adapter:
         (and the first batch of a new size) do not pay for it. Nothing by default."""
 
 
-def table_rows_call(schema, score_groups: Callable[[list], list]) -> Callable[[list], list]:
+def table_rows_call(
+    schema, score_joined: Callable[[pd.DataFrame, np.ndarray], tuple]
+) -> Callable[[list], list]:
     """A batch call over several requests' JSON rows for a table app, all of it on the worker
-    thread: each request's rows become a frame (`rows_frame`), `score_groups(frames)` checks
-    and scores them in one pass (`score_row_groups`: one (outputs, reasons) per frame), and
-    each request gets its JSON-ready (outputs, rejects), or the DataError its rows raised
-    (`submit_rows` raises it in the request). Building the frames and the answers here, not
-    in the request threads, keeps the pandas work on one thread: spread over the request
-    threads it contends for the GIL with the batch and costs several times as much."""
-    from shared.scoring import rows_frame
+    thread: the requests' rows become one frame (`rows_groups_frame`, each request's rows as
+    `rows_frame` reads them), `score_joined(frame, bounds)` checks and scores them in one pass
+    (`score_joined_groups`: (outputs or None, reasons), rows numbered 1..N across the requests)
+    and each request gets its JSON-ready (outputs, rejects) (`group_answers`), or the DataError
+    its rows raised (`submit_rows` raises it in the request). An uploaded table (a frame, as
+    `score` reads the file) is scored on its own, never joined with other requests' text.
+
+    One frame, one validation and one conversion to JSON per batch, not one per request: on a
+    server's one-row requests those per-request steps cost more than the model. Doing them
+    here, not in the request threads, keeps the pandas work on one thread: spread over the
+    request threads it contends for the GIL with the batch and costs several times as much."""
+    from shared.scoring import join_groups, rows_groups_frame
 
     def call(parts: list) -> list:
         answers: list = [None] * len(parts)
-        frames = []
-        for n, rows in enumerate(parts):
-            if isinstance(rows, pd.DataFrame):  # an uploaded table, read as `score` reads it
-                frames.append((n, rows))
-                continue
-            try:
-                frames.append((n, rows_frame(rows, schema)))
-            except DataError as exc:
-                answers[n] = exc
-        if frames:
-            scored = score_groups([frame for _, frame in frames])
-            for (n, _), (result, reasons) in zip(frames, scored, strict=True):
-                answers[n] = (records(result), reject_list(reasons))
+        texts = [n for n, part in enumerate(parts) if not isinstance(part, pd.DataFrame)]
+        for n, part in enumerate(parts):
+            if isinstance(part, pd.DataFrame):
+                frame, bounds = join_groups([part])
+                answers[n] = group_answers(*score_joined(frame, bounds), bounds)[0]
+        if texts:
+            frame, bounds, errors = rows_groups_frame([parts[n] for n in texts], schema)
+            scored = (
+                group_answers(*score_joined(frame, bounds), bounds)
+                if len(frame)
+                else [([], [])] * len(texts)
+            )
+            for k, n in enumerate(texts):
+                answers[n] = errors.get(k, scored[k])
         return answers
 
     return call
+
+
+def group_answers(result: pd.DataFrame | None, reasons: pd.Series, bounds: np.ndarray) -> list:
+    """Each request's JSON-ready (outputs, rejects) from a joined answer (`score_joined_groups`:
+    rows numbered 1..N across the requests joined with `bounds`), its rows numbered from 1:
+    `records` and `reject_list` of each request's part, converted in one pass."""
+    from shared.scoring import group_of_rows
+
+    outputs: list[list] = [[] for _ in range(len(bounds) - 1)]
+    rejects: list[list] = [[] for _ in range(len(bounds) - 1)]
+    if result is not None and len(result):
+        rows = result["row"].to_numpy()
+        groups = group_of_rows(bounds, rows)
+        local = result.assign(row=rows - bounds[groups])
+        for group, record in zip(groups.tolist(), records(local), strict=True):
+            outputs[group].append(record)
+    values = reasons.to_numpy()
+    bad = np.flatnonzero(values != "")
+    for position, group in zip(bad.tolist(), group_of_rows(bounds, bad + 1).tolist(), strict=True):
+        rejects[group].append(
+            {"row": position + 1 - int(bounds[group]), "reason": str(values[position])}
+        )
+    return list(zip(outputs, rejects, strict=True))
 
 
 def submit_rows(submit: Callable, call: str, rows) -> tuple[list[dict], list[dict]]:
@@ -453,6 +548,10 @@ class Server:
     def submit(self, call: str, part, size: int | None = None):
         return self.batcher.submit(call, part, size)
 
+    def expecting(self):
+        """Around a request's handling: yields its `submit` (`Batcher.expecting`)."""
+        return self.batcher.expecting()
+
     def metadata(self) -> dict:
         return {
             "app": self.app_name,
@@ -525,14 +624,15 @@ def create_app(
 
     @app.post("/score")
     async def score(request: Request):
-        check_length(request, server.max_upload_bytes)
-        if adapter.kind == "files":
-            return await _score_upload(request, server, run_in_threadpool)
-        if adapter.table_schema is not None and _table_upload(request):
-            return await _score_table(request, server, run_in_threadpool)
-        rows = row_objects(await json_body(request, tables=adapter.table_schema is not None))
-        work = lambda: adapter.score(rows, server.submit)  # noqa: E731
-        return await run_in_threadpool(server.answer, "/score", work, len(rows))
+        with server.expecting() as submit:  # a batch forming now may wait for this request
+            check_length(request, server.max_upload_bytes)
+            if adapter.kind == "files":
+                return await _score_upload(request, server, run_in_threadpool, submit)
+            if adapter.table_schema is not None and _table_upload(request):
+                return await _score_table(request, server, run_in_threadpool, submit)
+            rows = row_objects(await json_body(request, tables=adapter.table_schema is not None))
+            work = lambda: adapter.score(rows, submit)  # noqa: E731
+            return await run_in_threadpool(server.answer, "/score", work, len(rows))
 
     adapter.routes(app, server)
     return app
@@ -609,7 +709,7 @@ def _table_upload(request) -> bool:
     return kind in TABLE_TYPES or kind == "multipart/form-data"
 
 
-async def _score_table(request, server: Server, run_in_threadpool):
+async def _score_table(request, server: Server, run_in_threadpool, submit):
     """A CSV/TSV body (Content-Type text/csv) or a multipart upload of one CSV/TSV/Parquet file,
     scored as `score` scores the file: the same header checks (a missing column is one 400),
     the same rejects with the same reasons, rows numbered from 1 as in the file."""
@@ -617,7 +717,7 @@ async def _score_table(request, server: Server, run_in_threadpool):
     try:
         path = await _save_table(request, folder, server.max_upload_bytes)
         frame = await run_in_threadpool(read_upload_table, path, server.adapter.table_schema)
-        work = lambda: server.adapter.score(frame, server.submit)  # noqa: E731
+        work = lambda: server.adapter.score(frame, submit)  # noqa: E731
         return await run_in_threadpool(server.answer, "/score", work, len(frame))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -682,7 +782,7 @@ def read_upload_table(path: Path, schema) -> pd.DataFrame:
     return frame
 
 
-async def _score_upload(request, server: Server, run_in_threadpool) -> dict:
+async def _score_upload(request, server: Server, run_in_threadpool, submit) -> dict:
     """A multipart upload (field `files`) saved to a temporary folder and scored as files."""
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
@@ -711,7 +811,7 @@ async def _score_upload(request, server: Server, run_in_threadpool) -> dict:
         size = sum(Path(path).stat().st_size for _, path in files)
         if size > server.max_upload_bytes:  # sent without a Content-Length (chunked)
             raise RequestError(_too_large(size, server.max_upload_bytes), 413)
-        work = lambda: server.adapter.score(files, server.submit)  # noqa: E731
+        work = lambda: server.adapter.score(files, submit)  # noqa: E731
         return await run_in_threadpool(server.answer, "/score", work, len(files))
     finally:
         await form.close()

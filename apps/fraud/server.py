@@ -18,14 +18,14 @@ from apps.fraud.features import FeatureBuilder, FeatureSpec
 from apps.fraud.model import RISK_SCORE
 from apps.fraud.scorer import TransactionScorer
 from shared.run import RunDir
-from shared.scoring import group_bounds, score_row_groups
+from shared.scoring import group_of_rows, score_joined_groups
 from shared.server import Adapter, submit_rows, table_rows_call
 
 
 class RequestHistory:
     """The run's feature builder over several requests' rows at once, each request's history
     its own: an entity's id is prefixed with its request's number before the builder sees it.
-    Rows are numbered 1..N across the requests, as `score_row_groups` numbers them."""
+    Rows are numbered 1..N across the requests, as `score_joined_groups` numbers them."""
 
     def __init__(self, spec: FeatureSpec, bounds: np.ndarray):
         self.spec, self.bounds = spec, bounds
@@ -33,7 +33,7 @@ class RequestHistory:
     def transform(self, typed: pd.DataFrame) -> pd.DataFrame:
         rows = typed
         if self.spec.has_history and len(self.bounds) > 2:
-            request = np.searchsorted(self.bounds, typed.index.to_numpy(), side="left") - 1
+            request = group_of_rows(self.bounds, typed.index.to_numpy())
             rows = typed.copy()
             entity = typed[self.spec.entity].astype(str)
             rows[self.spec.entity] = request.astype(str) + "\x1f" + entity
@@ -60,11 +60,12 @@ class FraudAdapter(Adapter):
                 arrays[input_name(c)] = np.full((n, 1), "", dtype=object)
             self.scorer.model.predict_on_batch(arrays)
 
-    def _score_batch(self, frames: list[pd.DataFrame]) -> list:
+    def _score_batch(self, frame: pd.DataFrame, bounds: np.ndarray) -> tuple:
+        """The batch's requests (joined, rows numbered 1..N) checked and scored in one pass."""
         scorer = copy.copy(self.scorer)  # the run's scorer, with the batch's feature state
-        scorer.features = RequestHistory(self.scorer.features.spec, group_bounds(frames))
+        scorer.features = RequestHistory(self.scorer.features.spec, bounds)
         scorer.predict = self._predict
-        return score_row_groups(frames, self.scorer.schema, scorer)
+        return score_joined_groups(frame, bounds, self.scorer.schema, scorer)
 
     def _predict(self, frame: pd.DataFrame) -> dict:
         """`TransactionScorer.predict`, as one `predict_on_batch` for a batch that fits its

@@ -8,7 +8,7 @@ import pandas as pd
 from apps.recsys.model import Meta
 from apps.recsys.scorer import PairSchema, Recommender, pair_scorer
 from shared.run import RunDir
-from shared.scoring import InputSchema, score_row_groups
+from shared.scoring import InputSchema, score_joined_groups
 from shared.server import Adapter, RequestError, records, submit_rows, table_rows_call
 
 
@@ -31,8 +31,9 @@ class RecsysAdapter(Adapter):
             "recommend": self._recommend_batch,
         }
 
-    def _score_batch(self, frames: list[pd.DataFrame]) -> list:
-        """The batch's requests checked and scored in one pass (`score_row_groups`)."""
+    def _score_batch(self, frame: pd.DataFrame, bounds) -> tuple:
+        """The batch's requests (joined, rows numbered 1..N) checked and scored in one pass
+        (`score_joined_groups`)."""
 
         def predict(typed: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
             pairs = pd.DataFrame({"user": typed[self.user_col], "item": typed[self.item_col]})
@@ -45,7 +46,7 @@ class RecsysAdapter(Adapter):
                 }
             )
 
-        return score_row_groups(frames, self.schema, predict)
+        return score_joined_groups(frame, bounds, self.schema, predict)
 
     def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
         return submit_rows(submit, "score", rows)
@@ -99,10 +100,11 @@ class RecsysAdapter(Adapter):
 
         @app.post("/recommend")
         async def recommend(request: Request):
-            body = await json_body(request)
-            work = lambda: self.recommend(body, server.submit)  # noqa: E731
-            count = len(body["users"]) if isinstance(body, dict) and "users" in body else 0
-            return await run_in_threadpool(server.answer, "/recommend", work, count)
+            with server.expecting() as submit:  # a forming batch may wait for this request
+                body = await json_body(request)
+                work = lambda: self.recommend(body, submit)  # noqa: E731
+                count = len(body["users"]) if isinstance(body, dict) and "users" in body else 0
+                return await run_in_threadpool(server.answer, "/recommend", work, count)
 
     def metadata(self) -> dict:
         return {

@@ -440,3 +440,112 @@ def test_sigterm_turned_into_another_error_still_exits_as_terminated(tmp_path):
     code, stderr, left = terminate_mid_scoring([*command, str(out_dir / "r.csv")], out_dir)
     assert (code, left) == (128 + signal.SIGTERM, []), stderr
     assert stderr.strip() == "terminated by signal 15: nothing written"
+
+
+# --- InputSchema.validate against the column-by-column reference it replaced -----------------
+
+
+def _reference_validate(schema, chunk):
+    """The reasons `validate` gave before it built messages for the failing rows only: every
+    message for every row, then kept where its mask holds."""
+    text_of = lambda v: (  # noqa: E731
+        v.astype(object).where(v.notna(), "").astype(str).str.strip()
+        if v.dtype == object or pd.api.types.is_string_dtype(v)
+        else v.astype(str)
+    )
+    quoted = lambda v: "'" + v.astype(str).str.slice(0, 40) + "'"  # noqa: E731
+    bad_bytes = lambda t: (  # noqa: E731
+        t.str.contains("\ufffd", regex=False),
+        pd.Series("contains bytes that are not valid UTF-8", index=t.index),
+    )
+    const = lambda text, v: pd.Series(text, index=v.index)  # noqa: E731
+
+    def numeric(v):
+        if pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v):
+            n = v.astype(np.float64)
+            miss, inf = n.isna(), np.isinf(n)
+            return n.where(~(miss | inf), 0.0), [
+                (miss, const("missing value", v)),
+                (inf, "not finite (" + n.astype(str) + ")"),
+            ]
+        t = text_of(v)
+        n = pd.to_numeric(t, errors="coerce").astype(np.float64)
+        empty, lit = t == "", t.str.lower().isin(["nan", "na", "n/a", "null", "none"])
+        inf, bb = np.isinf(n), bad_bytes(t)
+        nan = n.isna() & ~empty & ~lit
+        problems = [
+            (empty | lit, const("missing value", v)),
+            (nan & ~bb[0], "not a number (" + quoted(t) + ")"),
+            (inf, "not finite (" + t + ")"),
+            bb,
+        ]
+        return n.where(~(empty | lit | nan | inf), 0.0), problems
+
+    def datetime(v):
+        if pd.api.types.is_datetime64_any_dtype(v):
+            s = v if v.dt.tz is None else v.dt.tz_convert("UTC").dt.tz_localize(None)
+            return s.where(~s.isna(), pd.Timestamp(0)), [(s.isna(), const("missing timestamp", v))]
+        t = text_of(v)
+        s = pd.to_datetime(t, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        empty = t == ""
+        return s.where(~s.isna(), pd.Timestamp(0)), [
+            (empty, const("missing timestamp", v)),
+            (s.isna() & ~empty, "not a timestamp (" + quoted(t) + ")"),
+        ]
+
+    parsers = {
+        "numeric": numeric,
+        "datetime": datetime,
+        "categorical": lambda v: (text_of(v), [bad_bytes(text_of(v))]),
+        "id": lambda v: (
+            text_of(v),
+            [(text_of(v) == "", const("missing id", v)), bad_bytes(text_of(v))],
+        ),
+    }
+    reasons = pd.Series("", index=chunk.index, dtype=object)
+    typed = {}
+    for column in schema.columns:
+        typed[column.name], problems = parsers[column.kind](chunk[column.name])
+        for mask, message in problems:
+            if mask.any():
+                reasons[mask] = reasons[mask] + f"{column.name}: " + message[mask] + "; "
+    return pd.DataFrame(typed, index=chunk.index), reasons.str.rstrip("; ")
+
+
+TRICKY = {
+    "id": ["a", "", " b ", "\ufffdx", "a", "c", "d", "e", "f", "g"],
+    "when": [
+        "2026-01-01",
+        "",
+        "2026-01-01T10:00:00+02:00",
+        "soon" * 20,
+        "2026-13-01",
+        " 2026-01-02 ",
+        "2026-01-01T00:00:00Z",
+        "nan",
+        "2026-01-03",
+        "x\ufffd",
+    ],
+    "x": ["1.5", "", "nan", "NA", "inf", "-Infinity", "1e400", "abc" * 30, "\ufffd1", " 2 "],
+    "kind": ["k", "", "\ufffd", " k ", "k", "k", "None", "k", "k", "k"],
+}
+
+
+@pytest.mark.parametrize("form", ["text", "object with nulls", "typed"])
+def test_validate_gives_the_reference_values_and_reasons(form):
+    frame = pd.DataFrame(TRICKY, dtype=str)
+    frame.index = pd.RangeIndex(5, 15, name="row")
+    if form == "object with nulls":
+        frame = frame.astype(object)
+        frame.iloc[[1, 3], :] = None
+        frame.iloc[2, 2] = np.nan
+    elif form == "typed":  # as a Parquet file's columns come
+        frame["x"] = [1.5, np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300, 2.0, np.nan, 3.0]
+        frame["when"] = pd.to_datetime(
+            ["2026-01-01T10:00:00+02:00", None] + ["2026-01-02T00:00:00Z"] * 8, utc=True
+        )
+    typed, reasons = SCHEMA.validate(frame)
+    want_typed, want_reasons = _reference_validate(SCHEMA, frame)
+    pd.testing.assert_frame_equal(typed, want_typed)
+    pd.testing.assert_series_equal(reasons, want_reasons)
+    assert (reasons != "").sum() >= 4  # the comparison covers rejects, not only good rows

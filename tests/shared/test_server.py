@@ -2,6 +2,7 @@
 answers to good and bad requests, the metrics, and one real uvicorn server on a free
 loopback port (start-up line, a request over HTTP, SIGTERM exits cleanly)."""
 
+import io
 import json
 import os
 import signal
@@ -9,25 +10,30 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from shared.io import DataError
+from shared.io import ROW_PROBLEMS, DataError
 from shared.run import RunDir
 from shared.scoring import (
     Column,
     InputSchema,
+    join_groups,
     rows_frame,
+    rows_groups_frame,
     score_file,
+    score_joined_groups,
     score_row_groups,
     score_rows,
 )
 from shared.server import (
     Adapter,
     Batcher,
+    group_answers,
     joined,
     records,
     reject_list,
@@ -347,9 +353,9 @@ class TableDoubler(Doubler):
     table_schema = SCHEMA
 
     def model_calls(self):
-        def groups(frames):
-            self.calls.append(sum(map(len, frames)))
-            return score_row_groups(frames, SCHEMA, doubled)
+        def groups(frame, bounds):
+            self.calls.append(len(frame))
+            return score_joined_groups(frame, bounds, SCHEMA, doubled)
 
         return {"score": table_rows_call(SCHEMA, groups)}
 
@@ -422,3 +428,124 @@ def test_bad_and_oversized_table_uploads_are_one_line_4xx(table_client):
     assert http.post("/score", files={"file": ("a.csv", CSV.encode())}).status_code == 413
     text = http.get("/metrics").text
     assert counter(text, "deepfield_requests_total", route="/score", status="413") == 3
+
+
+# --- the joined path: one frame, one validation and one JSON conversion per batch -------------
+
+# Requests as a batch may join them: repeats within a request and across requests, rejects of
+# each kind, nested values (in another column order than the request's first row), extra
+# columns, rows lacking a column other rows have, and a request missing a needed column.
+BATCH = [
+    ROWS,
+    [{"id": "a", "amount": 4, "when": "2026-03-01"}],  # `a` again, in another request: scored
+    [
+        {"when": "2026-03-02", "id": "z", "amount": "7", "extra": "e"},
+        {"id": "w", "amount": {"x": 1}, "when": [1]},  # named by the request's column order
+        {"id": "z", "amount": "8"},  # no `when` in this row: ''
+        {"id": "y", "amount": " 9 ", "when": "2026-03-04T10:00:00+02:00", "more": "m"},
+        {"id": "y", "amount": "10", "when": "2026-03-05"},
+        {"id": "z", "amount": "11", "when": "2026-03-06"},
+    ],
+    [{"id": "q", "when": "2026-01-01"}],  # no `amount` in any row: the request's DataError
+    [{"id": "", "amount": "nan", "when": ""}, {"id": "\ufffd", "amount": "-inf", "when": "x"}],
+]
+
+
+def per_request_answers(requests) -> list:
+    """Each request scored on its own, as `score_rows` scores it (or its DataError)."""
+    answers = []
+    for rows in requests:
+        try:
+            frame = rows_frame(rows, SCHEMA)
+        except DataError as exc:
+            answers.append(str(exc))
+            continue
+        result, reasons = score_rows(frame, SCHEMA, doubled)
+        answers.append((records(result), reject_list(reasons)))
+    return answers
+
+
+def test_rows_groups_frame_is_each_requests_rows_frame_joined():
+    frame, bounds, errors = rows_groups_frame(BATCH, SCHEMA)
+    kept = [rows for n, rows in enumerate(BATCH) if n not in errors]
+    want, want_bounds = join_groups([rows_frame(rows, SCHEMA) for rows in kept])
+    assert list(errors) == [3] and "missing required column(s): amount" in str(errors[3])
+    assert bounds.tolist() == [0, 7, 8, 14, 14, 16]  # the failed request has no rows
+    pd.testing.assert_frame_equal(frame, want[SCHEMA.names])
+    (got_at, got_rows, got_why), (at, rows, why) = (
+        frame.attrs[ROW_PROBLEMS],
+        want.attrs[ROW_PROBLEMS],
+    )
+    assert got_at.tolist() == at.tolist() and got_rows.tolist() == rows.tolist()
+    assert (
+        got_why.tolist()
+        == why.tolist()
+        == [
+            "amount: a JSON list, not a value",
+            "when: a JSON list, not a value",  # the request's column order, not the row's
+        ]
+    )
+    assert want_bounds[-1] == bounds[-1]
+
+
+def test_a_joined_batch_answers_each_request_as_it_is_answered_alone():
+    table = pd.read_csv(io.StringIO(CSV), dtype=str, keep_default_na=False)
+    calls = []
+
+    def groups(frame, bounds):
+        calls.append(bounds.tolist())
+        return score_joined_groups(frame, bounds, SCHEMA, doubled)
+
+    answers = table_rows_call(SCHEMA, groups)([*BATCH, table])
+    want = per_request_answers(BATCH)
+    assert [str(a) if isinstance(a, Exception) else a for a in answers[:-1]] == want
+    assert answers[-1] == per_request_answers([table.to_dict("records")])[0]
+    # One pass for the uploaded table, one for the JSON requests (never joined with it).
+    assert calls == [[0, len(table)], [0, 7, 8, 14, 14, 16]]
+    outputs, rejects = answers[0]
+    assert [o["id"] for o in outputs] == ["a", "f"] and rejects[1]["reason"].startswith("dup")
+    assert answers[1] == ([{"row": 1, "id": "a", "double": 8.0}], [])  # not a repeat of `a`
+    assert [(r["row"], r["reason"]) for r in answers[2][1]] == [
+        (2, "when: a JSON list, not a value"),
+        (3, "when: missing timestamp"),
+        (5, "duplicate id 'y' (first seen at row 4)"),  # row numbers within the request
+        (6, "duplicate id 'z' (first seen at row 1)"),
+    ]
+    assert [r["row"] for r in answers[4][1]] == [1, 2]
+
+
+def test_score_row_groups_and_group_answers_agree():
+    frames = [rows_frame(rows, SCHEMA) for n, rows in enumerate(BATCH) if n != 3]
+    parts = score_row_groups(frames, SCHEMA, doubled)
+    joined_frame, bounds = join_groups(frames)
+    together = group_answers(*score_joined_groups(joined_frame, bounds, SCHEMA, doubled), bounds)
+    assert together == [(records(result), reject_list(reasons)) for result, reasons in parts]
+
+
+def test_an_expected_request_closes_the_batch_without_the_full_wait():
+    calls = []
+
+    def call(parts):
+        calls.append(len(parts))
+        return parts
+
+    batcher = Batcher({"x": call}, max_batch=64, max_wait_ms=60_000)
+    with batcher.expecting() as submit:  # the only request in the server: no one to wait for
+        assert submit("x", [1]) == [1]
+    results = []
+    waiting = threading.Thread(target=lambda: results.append(alone("x", [2])))
+    with batcher.expecting() as alone, batcher.expecting():
+        waiting.start()
+        time.sleep(0.3)
+    # The other request ended without submitting: the batch closes without the full minute.
+    waiting.join(timeout=30)
+    assert results == [[2]]
+    with batcher.expecting() as first, batcher.expecting() as second:
+        # Two requests in the server: the batch waits for the second one's part, and joins it.
+        thread = threading.Thread(target=lambda: results.append(first("x", [3])))
+        thread.start()
+        time.sleep(0.3)
+        assert second("x", [4]) == [4]
+        thread.join(timeout=30)
+    batcher.close()
+    assert results == [[2], [3]] and calls == [1, 1, 2]

@@ -1,25 +1,17 @@
 """`deepfield nlp serve`: texts as JSON rows ({"id": ..., "text": ...}), answered as `score`
 answers a JSONL file of the same objects: the same outputs (label, probabilities, tokens,
 truncated), the same rejects and reasons (missing, empty or non-string text, non-finite
-output). The model call, tokenisation included, is batched across requests."""
+output). The model call, tokenisation included, is batched across requests, and so is
+everything after it (the outputs' table, the non-finite check, the JSON rows): one pass per
+batch on the worker thread, not one per request on the request threads."""
 
-import copy
+import numpy as np
 
-from apps.nlp.text import scorer as text_scorer
-from apps.nlp.text.scorer import TextCounts, TextScorer
+from apps.nlp.text import data as tdata
+from apps.nlp.text.scorer import TextScorer
 from shared.run import RunDir
-from shared.server import Adapter, joined, records
-
-
-class _Rejects:
-    """Collects the rows `scorer._score_chunk` writes to its rejects file."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def writerow(self, row: list) -> None:
-        number, key, reason = row
-        self.rows.append({"row": int(number), "id": key, "reason": reason})
+from shared.scoring import finite_outputs
+from shared.server import Adapter, records
 
 
 class TextAdapter(Adapter):
@@ -31,23 +23,56 @@ class TextAdapter(Adapter):
     def model_calls(self) -> dict:
         # `TextScorer.predict` already calls the network through one traced graph per batch
         # (not model.predict's per-call set-up), so the server batches that same call.
-        return {"score": joined(self.scorer.predict)}
+        return {"score": self._score_batch}
 
     def warm_up(self) -> None:
         """Trace the scorer's graph call before the server listens."""
         self.scorer.probabilities(["warm up"])
 
     def score(self, rows: list[dict], submit) -> tuple[list[dict], list[dict]]:
+        """`scorer._score_chunk` of the request's rows, as `score` scores a JSONL chunk: the
+        checks of each text here (plain Python, microseconds), the model and what follows
+        it in the batch (`_score_batch`)."""
+        numbers = range(1, len(rows) + 1)
         ids = [row.get(self.id_column) for row in rows]
-        values = [row.get(self.text_column) for row in rows]
-        request = copy.copy(self.scorer)
-        request.predict = lambda ids, texts: submit("score", (ids, texts), len(texts)).reset_index(
-            drop=True
-        )
-        rejects = _Rejects()
-        frame = text_scorer._score_chunk(request, ids, values, TextCounts(), rejects)
-        rejects.rows.sort(key=lambda r: r["row"])
-        return records(frame), rejects.rows
+        # A row without an id is named by its row number.
+        ids = [str(i) if i not in (None, "") else str(r) for i, r in zip(ids, numbers, strict=True)]
+        rejects, good = [], ([], [], [])
+        for number, key, row in zip(numbers, ids, rows, strict=True):
+            value = row.get(self.text_column)
+            reason = tdata.reject_reason(value)
+            if reason:
+                rejects.append({"row": number, "id": key, "reason": reason})
+            else:
+                for kept, item in zip(good, (number, key, value), strict=True):
+                    kept.append(item)
+        if not good[0]:
+            return [], rejects
+        outputs, not_finite = submit("score", good, len(good[0]))
+        return outputs, sorted(rejects + not_finite, key=lambda r: r["row"])
+
+    def _score_batch(self, parts: list[tuple[list, list, list]]) -> list:
+        """One `TextScorer.predict` over the batch's good texts (each part: a request's row
+        numbers, ids and texts), then per request its output rows and its non-finite rejects,
+        as `scorer._score_chunk` makes them, from one table of the whole batch."""
+        ids = [key for _, part_ids, _ in parts for key in part_ids]
+        texts = [text for _, _, part_texts in parts for text in part_texts]
+        frame = self.scorer.predict(ids, texts)
+        if len(frame) != len(texts):
+            raise RuntimeError("predict returned a different number of rows than texts")
+        frame.insert(0, "row", [number for numbers, _, _ in parts for number in numbers])
+        request = np.repeat(np.arange(len(parts)), [len(numbers) for numbers, _, _ in parts])
+        finite, why = finite_outputs(frame)
+        outputs = [[] for _ in parts]
+        not_finite = [[] for _ in parts]
+        for k in np.flatnonzero(~finite).tolist():
+            not_finite[request[k]].append(
+                {"row": int(frame["row"].iat[k]), "id": frame["id"].iat[k], "reason": why[k]}
+            )
+        kept = request[finite]
+        for k, record in zip(kept.tolist(), records(frame[finite]), strict=True):
+            outputs[k].append(record)
+        return list(zip(outputs, not_finite, strict=True))
 
     def metadata(self) -> dict:
         meta = self.scorer.meta

@@ -3,10 +3,12 @@ with weights fitted on validation, saved as one Keras model that takes raw strin
 
 The TF-IDF members are Keras layers end to end: `TextVectorization(output_mode="tf_idf")`
 over word 1-2 grams (and, in a second member, over character 1-5 grams of the lower-cased
-text: `model.blend_char_ngrams`), adapted on the training texts, an L2 `UnitNormalization`,
-and a `Dense` layer carrying the logistic regression's coefficients. scikit-learn fits those
-coefficients on the very features the layers compute (batch by batch, as a sparse matrix), so
-the exported model reproduces the fitted one exactly; each member's C is chosen on validation.
+text, `model.blend_char_ngrams`, with the word 1-2 grams beside them, `model.blend_char_words`),
+adapted on the training texts, an L2 `UnitNormalization` per vectorizer (and of the joined row
+when there are two), and a `Dense` layer carrying the logistic regression's coefficients.
+scikit-learn fits those coefficients on the very features the layers compute (batch by batch,
+as a sparse matrix), so the exported model reproduces the fitted one exactly; each member's C
+is chosen on validation.
 """
 
 import dataclasses
@@ -26,7 +28,8 @@ C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
 # The weights are searched on a grid over the simplex: shares in steps of 1/20 for up to four
 # models (1,771 blends), 1/10 beyond (a 6-model grid in 1/20 steps would be 53,130).
 FINE, COARSE = 20, 10
-TFIDF = "tfidf"  # the TF-IDF vectorizer's layer name
+TFIDF = "tfidf"  # the TF-IDF vectorizer's layer name (the character member: its characters')
+TFIDF_WORDS = "tfidf_words"  # the character member's word 1-2 gram vectorizer (blend_char_words)
 TFIDF_NAME = "tfidf_keras"  # the word TF-IDF model's name among the blended models
 CHARS_NAME = "tfidf_chars"  # the character TF-IDF model's name among the blended models
 CHUNK = 64  # texts vectorized at a time: a dense chunk is CHUNK x vocabulary floats
@@ -54,7 +57,23 @@ def _layout(config: ModelConfig, chars: bool) -> dict:
     return {"ngrams": 2}
 
 
-def _vectorizer(config: ModelConfig, texts: list[str], chars: bool = False):
+def vectorizers(config: ModelConfig, texts: list[str], chars: bool = False) -> list:
+    """The member's vectorizers: word 1-2 grams; or character n-grams, and beside them the word
+    1-2 grams when `model.blend_char_words` (one logistic regression reads both).
+
+    Measured (README "Text"): words beside the characters lowered the member's validation log
+    loss on both real sets (SMS spam 0.0282 -> 0.0271), but not the blend's validation score,
+    so it is off by default.
+    """
+    if not chars:
+        return [_vectorizer(config, texts)]
+    out = [_vectorizer(config, texts, chars=True)]
+    if config.blend_char_words:
+        out.append(_vectorizer(config, texts, name=TFIDF_WORDS))
+    return out
+
+
+def _vectorizer(config: ModelConfig, texts: list[str], chars: bool = False, name: str = TFIDF):
     """TF-IDF over word 1-2 grams (or characters: `_layout`) with scikit-learn's smoothed idf,
     1 + ln((1 + n) / (1 + df)), and none for out-of-vocabulary n-grams (as scikit-learn ignores
     them).
@@ -78,19 +97,28 @@ def _vectorizer(config: ModelConfig, texts: list[str], chars: bool = False):
         output_mode="tf_idf",
         vocabulary=counter.get_vocabulary(),
         idf_weights=idf.astype("float32"),
-        name=TFIDF,
+        name=name,
         **layout,
     )
 
 
-def tfidf_features(vectorizer, texts: list[str]) -> sparse.csr_matrix:
-    """The L2-normalised TF-IDF rows the Keras layers compute, as a sparse matrix."""
+def member_vectorizers(model: keras.Model) -> list:
+    """A TF-IDF member's vectorizers, in the order its features are joined."""
+    return [layer for layer in model.layers if layer.name in (TFIDF, TFIDF_WORDS)]
+
+
+def tfidf_features(vectorizers, texts: list[str]) -> sparse.csr_matrix:
+    """The TF-IDF rows the Keras layers compute, as a sparse matrix: each vectorizer's
+    L2-normalised, joined and (with several) L2-normalised again. `vectorizers`: one layer or
+    a list."""
+    if not isinstance(vectorizers, list | tuple):
+        vectorizers = [vectorizers]
     normalize = keras.layers.UnitNormalization(dtype="float32")
     rows = []
     for start in range(0, len(texts), CHUNK):
-        dense = normalize(
-            keras.ops.cast(vectorizer(tf.constant(texts[start : start + CHUNK])), "float32")
-        )
+        batch = tf.constant(texts[start : start + CHUNK])
+        parts = [normalize(keras.ops.cast(v(batch), "float32")) for v in vectorizers]
+        dense = parts[0] if len(parts) == 1 else normalize(keras.ops.concatenate(parts, axis=-1))
         rows.append(sparse.csr_matrix(keras.ops.convert_to_numpy(dense)))
     return sparse.vstack(rows).tocsr() if rows else sparse.csr_matrix((0, 1))
 
@@ -143,9 +171,9 @@ def fit_tfidf(
     multi_label: bool,
     chars: bool = False,
 ):
-    """The TF-IDF (words, or characters) + logistic regression model as Keras layers, its C
-    the best of C_GRID on validation log loss; (model, C)."""
-    vectorizer = _vectorizer(config, train.texts, chars)
+    """The TF-IDF (words, or characters and words) + logistic regression model as Keras layers,
+    its C the best of C_GRID on validation log loss; (model, C)."""
+    vectorizer = vectorizers(config, train.texts, chars)
     x_train, x_val = tfidf_features(vectorizer, train.texts), tfidf_features(vectorizer, val.texts)
     best = None
     for C in C_GRID:
@@ -164,7 +192,7 @@ def refit_tfidf(
     config: ModelConfig, split: Split, C: float, data, chars: bool = False
 ) -> keras.Model:
     """The TF-IDF model fitted again on `split` (train + validation) at the chosen C."""
-    vectorizer = _vectorizer(config, split.texts, chars)
+    vectorizer = vectorizers(config, split.texts, chars)
     x = tfidf_features(vectorizer, split.texts)
     classifier = _fit_classifier(x, split.labels, C, data.multi_label)
     kernel, bias = _linear_weights(classifier, x.shape[1], len(data.class_names), data.multi_label)
@@ -183,11 +211,21 @@ def _probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
 def build_tfidf(
     vectorizer, kernel: np.ndarray, bias: np.ndarray, multi_label: bool, name: str = TFIDF_NAME
 ):
-    """Raw strings -> TF-IDF -> L2 norm -> Dense(kernel, bias) -> probabilities. The model is
-    named for its member (`tfidf_keras`, `tfidf_chars`): two of them sit in one blend."""
+    """Raw strings -> TF-IDF -> L2 norm -> Dense(kernel, bias) -> probabilities; with several
+    vectorizers (a list), each L2-normalised, joined and normalised again (`tfidf_features`).
+    The model is named for its member (`tfidf_keras`, `tfidf_chars`): two sit in one blend."""
     texts = keras.Input(shape=(1,), dtype="string", name="text")
     # float32 under a mixed policy too: the coefficients were fitted on float32 features.
-    x = keras.layers.UnitNormalization(dtype="float32", name="l2")(vectorizer(texts))
+    if isinstance(vectorizer, list | tuple) and len(vectorizer) > 1:
+        parts = [
+            keras.layers.UnitNormalization(dtype="float32", name=f"l2_{v.name}")(v(texts))
+            for v in vectorizer
+        ]
+        joined = keras.layers.Concatenate(dtype="float32", name="joined")(parts)
+        x = keras.layers.UnitNormalization(dtype="float32", name="l2")(joined)
+    else:
+        vectorizer = vectorizer[0] if isinstance(vectorizer, list | tuple) else vectorizer
+        x = keras.layers.UnitNormalization(dtype="float32", name="l2")(vectorizer(texts))
     dense = keras.layers.Dense(
         kernel.shape[1],
         activation="sigmoid" if multi_label else "softmax",

@@ -49,6 +49,7 @@ BASELINE = "tfidf_logreg"  # the baseline's name in the leaderboard
 BLEND = "blend"  # models/blend.keras, and the name meta.best takes when the blend ships
 TFIDF_KERAS = "tfidf_keras"  # the blend's TF-IDF + LR half, as Keras layers: models/<this>.keras
 TFIDF_CHARS = blend.CHARS_NAME  # its character n-gram TF-IDF + LR member: models/<this>.keras
+BEFORE_REFIT = "validation_before_refit.json"  # the validation reports from before a refit
 TEST_INPUT = "test_split.csv"  # evaluate writes the test split here, as a scoring input
 
 
@@ -100,7 +101,8 @@ class Fits:
     """What fitting every network gave: per network its lowest validation loss, seconds,
     whether it ran under XLA or why it failed; and the best model so far."""
 
-    scores: dict[str, float] = dataclasses.field(default_factory=dict)
+    scores: dict[str, float] = dataclasses.field(default_factory=dict)  # val loss, best epoch
+    selection: dict[str, float] = dataclasses.field(default_factory=dict)  # what picks (monitor)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     compiled: dict[str, bool] = dataclasses.field(default_factory=dict)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -124,11 +126,13 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
     with strategy.scope():
         vectorizers = Vectorizers(config.model, train_split.texts)
     fits = _fit_networks(networks, config, run, strategy, vectorizers, data)
-    best = training.best_network(fits.scores, "min")
+    best = training.best_network(fits.selection, monitor_of(config, data)[1])
     if best is None:
         training.fail_run(run, card.CARD_TITLE, fits.failed)
     blended, blend_model = _blend(config, run, fits, best, data)
-    if config.train.refit:
+    refit = refits(config, data)
+    if refit:
+        _keep_validation(config, run, data, fits, blend_model)
         blend_model = _refit(config, run, strategy, vectorizers, data, fits, blended)
     shipped = blend_model if blended and blended["selected"] else fits.best
     total = time.perf_counter() - start
@@ -198,6 +202,58 @@ def _blend(config: Config, run: RunDir, fits: Fits, best: str, data):
     return info, model
 
 
+def monitor_of(config: Config, data: tdata.TextData) -> tuple[str, str]:
+    """The history column early stopping watches and its mode (`train.monitor`): val_loss
+    (min), or the run's metric on validation (max): val_accuracy, val_macro_f1, or for
+    multi-label data val_exact_match."""
+    if config.train.monitor == "loss":
+        return "val_loss", "min"
+    return metric_column(run_metric(config, data), data.multi_label), "max"
+
+
+def metric_column(metric: str, multi_label: bool) -> str:
+    """The history column of the run's metric (macro F1 and multi-label accuracy, the exact
+    match of the label set, have their own; Keras's multi-label accuracy is per label)."""
+    if metric == MACRO_F1:
+        return f"val_{MACRO_F1}"
+    return f"val_{EXACT_MATCH}" if multi_label else "val_accuracy"
+
+
+def best_epoch(history: pd.DataFrame, column: str, mode: str) -> int:
+    """The (0-based) epoch early stopping keeps: the first best of `column`; NaNs never."""
+    values = history[column].astype(float)
+    if not values.notna().any():
+        return 0
+    return int(values.idxmin() if mode == "min" else values.idxmax())
+
+
+def refits(config: Config, data: tdata.TextData) -> bool:
+    """Whether the shipped models are refitted on train + validation: `train.refit`, or a
+    training split of fewer than `train.refit_below` texts."""
+    return config.train.refit or len(data.splits["train"]) < config.train.refit_below
+
+
+def _keep_validation(config: Config, run: RunDir, data, fits: Fits, blend_model) -> None:
+    """Before a refit: every model's validation report (networks, the blend and its linear
+    members) into validation_before_refit.json, which evaluate reports as their validation
+    scores; the refitted models have seen the validation texts."""
+    val, batch = data.splits["val"], config.score.batch_size
+    models = dict(fits.models)
+    if blend_model is not None:
+        models[BLEND] = blend_model
+        for name in (TFIDF_KERAS, TFIDF_CHARS):
+            if (run.path / "models" / f"{name}.keras").exists():
+                models[name] = load_network(run, name)
+    reports = {
+        name: metrics.split_report(
+            val.labels, predict_texts(model, val.texts, batch), data.class_names, data.multi_label
+        )
+        for name, model in models.items()
+    }
+    if run.is_chief:
+        write_json(run.path / BEFORE_REFIT, reports)
+
+
 def run_metric(config: Config, data: tdata.TextData) -> str:
     """The run's metric (`evaluate.metric`; auto: by the training labels' class balance)."""
     train = data.splits["train"]
@@ -250,11 +306,13 @@ def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, ve
     models/<name>.keras. Scores come from fit's own validation, which every worker computes on
     the whole split alike."""
     fits = Fits()
-    for name in networks:
+    start = time.perf_counter()
+    for k, name in enumerate(networks):
         began = time.perf_counter()
+        minutes = network_minutes(config.train, (began - start) / 60, len(networks) - k)
         try:
             model, fits.compiled[name] = _fit_network(
-                name, config, run, strategy, vectorizers, data
+                name, config, run, strategy, vectorizers, data, minutes=minutes
             )
         except training.Diverged as exc:
             fits.failed[name] = (
@@ -264,7 +322,10 @@ def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, ve
         finally:
             fits.seconds[name] = round(time.perf_counter() - began, 1)
         history = pd.read_csv(run.path / f"history-{name}.csv")
-        fits.scores[name] = score = round(float(history["val_loss"].min()), 5)
+        column, mode = monitor_of(config, data)
+        epoch = best_epoch(history, column, mode)
+        fits.scores[name] = score = round(float(history["val_loss"].iloc[epoch]), 5)
+        fits.selection[name] = round(float(history[column].iloc[epoch]), 5)
         if not np.isfinite(score):
             fits.failed[name] = "no finite validation loss"
             print(f"train: {name} failed: {fits.failed[name]}", flush=True)
@@ -272,15 +333,39 @@ def _fit_networks(networks: list[str], config: Config, run: RunDir, strategy, ve
         if run.is_chief:
             with atomic_path(run.subdir("models") / f"{name}.keras", suffix=".keras") as tmp:
                 model.save(tmp)
-        print(f"train: {name} validation loss {score:.4f} ({fits.seconds[name]}s)", flush=True)
+        shown = "" if column == "val_loss" else f", {column} {fits.selection[name]:.4f}"
+        print(
+            f"train: {name} validation loss {score:.4f}{shown} at epoch {epoch + 1} "
+            f"({fits.seconds[name]}s)",
+            flush=True,
+        )
         fits.models[name] = model
-        if training.best_network(fits.scores, "min") == name:
+        if training.best_network(fits.selection, mode) == name:
             fits.best = model
     return fits
 
 
+def network_minutes(cfg, elapsed: float, remaining: int) -> float:
+    """`train.max_minutes` for the next of `remaining` networks, `elapsed` minutes into the
+    networks' training: an equal share of what is left of `train.budget_minutes` (a network
+    that stopped early leaves its time to the next), at most `train.max_minutes` when set;
+    `train.max_minutes` alone when there is no run budget (0: no limit)."""
+    if not cfg.budget_minutes:
+        return cfg.max_minutes
+    share = max(cfg.budget_minutes - elapsed, 0.0) / max(remaining, 1)
+    share = max(share, 0.01)  # 0 would mean no limit: a spent budget still stops after an epoch
+    return min(share, cfg.max_minutes) if cfg.max_minutes else share
+
+
 def _fit_network(
-    name: str, config: Config, run: RunDir, strategy, vectorizers, data, refit_epochs: int = 0
+    name: str,
+    config: Config,
+    run: RunDir,
+    strategy,
+    vectorizers,
+    data,
+    refit_epochs: int = 0,
+    minutes: float | None = None,
 ):
     """Build, compile and fit one network (raises training.Diverged); (model, ran under XLA).
 
@@ -291,6 +376,8 @@ def _fit_network(
     n_classes, multi = len(data.class_names), data.multi_label
     train_split, val_split = data.splits["train"], data.splits["val"]
     cfg, fit_name = network_train_config(name, config), name
+    if minutes is not None:  # this network's share of the run budget (network_minutes)
+        cfg = dataclasses.replace(cfg, max_minutes=round(minutes, 3))
     if refit_epochs:
         train_split = tdata.Split(
             train_split.texts + val_split.texts,
@@ -323,7 +410,7 @@ def _fit_network(
         f"texts, {n_classes} classes, learning rate {cfg.learning_rate:g}",
         flush=True,
     )
-    monitor = "loss" if refit_epochs else "val_loss"
+    monitor, mode = ("loss", "min") if refit_epochs else monitor_of(config, data)
     training.fit(
         core,
         train_ds,
@@ -332,7 +419,7 @@ def _fit_network(
         cfg,
         fit_name,
         monitor,
-        "min",
+        mode,
         class_weight=class_weights(config, train_split, data),
         examples=len(train_split),
         scores=_epoch_scores(model, config, data, val_split) if val_split else (),
@@ -379,7 +466,7 @@ def _refit(config: Config, run: RunDir, strategy, vectorizers, data, fits: Fits,
     ]
     for name in names:
         history = pd.read_csv(run.path / f"history-{name}.csv")
-        epochs = int(history["val_loss"].idxmin()) + 1
+        epochs = best_epoch(history, *monitor_of(config, data)) + 1
         model, _ = _fit_network(name, config, run, strategy, vectorizers, data, epochs)
         fits.refit[name] = epochs
         if fits.models[name] is fits.best:
@@ -556,6 +643,8 @@ def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
     if meta.blend.get("chars_C"):
         models.append(TFIDF_CHARS)
     best_test_prob = None
+    before = run.path / BEFORE_REFIT  # refitted models saw the validation texts: their own
+    before = read_json(before) if meta.refit and before.exists() else {}
     for name in models:
         model = load_network(run, name)
         entry = {}
@@ -566,6 +655,8 @@ def _network_reports(run: RunDir, meta: Meta, data: tdata.TextData, batch: int):
             )
             if (name, split) == (meta.best, "test"):
                 best_test_prob = prob
+        if name in before:  # scored before the refit, out of sample (the test scores after)
+            entry["validation"] = before[name]
         if name == BLEND:
             report[BLEND] = entry | {"of": meta.blend}
         elif name in (TFIDF_KERAS, TFIDF_CHARS):
@@ -628,10 +719,7 @@ def _leaderboard(run: RunDir, meta: Meta, report: dict) -> dict:
         if name in report:
             baselines[name] = report[name] | {"fit_seconds": meta.blend["seconds"]}
     models |= leaderboard.baseline_entries(baselines, ("accuracy", "macro_f1"))
-    # Macro F1 and multi-label accuracy (exact match) have their own history columns;
-    # Keras's multi-label accuracy is per label.
-    column = {MACRO_F1: f"val_{MACRO_F1}"}.get(meta.metric)
-    column = column or (f"val_{EXACT_MATCH}" if meta.multi_label else "val_accuracy")
+    column = metric_column(meta.metric, meta.multi_label)
     return leaderboard.build(meta.metric, True, models, meta.best, history_column=column)
 
 

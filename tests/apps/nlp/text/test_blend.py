@@ -21,16 +21,21 @@ def split_of(frame) -> Split:
     return Split(frame.text.tolist(), (frame.label == "pos").to_numpy().astype(int))
 
 
-@pytest.mark.parametrize(("multi_label", "chars"), [(False, False), (True, False), (False, True)])
-def test_tfidf_layers_give_the_fitted_logistic_regression_probabilities(multi_label, chars):
+@pytest.mark.parametrize(
+    ("multi_label", "chars", "words"),
+    [(False, False, False), (True, False, False), (False, True, False), (False, True, True)],
+)
+def test_tfidf_layers_give_the_fitted_logistic_regression_probabilities(multi_label, chars, words):
     train, val = split_of(tiny_frame(48, seed=1)), split_of(tiny_frame(16, seed=2))
     n_classes = 2
     if multi_label:  # two labels: positive, and "mentions the cast" (always on)
         train.labels = np.stack([train.labels, np.ones_like(train.labels)], axis=1)
         val.labels = np.stack([val.labels, np.ones_like(val.labels)], axis=1)
-    model, C = blend.fit_tfidf(CONFIG, train, val, n_classes, multi_label, chars)
+    config = dataclasses.replace(CONFIG, blend_char_words=words)
+    model, C = blend.fit_tfidf(config, train, val, n_classes, multi_label, chars)
     assert C in blend.C_GRID and model.name == ("tfidf_chars" if chars else "tfidf_keras")
-    vectorizer = model.get_layer(blend.TFIDF)
+    vectorizer = blend.member_vectorizers(model)
+    assert [v.name for v in vectorizer] == ["tfidf", "tfidf_words"][: 1 + words]
     x_val = blend.tfidf_features(vectorizer, val.texts)
     classifier = blend._fit_classifier(
         blend.tfidf_features(vectorizer, train.texts), train.labels, C, multi_label
@@ -83,6 +88,26 @@ def test_character_member_reads_character_ngrams_across_words():
     grams = {tuple(str(g)[::2]) for g in vectorizer.get_vocabulary()[1:]}
     assert ("t",) in grams and tuple("e f") in grams  # 1-grams, and n-grams across a space
     assert max(len(g) for g in grams) == CONFIG.blend_char_ngrams
+
+
+def test_character_member_joins_normalised_word_and_character_features():
+    train = split_of(tiny_frame(48, seed=1))
+    joined_config = dataclasses.replace(CONFIG, blend_char_words=True)
+    chars, words = blend.vectorizers(joined_config, train.texts, chars=True)
+    alone = blend.tfidf_features(chars, train.texts[:5]).toarray()
+    joined = blend.tfidf_features([chars, words], train.texts[:5]).toarray()
+    assert joined.shape[1] == chars.vocabulary_size() + words.vocabulary_size()
+    np.testing.assert_allclose(np.linalg.norm(joined, axis=1), 1.0, atol=1e-5)
+    # each half weighs the same: the character part is the characters' unit row over sqrt(2)
+    np.testing.assert_allclose(joined[:, : alone.shape[1]], alone / np.sqrt(2), atol=1e-5)
+    assert (
+        len(
+            blend.vectorizers(
+                dataclasses.replace(CONFIG, blend_char_words=False), train.texts, True
+            )
+        )
+        == 1
+    )
 
 
 def test_blend_fits_word_and_character_members_unless_turned_off():

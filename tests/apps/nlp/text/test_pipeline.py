@@ -1,6 +1,7 @@
 """The text app end to end on a tiny config, through the command line a user types."""
 
 import json
+import types
 
 import keras
 import numpy as np
@@ -8,7 +9,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from apps.nlp.text import data as tdata
+from apps.nlp.text.config import Config, TextTrainConfig
 from apps.nlp.text.model import VECTORIZE, Meta, load_model, predict_texts, uses_keras_hub
+from apps.nlp.text.pipeline import best_epoch, network_minutes, refits
 from apps.nlp.text.scorer import TextScorer
 from shared.run import RunDir
 from shared.training import float32_twin
@@ -260,6 +264,11 @@ def test_multi_label_train_refit_evaluate_score(tmp_path):
     assert len(refit) == best_epochs  # no validation while refitting
     assert "val_loss" not in refit.columns or refit.val_loss.isna().all()
     metrics = json.loads((run / "metrics.json").read_text())
+    # validation scores from before the refit, which saw the validation texts
+    before = json.loads((run / "validation_before_refit.json").read_text())
+    assert {"bilstm", "blend", "tfidf_keras"} <= set(before)
+    assert metrics["networks"]["bilstm"]["validation"] == before["bilstm"]
+    assert metrics["blend"]["validation"] == before["blend"]
     assert metrics["data"]["multi_label"] and "micro_f1" in metrics["test"]
     assert set(metrics["test"]["per_class"]) == set(topics)
     out = tmp_path / "scores.csv"
@@ -333,3 +342,49 @@ def test_keras_hub_is_imported_only_for_models_that_use_it(trained):
     assert not uses_keras_hub(models / "cnn.keras")
     assert uses_keras_hub(models / "transformer.keras")  # KerasHub's TransformerEncoder
     assert uses_keras_hub(models / "missing.keras")  # unreadable: Keras gives the error
+
+
+def test_best_epoch_is_the_first_best_of_the_monitored_column():
+    history = pd.DataFrame(
+        {"val_loss": [0.5, 0.4, 0.45, 0.6], "val_accuracy": [0.7, 0.72, 0.75, 0.75]}
+    )
+    assert best_epoch(history, "val_loss", "min") == 1
+    assert best_epoch(history, "val_accuracy", "max") == 2  # the first of a tie
+    assert best_epoch(history.assign(val_loss=np.nan), "val_loss", "min") == 0
+
+
+def test_small_training_splits_refit_by_themselves():
+    data = types.SimpleNamespace(splits={"train": tdata.Split(["a"] * 100, np.zeros(100))})
+    assert refits(Config(train=TextTrainConfig(refit_below=101)), data)
+    assert not refits(Config(train=TextTrainConfig(refit_below=100)), data)
+    assert refits(Config(train=TextTrainConfig(refit=True, refit_below=0)), data)
+
+
+def test_monitor_metric_keeps_and_refits_the_best_metric_epoch(tmp_path):
+    data = tmp_path / "train.csv"
+    tiny_frame(64).to_csv(data, index=False)
+    sets = tiny_sets(
+        tmp_path,
+        data,
+        "model.networks=[cnn]",
+        "train.epochs=3",
+        "train.patience=3",
+        "train.monitor=metric",
+        "train.refit=true",
+    )
+    assert cli("train", *sets) == 0
+    run = tmp_path / "runs" / "nlp" / "latest"
+    meta = Meta.read(RunDir(run))
+    history = pd.read_csv(run / "history-cnn.csv")
+    kept = int(history.val_accuracy.idxmax())  # balanced texts: the run's metric is accuracy
+    assert meta.refit == {"cnn": kept + 1}
+    assert meta.validation_loss["cnn"] == pytest.approx(history.val_loss[kept], abs=1e-5)
+
+
+def test_run_budget_is_shared_out_over_the_networks_left():
+    cfg = TextTrainConfig(budget_minutes=6.0, max_minutes=0.0)
+    assert network_minutes(cfg, 0.0, 2) == 3.0  # two networks: half each
+    assert network_minutes(cfg, 1.0, 1) == 5.0  # the first stopped early: the rest is the next's
+    assert network_minutes(cfg, 7.0, 1) == 0.01  # spent: stop after one epoch, never "no limit"
+    assert network_minutes(TextTrainConfig(budget_minutes=6.0, max_minutes=2.0), 0.0, 2) == 2.0
+    assert network_minutes(TextTrainConfig(max_minutes=8.0), 3.0, 1) == 8.0  # no run budget

@@ -9,6 +9,9 @@ import sys
 
 import numpy as np
 
+from apps.nlp.text import blend
+from apps.nlp.text.config import ModelConfig
+from apps.nlp.text.data import Split
 from apps.nlp.text.model import BUILDERS, load_network, predict_texts
 from shared.run import RunDir
 from tests.apps.nlp.text.conftest import tiny_frame
@@ -40,6 +43,13 @@ def test_every_network_and_the_blend_load_with_only_keras_and_keras_hub(trained,
         model = build_tiny(name, tiny_frame(16).text.tolist())
         model.save(models[name])
         expected[name] = predict_texts(model, texts, 4)
+    # the character member with the word 1-2 grams beside it (model.blend_char_words)
+    train = Split(tiny_frame(48).text.tolist(), np.arange(48) % 2)
+    config = ModelConfig(tfidf_max_tokens=200, blend_char_words=True)
+    joined, _ = blend.fit_tfidf(config, train, train, 2, False, chars=True)
+    models["tfidf_words_chars"] = str(tmp_path / "tfidf_words_chars.keras")
+    joined.save(models["tfidf_words_chars"])
+    expected["tfidf_words_chars"] = predict_texts(joined, texts, 4)
     assert set(BUILDERS) | {"blend", "tfidf_keras", "tfidf_chars"} <= set(models)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     cases = json.dumps({"models": models, "texts": texts})

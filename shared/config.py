@@ -78,6 +78,9 @@ class ScheduledTrainConfig(TrainConfig):
     checkpoint_best: bool = True  # also write checkpoints/<name>.best.weights.h5 when the
     # monitored value improves (early stopping keeps the best weights in memory either way)
     tensorboard: bool = True  # write TensorBoard event files under tensorboard/
+    # mixup (Zhang et al. 2018): blend each training image and its one-hot target with another
+    # of the batch, weight ~ Beta(mixup, mixup); 0: off (shared.training.soft_targets)
+    mixup: float = bounded(0.0, low=0.0, high=10.0)
 
 
 @dataclasses.dataclass

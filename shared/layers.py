@@ -1,6 +1,10 @@
-"""Reusable Keras layers: the residual block and the Transformer encoder pieces."""
+"""Reusable Keras layers: the residual block, random resized crops and the Transformer
+encoder pieces."""
+
+import math
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="deepfield")
@@ -96,6 +100,66 @@ class ResidualBlock(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="deepfield")
+class RandomResizedCrop(keras.layers.Layer):
+    """Random resized crops (Szegedy et al. 2015; torchvision's RandomResizedCrop), while
+    training only: each image is cut to a random box covering `scale` of its area with an aspect
+    ratio in `ratio` (the box kept inside the image), and the box resized back to the input's
+    size. Inference passes images through.
+
+    One zoom-and-shift per image in a single `crop_and_resize` op: on a small CPU network,
+    RandomZoom followed by RandomTranslation (two projective transforms) cost about 1.5 s more to
+    trace and a tenth more per step.
+
+    Args:
+        scale: (low, high) fraction of the image's area a crop covers, 0 < low <= high <= 1.
+        ratio: (low, high) width / height of a crop, 0 < low <= high.
+        seed: seed of the layer's random draws.
+    """
+
+    def __init__(self, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        scale, ratio = tuple(float(v) for v in scale), tuple(float(v) for v in ratio)
+        if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+            raise ValueError(f"`scale` must be (low, high) in (0, 1]. Received: scale={scale}")
+        if len(ratio) != 2 or not 0.0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"`ratio` must be (low, high) > 0. Received: ratio={ratio}")
+        self.scale, self.ratio, self.seed = scale, ratio, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_jit = False  # like Keras's own random image layers
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        n = keras.ops.shape(images)[0]
+        area = keras.random.uniform((n,), *self.scale, seed=self.seed_generator)
+        log_ratio = keras.random.uniform(
+            (n,), math.log(self.ratio[0]), math.log(self.ratio[1]), seed=self.seed_generator
+        )
+        aspect = keras.ops.exp(log_ratio)
+        # Side lengths as fractions of the image's height and width, at most the whole image.
+        height = keras.ops.minimum(keras.ops.sqrt(area / aspect), 1.0)
+        width = keras.ops.minimum(keras.ops.sqrt(area * aspect), 1.0)
+        top = keras.random.uniform((n,), seed=self.seed_generator) * (1.0 - height)
+        left = keras.random.uniform((n,), seed=self.seed_generator) * (1.0 - width)
+        boxes = keras.ops.stack([top, left, top + height, left + width], axis=1)
+        size = tf.shape(images)[1:3]
+        crops = tf.image.crop_and_resize(
+            tf.cast(images, "float32"), boxes, tf.range(n), size, method="bilinear"
+        )
+        return tf.cast(crops, images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return super().get_config() | {
+            "scale": list(self.scale),
+            "ratio": list(self.ratio),
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="deepfield")

@@ -181,8 +181,12 @@ def _fit_network(run: RunDir, strategy, data: mdata.MedicalData, config: Config)
         head, core = training.xla_split(model, cfg, ["augment"])
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
+    if cfg.mixup:  # blended images and (one- or multi-hot) targets; validation one-hot
+        n_classes = len(data.class_names)
+        train_ds = training.soft_targets(train_ds, n_classes, cfg.mixup, cfg.seed, multilabel)
+        val_ds = training.soft_targets(val_ds, n_classes, multilabel=multilabel)
     # `train.lr_find`: a range test on the uncompiled core sets the peak rate first.
-    loss = "binary_crossentropy" if multilabel else "sparse_categorical_crossentropy"
+    loss = _loss(multilabel, bool(cfg.mixup))
     name = config.model.architecture
     config.train, found = lr_find.find_for_run(run, core, train_ds, cfg, loss, name)
     cfg = config.train
@@ -261,13 +265,23 @@ def fit_baseline(config: Config, data: mdata.MedicalData, run: RunDir) -> None:
     save_fitted(model, run.subdir("baselines"), seconds)
 
 
-def _compile(model, cfg, n_train: int, multilabel: bool) -> None:
+def _loss(multilabel: bool, soft: bool) -> str:
+    """Binary cross-entropy (multi-label), else cross-entropy on class ids, or on one-hot
+    targets when `train.mixup` blends them (`soft`)."""
     if multilabel:
-        loss, metrics = "binary_crossentropy", [keras.metrics.BinaryAccuracy(name="accuracy")]
+        return "binary_crossentropy"
+    return "categorical_crossentropy" if soft else "sparse_categorical_crossentropy"
+
+
+def _compile(model, cfg, n_train: int, multilabel: bool) -> None:
+    soft = bool(getattr(cfg, "mixup", 0.0))
+    if multilabel:
+        metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
+    elif soft:
+        metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     else:
-        loss = "sparse_categorical_crossentropy"
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    training.compile_model(model, cfg, n_train, loss, metrics)
+    training.compile_model(model, cfg, n_train, _loss(multilabel, soft), metrics)
 
 
 def calibrate(

@@ -63,6 +63,10 @@ class AugmentConfig:
     zoom: float = bounded(0.1, low=0.0, high=0.9)  # max zoom in or out, fraction of the size
     translation: float = bounded(0.1, low=0.0, high=0.5)  # max shift, fraction of the size
     contrast: float = bounded(0.0, low=0.0, high=1.0)  # max contrast change factor (0: off)
+    # Random resized crops (shared.layers.RandomResizedCrop): the smallest share of the image's
+    # area a crop covers, aspect 3:4 to 4:3, resized back; one op that zooms and shifts (use it
+    # instead of `zoom` and `translation`). 0: off.
+    crop_scale: float = bounded(0.0, low=0.0, high=1.0)
 
 
 @dataclasses.dataclass

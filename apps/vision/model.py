@@ -12,7 +12,7 @@ import keras
 
 from apps.vision.config import AugmentConfig, ModelConfig
 from shared.export import export_image_model, export_saved_model, image_spec, load_saved_model
-from shared.layers import ResidualBlock
+from shared.layers import RandomResizedCrop, ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
 from shared.training import local_preset
@@ -69,11 +69,14 @@ def build_model(
 
 
 def augmentation(config: AugmentConfig) -> keras.Sequential | None:
-    """Random flips, rotations, zooms, shifts and contrast, active only while training."""
+    """Random flips, resized crops, rotations, zooms, shifts and contrast, active only while
+    training."""
     layers = []
     if config.enabled:
         if config.flip != "none":
             layers.append(keras.layers.RandomFlip(config.flip))
+        if config.crop_scale:
+            layers.append(RandomResizedCrop((config.crop_scale, 1.0), name="random_resized_crop"))
         if config.rotation:
             layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="constant"))
         if config.zoom:

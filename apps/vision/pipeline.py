@@ -127,10 +127,14 @@ def train(config: Config, options: StepOptions | None = None) -> RunDir:
         head, core = training.xla_split(model, config.train, ["augment"])
     train_ds = training.through_head(head, train_ds, training=True)
     val_ds = training.through_head(head, val_ds, training=False)
+    if soft_targets(config):  # mixup or label smoothing: one-hot (blended) targets
+        train_ds = training.soft_targets(train_ds, n_classes, config.train.mixup, config.train.seed)
+        val_ds = training.soft_targets(val_ds, n_classes)
     name = "head" if config.model.architecture == "transfer" else config.model.architecture
-    config.train, found = lr_find.find_for_run(run, core, train_ds, config.train, LOSS, name)
+    loss = _loss(config)
+    config.train, found = lr_find.find_for_run(run, core, train_ds, config.train, loss, name)
     with strategy.scope():
-        _compile(core, config.train, len(data.splits["train"]), n_classes, config.evaluate.top_k)
+        _compile(core, config, len(data.splits["train"]), n_classes)
     print(
         f"train: {model.name} ({model.count_params():,} parameters) on "
         f"{len(data.splits['train']):,} images, {n_classes} classes",
@@ -190,7 +194,7 @@ def _fit(config: Config, model, core, strategy, run: RunDir, datasets, data) -> 
         warmup_epochs=0.0,
     )
     with strategy.scope():
-        _compile(core, tune, n_train, len(data.class_names), config.evaluate.top_k)
+        _compile(core, config, n_train, len(data.class_names), tune)
     print("train: fine-tuning the whole network (backbone unfrozen)", flush=True)
     training.fit(core, *datasets, run, tune, "finetune", "val_loss", "min", examples=n_train)
 
@@ -235,11 +239,34 @@ def _pixels(config: Config, data: vdata.ImageData, split: vdata.Split) -> np.nda
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def _compile(model, cfg, n_train: int, n_classes: int, top_k: int) -> None:
-    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+def soft_targets(config: Config) -> bool:
+    """Whether training uses one-hot targets: mixup blends them, label smoothing softens them."""
+    return config.train.mixup > 0 or config.model.label_smoothing > 0
+
+
+def _loss(config: Config):
+    """Sparse cross-entropy on class ids; with `soft_targets`, categorical cross-entropy with
+    `model.label_smoothing` on one-hot targets."""
+    if not soft_targets(config):
+        return LOSS
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.model.label_smoothing)
+
+
+def _compile(model, config: Config, n_train: int, n_classes: int, cfg=None) -> None:
+    """Compile for `config` (its train section, or `cfg` for a fine-tuning phase)."""
+    top_k, soft = config.evaluate.top_k, soft_targets(config)
+    accuracy = (
+        keras.metrics.CategoricalAccuracy if soft else keras.metrics.SparseCategoricalAccuracy
+    )
+    metrics = [accuracy(name="accuracy")]
     if n_classes > top_k:
-        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(top_k, name=f"top{top_k}"))
-    training.compile_model(model, cfg, n_train, LOSS, metrics)
+        top = (
+            keras.metrics.TopKCategoricalAccuracy
+            if soft
+            else keras.metrics.SparseTopKCategoricalAccuracy
+        )
+        metrics.append(top(top_k, name=f"top{top_k}"))
+    training.compile_model(model, cfg or config.train, n_train, _loss(config), metrics)
 
 
 def _dataset(config: Config, data: vdata.ImageData, split: str, shuffle: bool, labels=True):

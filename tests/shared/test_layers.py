@@ -143,3 +143,29 @@ def test_transformer_layers_save_load_round_trip(tmp_path):
     np.testing.assert_allclose(
         loaded.predict(ids, verbose=0), model.predict(ids, verbose=0), atol=1e-6
     )
+
+
+def test_random_resized_crop_passes_images_through_at_inference_and_crops_in_training():
+    from shared.layers import RandomResizedCrop
+
+    images = np.random.default_rng(0).random((6, 12, 12, 3)).astype("float32")
+    layer = RandomResizedCrop((0.3, 0.6), seed=1)
+    np.testing.assert_array_equal(layer(images, training=False), images)
+    crops = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert crops.shape == images.shape
+    assert not np.allclose(crops, images)  # at most 60% of the area, zoomed back
+    flat = np.full((2, 12, 12, 1), 0.25, "float32")  # a crop of a flat image stays flat
+    np.testing.assert_allclose(layer(flat, training=True), flat, atol=1e-6)
+
+
+def test_random_resized_crop_validation_and_save_load(tmp_path):
+    from shared.layers import RandomResizedCrop
+
+    with pytest.raises(ValueError, match="scale"):
+        RandomResizedCrop((0.0, 1.0))
+    with pytest.raises(ValueError, match="ratio"):
+        RandomResizedCrop((0.5, 1.0), ratio=(2.0, 1.0))
+    model = keras.Sequential([keras.Input((8, 8, 3)), RandomResizedCrop((0.4, 1.0), seed=3)])
+    model.save(tmp_path / "crop.keras")
+    loaded = keras.saving.load_model(tmp_path / "crop.keras").layers[0]
+    assert (loaded.scale, loaded.ratio, loaded.seed) == ((0.4, 1.0), (0.75, 4 / 3), 3)

@@ -318,3 +318,75 @@ def test_backup_every_two_epochs_resumes_from_the_last_save(run_root, monkeypatc
     epochs = pd.read_csv(run.history_path)["epoch"].tolist()
     # Saved after epochs 2 (index 1); epoch index 2 ran, was lost with the kill, and ran again.
     assert epochs == [0, 1, 2, 2, 3, 4]
+
+
+def _labelled_batches(n=12, batch=4, n_classes=3):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 5, 5, 3)).astype(np.uint8)
+    y = (np.arange(n) % n_classes).astype(np.int64)
+    return x, y, tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def test_soft_targets_without_mixup_are_one_hot_and_images_untouched():
+    x, y, dataset = _labelled_batches()
+    images, targets = zip(*training.soft_targets(dataset, 3), strict=True)
+    np.testing.assert_array_equal(np.concatenate(images), x)
+    np.testing.assert_array_equal(np.concatenate(targets), np.eye(3)[y])
+
+
+def _blend_of_two_rows(image, target, batch_x, batch_t) -> bool:
+    """Whether (image, target) is w * row i + (1 - w) * row j of the batch for one w."""
+    for i in range(len(batch_x)):
+        for j in range(len(batch_x)):
+            diff = batch_x[i] - batch_x[j]
+            w = 1.0 if i == j else float(np.sum((image - batch_x[j]) * diff) / np.sum(diff**2))
+            if not -1e-6 <= w <= 1 + 1e-6:
+                continue
+            blend_x = w * batch_x[i] + (1 - w) * batch_x[j]
+            blend_t = w * batch_t[i] + (1 - w) * batch_t[j]
+            # uint8 rounding moves each pixel by half a grey level; w is a least-squares fit
+            if np.abs(blend_x - image).max() <= 1.0 and np.allclose(blend_t, target, atol=0.02):
+                return True
+    return False
+
+
+def test_mixup_blends_images_and_targets_with_the_same_weight():
+    x, y, dataset = _labelled_batches()
+    mixed = training.soft_targets(dataset, 3, mixup=0.4, seed=7)
+    assert mixed.cardinality().numpy() == 3
+    blended = 0
+    for (images, targets), start in zip(mixed, range(0, 12, 4), strict=True):
+        images, targets = images.numpy(), targets.numpy()
+        assert images.dtype == np.uint8 and images.shape == (4, 5, 5, 3)
+        np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+        batch_x = x[start : start + 4].astype(np.float64)
+        batch_t = np.eye(3)[y[start : start + 4]]
+        for image, target in zip(images.astype(np.float64), targets, strict=True):
+            assert _blend_of_two_rows(image, target, batch_x, batch_t)
+            blended += not np.isclose(target.max(), 1.0)
+    assert blended > 0  # some targets are soft
+
+
+def test_mixup_is_reproducible_from_its_seed_and_redrawn_each_epoch():
+    _, _, dataset = _labelled_batches()
+
+    def epochs(seed):
+        mixed = training.soft_targets(dataset, 3, mixup=0.4, seed=seed)
+        return [np.concatenate([t.numpy() for _, t in mixed]) for _ in range(2)]
+
+    first, again = epochs(3), epochs(3)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.allclose(first[0], first[1])  # a new blend every epoch
+
+
+def test_mixup_keeps_multi_hot_targets_and_rejects_a_negative_alpha():
+    x = np.zeros((4, 2, 2, 1), np.float32)
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]], np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    _, targets = next(iter(training.soft_targets(dataset, 2, multilabel=True)))
+    np.testing.assert_array_equal(targets.numpy(), y)
+    _, mixed = next(iter(training.soft_targets(dataset, 2, 0.4, multilabel=True)))
+    assert ((mixed.numpy() >= 0) & (mixed.numpy() <= 1)).all()
+    with pytest.raises(ValueError, match="mixup"):
+        training.soft_targets(dataset, 2, mixup=-1.0)

@@ -326,3 +326,21 @@ def test_tta_adds_its_leaderboard_row_chosen_on_validation(trained, tmp_path):
     assert report["tta"]["wins_on_validation"] == wins
     rows = report["leaderboard"]["classification"]
     assert "cnn_tta" in json.dumps(rows)
+
+
+def test_mixup_label_smoothing_and_resized_crops_train_on_one_hot_targets(tmp_path):
+    images = write_folder(tmp_path / "images", per_class=6)
+    extra = ("train.mixup=0.4", "model.label_smoothing=0.1", "augment.crop_scale=0.5")
+    sets = tiny_sets(tmp_path, images, *extra)
+    assert cli("train", *sets) == 0
+    run = tmp_path / "runs" / "vision" / "latest"
+    history = pd.read_csv(run / "history.csv")
+    assert np.isfinite(history["loss"]).all()
+    assert history["val_accuracy"].between(0, 1).all()  # accuracy on one-hot targets
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.get_layer("augment").get_layer("random_resized_crop").scale == (0.5, 1.0)
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
+    assert model.loss.get_config()["label_smoothing"] == 0.1
+    assert cli("evaluate", *sets) == 0
+    report = json.loads((run / "metrics.json").read_text())
+    assert 0 <= report["test"]["accuracy"] <= 1

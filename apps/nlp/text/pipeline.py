@@ -374,17 +374,7 @@ def _fit_network(
     """
     hub = name == "bert"
     n_classes, multi = len(data.class_names), data.multi_label
-    train_split, val_split = data.splits["train"], data.splits["val"]
-    cfg, fit_name = network_train_config(name, config), name
-    if minutes is not None:  # this network's share of the run budget (network_minutes)
-        cfg = dataclasses.replace(cfg, max_minutes=round(minutes, 3))
-    if refit_epochs:
-        train_split = tdata.Split(
-            train_split.texts + val_split.texts,
-            np.concatenate([train_split.labels, val_split.labels]),
-        )
-        cfg = dataclasses.replace(cfg, epochs=refit_epochs, patience=0)
-        val_split, fit_name = None, f"{name}_refit"
+    cfg, fit_name, train_split, val_split = _fit_plan(name, config, data, refit_epochs, minutes)
     train_ds = tdata.make_dataset(train_split, cfg.batch_size, True, config.train.seed, hub)
     val_ds = val_split and tdata.make_dataset(
         val_split, config.score.batch_size, False, config.train.seed, hub
@@ -425,6 +415,24 @@ def _fit_network(
         scores=_epoch_scores(model, config, data, val_split) if val_split else (),
     )
     return model, bool(core.jit_compile)
+
+
+def _fit_plan(name: str, config: Config, data, refit_epochs: int, minutes: float | None):
+    """(train config, file name, train split, validation split) of one network's fit: its
+    share of the run budget as `max_minutes`; a refit on train + validation for
+    `refit_epochs` epochs, without validation or early stopping, named `<name>_refit`."""
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    cfg, fit_name = network_train_config(name, config), name
+    if minutes is not None:  # this network's share of the run budget (network_minutes)
+        cfg = dataclasses.replace(cfg, max_minutes=round(minutes, 3))
+    if refit_epochs:
+        train_split = tdata.Split(
+            train_split.texts + val_split.texts,
+            np.concatenate([train_split.labels, val_split.labels]),
+        )
+        cfg = dataclasses.replace(cfg, epochs=refit_epochs, patience=0)
+        val_split, fit_name = None, f"{name}_refit"
+    return cfg, fit_name, train_split, val_split
 
 
 def _epoch_scores(model, config: Config, data, val_split) -> list:

@@ -450,18 +450,6 @@ def score_rows(frame: pd.DataFrame, schema: InputSchema, predict):
     return _score_chunk(frame, schema, predict, {})
 
 
-def score_row_groups(frames: list[pd.DataFrame], schema: InputSchema, predict) -> list[tuple]:
-    """`score_rows` of several requests' rows (`rows_frame`s) in one pass: one validation and
-    one `predict` over them all, so a server's batch costs one call of each, not one per
-    request. Each request keeps its own answer: its ids are checked for repeats within it
-    only and its rows are numbered from 1. `predict(typed, raw)` sees the rows numbered
-    1..N across the requests (`group_bounds(frames)` tells which request a number is in) and
-    must return the `row` column it was given. Per request: (outputs or None, reasons)."""
-    joined, bounds = join_groups(frames)
-    result, reasons = score_joined_groups(joined, bounds, schema, predict)
-    return split_groups(result, reasons, bounds)
-
-
 def join_groups(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, np.ndarray]:
     """Frames (`rows_frame`s, or tables as `iter_table_chunks` reads them) joined end to end,
     rows numbered 1..N, their malformed-line notes carried over; and the group bounds."""
@@ -486,26 +474,11 @@ def group_bounds(frames: list[pd.DataFrame]) -> np.ndarray:
 def score_joined_groups(joined: pd.DataFrame, bounds: np.ndarray, schema: InputSchema, predict):
     """`_score_chunk` over requests joined end to end (`join_groups`, `rows_groups_frame`),
     ids repeat-checked within each request: (outputs or None, reasons), both numbered 1..N
-    across the requests (`split_groups` gives each request its own)."""
+    across the requests (`shared.server.group_answers` gives each request its own)."""
     typed, reasons = _checked(joined, schema)
     if schema.id_column:
         reasons = _mark_group_duplicates(typed[schema.id_column], reasons, bounds)
     return _predict_good(typed, joined, reasons, predict)
-
-
-def split_groups(result: pd.DataFrame | None, reasons: pd.Series, bounds: np.ndarray) -> list:
-    """Each request's (outputs or None, reasons) from `score_joined_groups`' joined answer,
-    its rows numbered from 1."""
-    answers = []
-    rows = None if result is None else result["row"].to_numpy()
-    for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
-        mine = reasons.iloc[begin:end].set_axis(pd.RangeIndex(1, end - begin + 1, name="row"))
-        part = None
-        if result is not None:
-            part = result[(rows > begin) & (rows <= end)].copy()
-            part["row"] = part["row"] - begin
-        answers.append((part, mine))
-    return answers
 
 
 def group_of_rows(bounds: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -114,24 +114,31 @@ def score_file(
     return counts
 
 
-def _score_chunk(scorer: TextScorer, ids, values: list, counts: TextCounts, rejected):
-    """The scored rows of one chunk (None when none is scorable); rejects are written as met,
-    then those whose model output is not finite."""
-    rows = range(counts.rows + 1, counts.rows + 1 + len(values))
+def checked_texts(ids, values: list, first_row: int = 1) -> tuple[tuple[list, list, list], list]:
+    """The texts' checks, rows numbered from `first_row`: ((rows, ids, texts) of the good
+    ones, [row, id, reason] of the rejects); a row without an id is named by its number."""
+    rows = range(first_row, first_row + len(values))
     ids = ids or [None] * len(values)
-    # A row without an id is named by its row number.
     ids = [str(i) if i not in (None, "") else str(r) for i, r in zip(ids, rows, strict=True)]
-    good_rows, good_ids, good_texts = [], [], []
+    good, rejects = ([], [], []), []
     for row, key, value in zip(rows, ids, values, strict=True):
         reason = tdata.reject_reason(value)
         if reason:
-            rejected.writerow([row, key, reason])
-            counts.rejected += 1
+            rejects.append([row, key, reason])
         else:
-            good_rows.append(row)
-            good_ids.append(key)
-            good_texts.append(value)
-            counts.replaced += value.count("\ufffd")
+            for kept, item in zip(good, (row, key, value), strict=True):
+                kept.append(item)
+    return good, rejects
+
+
+def _score_chunk(scorer: TextScorer, ids, values: list, counts: TextCounts, rejected):
+    """The scored rows of one chunk (None when none is scorable); rejects are written as met,
+    then those whose model output is not finite."""
+    (good_rows, good_ids, good_texts), bad = checked_texts(ids, values, counts.rows + 1)
+    for reject in bad:
+        rejected.writerow(reject)
+    counts.rejected += len(bad)
+    counts.replaced += sum(text.count("\ufffd") for text in good_texts)
     if not good_texts:
         return None
     frame = scorer.predict(good_ids, good_texts)

@@ -7,8 +7,7 @@ batch on the worker thread, not one per request on the request threads."""
 
 import numpy as np
 
-from apps.nlp.text import data as tdata
-from apps.nlp.text.scorer import TextScorer
+from apps.nlp.text.scorer import TextScorer, checked_texts
 from shared.run import RunDir
 from shared.scoring import finite_outputs
 from shared.server import Adapter, records
@@ -33,19 +32,10 @@ class TextAdapter(Adapter):
         """`scorer._score_chunk` of the request's rows, as `score` scores a JSONL chunk: the
         checks of each text here (plain Python, microseconds), the model and what follows
         it in the batch (`_score_batch`)."""
-        numbers = range(1, len(rows) + 1)
         ids = [row.get(self.id_column) for row in rows]
-        # A row without an id is named by its row number.
-        ids = [str(i) if i not in (None, "") else str(r) for i, r in zip(ids, numbers, strict=True)]
-        rejects, good = [], ([], [], [])
-        for number, key, row in zip(numbers, ids, rows, strict=True):
-            value = row.get(self.text_column)
-            reason = tdata.reject_reason(value)
-            if reason:
-                rejects.append({"row": number, "id": key, "reason": reason})
-            else:
-                for kept, item in zip(good, (number, key, value), strict=True):
-                    kept.append(item)
+        values = [row.get(self.text_column) for row in rows]
+        good, bad = checked_texts(ids, values)
+        rejects = [{"row": row, "id": key, "reason": reason} for row, key, reason in bad]
         if not good[0]:
             return [], rejects
         outputs, not_finite = submit("score", good, len(good[0]))

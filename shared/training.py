@@ -703,9 +703,10 @@ def soft_targets(
     categorical (or binary) cross-entropy with optional label smoothing.
 
     Integer class labels become one-hot rows (multi-hot labels are kept as they are). With
-    `mixup` > 0 (the Beta distribution's alpha, Zhang et al. 2018), each image is blended with
-    another image of the same batch (a random pairing), `lam * a + (1 - lam) * b` with one
-    `lam ~ Beta(alpha, alpha)` per image, and its target the same blend of the two targets.
+    `mixup` > 0 (the Beta distribution's alpha, Zhang et al. 2018; `keras.layers.MixUp`), each
+    image is blended with another image of the same batch (a random pairing),
+    `lam * a + (1 - lam) * b` with one `lam ~ Beta(alpha, alpha)` per image, and its target the
+    same blend of the two targets.
     Images keep their dtype: uint8 images are blended in float and rounded back (an error of at
     most half a grey level), so a model that takes raw uint8 images trains on them unchanged.
     Reproducible from `seed`, different every epoch; the validation split gets `mixup=0`.
@@ -723,24 +724,16 @@ def soft_targets(
             lambda x, y, *rest: (x, targets(y), *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
 
-    def blend(batch, seeds):
-        x, y, *rest = batch
-        y = targets(y)
-        n = tf.shape(y)[0]
-        pair = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seeds[0])
-        draws = tf.random.stateless_gamma([2, n], seed=seeds[1], alpha=mixup)
-        lam = draws[0] / tf.maximum(draws[0] + draws[1], 1e-12)  # Beta(alpha, alpha)
-        floats = tf.cast(x, tf.float32)
-        shape = tf.concat([[n], tf.ones([tf.rank(floats) - 1], tf.int32)], 0)
-        mixed = tf.reshape(lam, shape) * floats + tf.reshape(1 - lam, shape) * tf.gather(
-            floats, pair
-        )
+    layer = keras.layers.MixUp(alpha=mixup, seed=seed)  # Keras's own: Beta weight per image
+
+    def blend(x, y, *rest):
+        out = layer({"images": tf.cast(x, tf.float32), "labels": targets(y)}, training=True)
+        mixed = out["images"]
         if x.dtype.is_integer:
             mixed = tf.clip_by_value(tf.round(mixed), x.dtype.min, x.dtype.max)
-        soft = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, pair)
-        return (tf.cast(mixed, x.dtype), soft, *rest)
+        return (tf.cast(mixed, x.dtype), out["labels"], *rest)
 
-    # Two stateless seeds per batch, from a seeded stream redrawn every epoch.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2).batch(2)
-    mixed = tf.data.Dataset.zip((dataset, seeds)).map(blend, num_parallel_calls=tf.data.AUTOTUNE)
+    # One map call at a time: the layer's seed generator then draws in batch order, so the
+    # blends are reproducible from `seed` (and new every epoch: its state moves on).
+    mixed = dataset.map(blend)
     return mixed.prefetch(tf.data.AUTOTUNE)

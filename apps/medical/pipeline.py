@@ -274,7 +274,7 @@ def _loss(multilabel: bool, soft: bool) -> str:
 
 
 def _compile(model, cfg, n_train: int, multilabel: bool) -> None:
-    soft = bool(getattr(cfg, "mixup", 0.0))
+    soft = bool(cfg.mixup)
     if multilabel:
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
     elif soft:

@@ -14,7 +14,7 @@ from shared.config import (
     listed,
 )
 
-NETWORKS = ("cnn", "fasttext", "bigru", "bilstm", "transformer", "bert")
+NETWORKS = ("cnn", "char_cnn", "fasttext", "bigru", "bilstm", "transformer", "bert")
 
 
 @dataclasses.dataclass
@@ -81,6 +81,11 @@ class ModelConfig:
     embedding_dropout: float = bounded(0.0, low=0.0, high=0.9)  # drops whole embedding channels
     cnn_filters: int = bounded(100, low=1)  # cnn: filters per kernel width
     cnn_widths: list[int] = listed([3, 4, 5])  # cnn: kernel widths (tokens), one conv each
+    # char_cnn: the same network over the characters of the lower-cased text (punctuation,
+    # digits and spaces kept: "£", "www.", "txt" are features, not stripped), widths in
+    # characters, `char_sequence_length` characters per text (longer texts are truncated).
+    char_cnn_widths: list[int] = listed([3, 5, 7])
+    char_sequence_length: int = bounded(256, low=8)
     bag_ngrams: int = bounded(2, low=1, high=3)  # fasttext: word n-grams in the bag (2: pairs)
     bag_max_tokens: int = bounded(50000, low=10)  # fasttext: n-gram vocabulary size
     # fasttext: character 1..N-grams (spaces and punctuation kept, lower-cased) in a second bag
@@ -124,6 +129,10 @@ class ModelConfig:
     def validate(self) -> None:
         if not self.cnn_widths or min(self.cnn_widths) < 1:
             raise ConfigError(f"model.cnn_widths: name kernel widths >= 1, got {self.cnn_widths}")
+        if not self.char_cnn_widths or min(self.char_cnn_widths) < 1:
+            raise ConfigError(
+                f"model.char_cnn_widths: name kernel widths >= 1, got {self.char_cnn_widths}"
+            )
         if "bert" in self.networks and not self.preset:
             raise ConfigError("model.networks: 'bert' needs model.preset (a local preset folder)")
         for name, rate in self.learning_rates.items():

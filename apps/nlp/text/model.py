@@ -97,6 +97,19 @@ def make_char_vectorizer(config: ModelConfig, texts: list[str]):
     return vectorizer
 
 
+def make_char_id_vectorizer(config: ModelConfig, texts: list[str]):
+    """Character ids of the lower-cased text (spaces, digits and punctuation kept), padded or
+    truncated to `char_sequence_length`, adapted on the training texts: char_cnn's input."""
+    vectorizer = keras.layers.TextVectorization(
+        standardize="lower",
+        split="character",
+        output_sequence_length=config.char_sequence_length,
+        name=VECTORIZE,
+    )
+    vectorizer.adapt(tf.constant(texts, dtype=tf.string), batch_size=1024)
+    return vectorizer
+
+
 def vectorizer_names(model: keras.Model) -> list[str]:
     """The names of `model`'s TextVectorization layers (where XLA cuts the graph)."""
     return [
@@ -121,10 +134,18 @@ def _embed(ids, vectorizer, config: ModelConfig, mask_zero: bool):
     )(ids)
 
 
-def build_cnn(config: ModelConfig, vectorizer, n_classes: int, multi_label: bool = False):
+def build_cnn(
+    config: ModelConfig,
+    vectorizer,
+    n_classes: int,
+    multi_label: bool = False,
+    widths=None,
+    name: str = "cnn",
+):
     """Kim (2014): one convolution per kernel width over the token embeddings, each max-pooled
     over time, concatenated. Max pooling needs no mask (padding never wins a max that a real
-    n-gram's feature beats, and an empty text still gives finite numbers)."""
+    n-gram's feature beats, and an empty text still gives finite numbers). `widths` (default
+    `cnn_widths`) and `name` let the same network read characters (`build_char_cnn`)."""
     texts = _text_input()
     x = _embed(vectorizer(texts), vectorizer, config, mask_zero=False)
     x = keras.layers.SpatialDropout1D(config.embedding_dropout, name="embedding_dropout")(x)
@@ -134,10 +155,18 @@ def build_cnn(config: ModelConfig, vectorizer, n_classes: int, multi_label: bool
                 config.cnn_filters, width, padding="same", activation="relu", name=f"conv_{width}"
             )(x)
         )
-        for width in config.cnn_widths
+        for width in widths or config.cnn_widths
     ]
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="features")(pooled)
-    return keras.Model(texts, _head(x, config, n_classes, multi_label), name="cnn")
+    return keras.Model(texts, _head(x, config, n_classes, multi_label), name=name)
+
+
+def build_char_cnn(config: ModelConfig, vectorizer, n_classes: int, multi_label: bool = False):
+    """The Kim CNN over character embeddings (`make_char_id_vectorizer`'s ids), kernel widths
+    `char_cnn_widths` characters: it reads what the word vectorizer strips (currency signs,
+    digits, "www.") and misspellings, one n-gram feature per filter."""
+    widths = config.char_cnn_widths
+    return build_cnn(config, vectorizer, n_classes, multi_label, widths, name="char_cnn")
 
 
 def build_fasttext(
@@ -244,6 +273,7 @@ def build_transformer(
 
 BUILDERS = {
     "cnn": build_cnn,
+    "char_cnn": build_char_cnn,
     "fasttext": build_fasttext,
     "bigru": build_bigru,
     "bilstm": build_bilstm,

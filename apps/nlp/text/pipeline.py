@@ -26,6 +26,7 @@ from apps.nlp.text.model import (
     load_model,
     load_network,
     make_bag_vectorizer,
+    make_char_id_vectorizer,
     make_char_vectorizer,
     make_vectorizer,
     predict_texts,
@@ -269,7 +270,11 @@ class Vectorizers:
         self.config, self.texts, self.made = config, texts, {}
 
     def __getitem__(self, network: str):
-        kind = {"fasttext": "bag", "transformer": "encoder" if self.config.pretrained else ""}
+        kind = {
+            "fasttext": "bag",
+            "char_cnn": "char_ids",
+            "transformer": "encoder" if self.config.pretrained else "",
+        }
         kind = kind.get(network) or "ids"
         if kind not in self.made:
             self.made[kind] = self._make(kind)
@@ -290,9 +295,9 @@ class Vectorizers:
             vectorizer = encoder.get_layer(VECTORIZE)
             print(f"train: transformer starts from {self.config.pretrained}", flush=True)
             return vectorizer, encoder
-        make = make_bag_vectorizer if kind == "bag" else make_vectorizer
-        vectorizer = make(self.config, self.texts)
-        what = "n-grams" if kind == "bag" else "tokens"
+        make = {"bag": make_bag_vectorizer, "char_ids": make_char_id_vectorizer}
+        vectorizer = make.get(kind, make_vectorizer)(self.config, self.texts)
+        what = {"bag": "n-grams", "char_ids": "characters"}.get(kind, "tokens")
         print(
             f"train: vocabulary of {vectorizer.vocabulary_size():,} {what} from "
             f"{len(self.texts):,} training texts",

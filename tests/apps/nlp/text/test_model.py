@@ -13,6 +13,7 @@ from apps.nlp.text.model import (
     load_model,
     load_network,
     make_bag_vectorizer,
+    make_char_id_vectorizer,
     make_char_vectorizer,
     make_vectorizer,
     predict_texts,
@@ -61,15 +62,17 @@ def make_tiny_bert_preset(folder):
 
 def build_tiny(name: str, texts: list[str], n_classes: int = 2, multi_label: bool = False):
     """Network `name` at TINY size, its vectorizer adapted on `texts` (fasttext: with its
-    character n-gram bag)."""
+    character n-gram bag; char_cnn: with character ids)."""
     if name == "fasttext":
         bags = make_bag_vectorizer(TINY, texts), make_char_vectorizer(TINY, texts)
         return build_fasttext(TINY, *bags[:1], n_classes, multi_label, chars=bags[1])
+    if name == "char_cnn":
+        return BUILDERS[name](TINY, make_char_id_vectorizer(TINY, texts), n_classes, multi_label)
     return BUILDERS[name](TINY, make_vectorizer(TINY, texts), n_classes, multi_label)
 
 
 # Every network's saved model is loaded again, in a fresh process, by test_portable.py.
-@pytest.mark.parametrize("name", ["cnn", "fasttext"])
+@pytest.mark.parametrize("name", ["cnn", "char_cnn", "fasttext"])
 def test_raw_strings_in_probabilities_out_and_round_trip(tmp_path, name):
     texts = tiny_frame(16).text.tolist()
     model = build_tiny(name, texts)
@@ -93,6 +96,19 @@ def test_fasttext_reads_character_ngrams_only_when_asked():
     assert {"£", "!", "£ 1 0 0 0", "0   n"} <= set(vocabulary)
     words_only = dataclasses.replace(TINY, bag_char_ngrams=0)
     assert make_char_vectorizer(words_only, texts) is None
+
+
+def test_char_cnn_reads_the_characters_the_word_vectorizer_strips():
+    texts = ["win £1000 now!!", "see you at 5"]
+    words, chars = make_vectorizer(TINY, texts), make_char_id_vectorizer(TINY, texts)
+    assert "£" not in words.get_vocabulary() and "£" in chars.get_vocabulary()
+    ids = np.asarray(chars(["£1!"]))[0]
+    assert ids.shape == (TINY.char_sequence_length,)
+    assert [chars.get_vocabulary()[i] for i in ids[:3]] == ["£", "1", "!"] and not ids[3:].any()
+    model = build_tiny("char_cnn", texts)
+    assert model.name == "char_cnn" and vectorizer_names(model) == ["vectorize"]
+    widths = {layer.kernel_size[0] for layer in model.layers if layer.name.startswith("conv_")}
+    assert widths == set(TINY.char_cnn_widths)
 
 
 def test_multi_label_head_is_sigmoid():

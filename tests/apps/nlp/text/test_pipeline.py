@@ -326,6 +326,11 @@ def test_per_network_learning_rate_is_checked(capsys):
     assert "expected a finite number" in capsys.readouterr().err
 
 
+def test_char_cnn_kernel_widths_are_checked(capsys):
+    assert cli("train", "--config", SMOKE, "--set", "model.char_cnn_widths=[3, 0]") == 2
+    assert "model.char_cnn_widths: name kernel widths >= 1" in capsys.readouterr().err
+
+
 def test_scorer_graph_call_gives_the_predict_probabilities_over_uneven_batches(trained):
     root, _ = trained
     run = RunDir(root / "runs" / "nlp" / "latest")

@@ -140,5 +140,6 @@ def check_file_app(app: str, args: list[str], sources: list[Path], folder: Path,
         rows = 4 * (len(want_out) + len(want_rej))
         assert_accounting(client, "/score", rows, 4 * len(want_out), 4 * len(want_rej), 4)
         text = client.get("/metrics").text
-        assert counter(text, "deepfield_batch_rows_count", call="score") < 4
+        # at most one model call per request (sharing one depends on when they arrive)
+        assert counter(text, "deepfield_batch_rows_count", call="score") <= 4
         return client.get("/metadata").json()

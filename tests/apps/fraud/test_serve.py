@@ -53,4 +53,6 @@ def test_served_rows_equal_score_batched_and_counted(trained, tmp_path):
             assert answer["rejects"] == body["rejects"]
             assert_same_table(answer["outputs"], want_out)
         text = client.get("/metrics").text
-        assert counter(text, "deepfield_batch_rows_count", call="score") - calls < 6  # joined
+        # At most one model call per request: whether concurrent requests share one depends on
+        # when they arrive (tests/shared/test_server.py checks the joining deterministically).
+        assert counter(text, "deepfield_batch_rows_count", call="score") - calls <= 6

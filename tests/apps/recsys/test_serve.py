@@ -67,4 +67,10 @@ def test_served_pairs_and_recommendations_equal_score_and_recommend(trained, tmp
         text = client.get("/metrics").text
         assert counter(text, "deepfield_rows_total", route="/recommend") == 4 * len(users)
         assert counter(text, "deepfield_requests_total", route="/recommend", status="400") == 3
-        assert counter(text, "deepfield_batch_rows_count", call="recommend") < 4
+        # Each request's users reach the model as one part: at most one call per request, every
+        # user counted once. Whether concurrent requests share a call depends on when they
+        # arrive (a batch closes once every request in the server has submitted, so requests
+        # that come in after a fast call has run get calls of their own); the joining itself is
+        # checked deterministically in tests/shared/test_server.py.
+        assert counter(text, "deepfield_batch_rows_count", call="recommend") <= 4
+        assert counter(text, "deepfield_batch_rows_sum", call="recommend") == 4 * len(users)

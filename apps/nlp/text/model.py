@@ -110,6 +110,21 @@ def make_char_id_vectorizer(config: ModelConfig, texts: list[str]):
     return vectorizer
 
 
+# What each network reads, by the vectorizer it shares with others: a network not named here
+# reads token ids (`make_vectorizer`: cnn, bigru, bilstm, transformer).
+VECTORIZER_KINDS = {"fasttext": "bag", "char_cnn": "char_ids"}
+VECTORIZER_MAKERS = {
+    "ids": (make_vectorizer, "tokens"),
+    "bag": (make_bag_vectorizer, "n-grams"),
+    "char_ids": (make_char_id_vectorizer, "characters"),
+}
+
+
+def vectorizer_kind(network: str) -> str:
+    """The kind of vectorizer `network` reads (a key of VECTORIZER_MAKERS)."""
+    return VECTORIZER_KINDS.get(network, "ids")
+
+
 def vectorizer_names(model: keras.Model) -> list[str]:
     """The names of `model`'s TextVectorization layers (where XLA cuts the graph)."""
     return [

@@ -16,6 +16,7 @@ from apps.nlp.text.model import (
     BUILDERS,
     INPUT,
     VECTORIZE,
+    VECTORIZER_MAKERS,
     Meta,
     build_bert,
     build_fasttext,
@@ -25,11 +26,9 @@ from apps.nlp.text.model import (
     load_encoder,
     load_model,
     load_network,
-    make_bag_vectorizer,
-    make_char_id_vectorizer,
     make_char_vectorizer,
-    make_vectorizer,
     predict_texts,
+    vectorizer_kind,
     vectorizer_names,
     write_saved_model,
 )
@@ -263,19 +262,15 @@ def run_metric(config: Config, data: tdata.TextData) -> str:
 
 class Vectorizers:
     """The vectorizers the networks share, each adapted on the training texts once, when the
-    first network that reads it is built: token ids (cnn, bigru, bilstm, transformer), the
-    n-gram TF-IDF bag (fasttext), or a pretrained encoder's own (model.pretrained)."""
+    first network that reads it is built (`vectorizer_kind`: token ids, the n-gram TF-IDF bag
+    of fasttext, character ids of char_cnn), or a pretrained encoder's own (model.pretrained)."""
 
     def __init__(self, config, texts: list[str]):
         self.config, self.texts, self.made = config, texts, {}
 
     def __getitem__(self, network: str):
-        kind = {
-            "fasttext": "bag",
-            "char_cnn": "char_ids",
-            "transformer": "encoder" if self.config.pretrained else "",
-        }
-        kind = kind.get(network) or "ids"
+        pretrained = network == "transformer" and self.config.pretrained
+        kind = "encoder" if pretrained else vectorizer_kind(network)
         if kind not in self.made:
             self.made[kind] = self._make(kind)
         return self.made[kind]
@@ -295,9 +290,8 @@ class Vectorizers:
             vectorizer = encoder.get_layer(VECTORIZE)
             print(f"train: transformer starts from {self.config.pretrained}", flush=True)
             return vectorizer, encoder
-        make = {"bag": make_bag_vectorizer, "char_ids": make_char_id_vectorizer}
-        vectorizer = make.get(kind, make_vectorizer)(self.config, self.texts)
-        what = {"bag": "n-grams", "char_ids": "characters"}.get(kind, "tokens")
+        make, what = VECTORIZER_MAKERS[kind]
+        vectorizer = make(self.config, self.texts)
         print(
             f"train: vocabulary of {vectorizer.vocabulary_size():,} {what} from "
             f"{len(self.texts):,} training texts",

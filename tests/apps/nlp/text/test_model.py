@@ -8,6 +8,7 @@ import pytest
 from apps.nlp.text.config import ModelConfig
 from apps.nlp.text.model import (
     BUILDERS,
+    VECTORIZER_MAKERS,
     build_bilstm,
     build_fasttext,
     load_model,
@@ -17,6 +18,7 @@ from apps.nlp.text.model import (
     make_char_vectorizer,
     make_vectorizer,
     predict_texts,
+    vectorizer_kind,
     vectorizer_names,
 )
 from shared.run import RunDir
@@ -66,9 +68,8 @@ def build_tiny(name: str, texts: list[str], n_classes: int = 2, multi_label: boo
     if name == "fasttext":
         bags = make_bag_vectorizer(TINY, texts), make_char_vectorizer(TINY, texts)
         return build_fasttext(TINY, *bags[:1], n_classes, multi_label, chars=bags[1])
-    if name == "char_cnn":
-        return BUILDERS[name](TINY, make_char_id_vectorizer(TINY, texts), n_classes, multi_label)
-    return BUILDERS[name](TINY, make_vectorizer(TINY, texts), n_classes, multi_label)
+    make, _ = VECTORIZER_MAKERS[vectorizer_kind(name)]
+    return BUILDERS[name](TINY, make(TINY, texts), n_classes, multi_label)
 
 
 # Every network's saved model is loaded again, in a fresh process, by test_portable.py.

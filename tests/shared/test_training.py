@@ -67,6 +67,24 @@ def test_schedule_warms_up_then_decays():
     assert rates[2] > rates[3] > rates[4] == pytest.approx(0.001, rel=1e-3)
 
 
+def test_weight_decay_shrinks_kernels_but_not_biases_or_normalisation():
+    inputs = keras.Input((3,))
+    hidden = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, hidden)
+    config = TrainConfig(learning_rate=0.1, weight_decay=0.5, warmup_epochs=0.0)  # 0.1 at step 0
+    optimizer = training.make_optimizer(config, steps_per_epoch=1, model=model)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    # Zero gradients leave Adam's own update at zero: what moves is the decay alone.
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_variables])
+    for variable, old in zip(model.trainable_variables, before, strict=True):
+        if len(variable.shape) == 2:  # the kernel: w <- w - lr * wd * w
+            np.testing.assert_allclose(variable.numpy(), old * (1 - 0.1 * 0.5), rtol=1e-6)
+        else:  # the Dense bias, the batch norm's gamma and beta
+            np.testing.assert_array_equal(variable.numpy(), old)
+    assert training.make_optimizer(TrainConfig(weight_decay=0.0), 1, model).weight_decay is None
+    assert type(training.make_optimizer(TrainConfig(weight_decay=0.0), 1)) is keras.optimizers.Adam
+
+
 def test_class_weights():
     y = np.array([0] * 90 + [1] * 10)
     assert training.class_weights(y, "none") is None

@@ -1,5 +1,5 @@
-"""Reusable Keras layers: the residual block, random resized crops and the Transformer
-encoder pieces."""
+"""Reusable Keras layers: the residual block, fused batch normalisation, random resized crops
+and the Transformer encoder pieces."""
 
 import math
 
@@ -100,6 +100,51 @@ class ResidualBlock(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="deepfield")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training pass over a 4-D channels-last batch is
+    TensorFlow's one fused kernel (FusedBatchNormV3 and its gradient op).
+
+    Keras 3 normalises with separate moments, subtract, scale and shift ops, and each is a pass
+    over the feature map forwards and backwards; on a 2-core CPU that made a small photo CNN's
+    step about a tenth slower and its first epoch about 0.2 s longer to trace. The arithmetic
+    is Keras's: the batch's biased variance normalises and feeds the moving variance. Inference,
+    other ranks, masks and renormalisation take Keras's own path, so the exported graph is the
+    same.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (
+            training
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.scale
+            and self.center
+        )
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, "float32")
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x,
+            tf.cast(self.gamma, "float32"),
+            tf.cast(self.beta, "float32"),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # The op returns the unbiased (n - 1) variance for the moving average; Keras keeps the
+        # biased one, which is what normalised the batch.
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, inputs.dtype)
 
 
 @keras.saving.register_keras_serializable(package="deepfield")

@@ -12,7 +12,7 @@ import keras
 
 from apps.vision.config import AugmentConfig, ModelConfig
 from shared.export import export_image_model, export_saved_model, image_spec, load_saved_model
-from shared.layers import RandomResizedCrop, ResidualBlock
+from shared.layers import FusedBatchNormalization, RandomResizedCrop, ResidualBlock
 from shared.run import RunDir
 from shared.steps import ModelMeta
 from shared.training import local_preset
@@ -94,7 +94,7 @@ def augmentation(config: AugmentConfig) -> keras.Sequential | None:
 
 def _conv_bn_relu(x, filters: int):
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM)(x)
     return keras.layers.ReLU()(x)
 
 

@@ -1,8 +1,10 @@
-"""shared.layers.ResidualBlock: shapes, shortcut projection, validation, save/load round trip."""
+"""shared.layers: the residual block (shapes, shortcut projection, validation, save/load round
+trip), fused batch normalisation, random resized crops and the Transformer pieces."""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from shared.layers import ResidualBlock
 
@@ -169,3 +171,34 @@ def test_random_resized_crop_validation_and_save_load(tmp_path):
     model.save(tmp_path / "crop.keras")
     loaded = keras.saving.load_model(tmp_path / "crop.keras").layers[0]
     assert (loaded.scale, loaded.ratio, loaded.seed) == ((0.4, 1.0), (0.75, 4 / 3), 3)
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm_and_saves(tmp_path):
+    from shared.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (8, 5, 5, 4)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    results = []
+    for kind in (keras.layers.BatchNormalization, FusedBatchNormalization):
+        layer = kind(momentum=0.9)
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, 4))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 4))
+        inputs = tf.Variable(x)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(inputs, training=True) * upstream)
+        grads = tape.gradient(loss, [inputs, layer.gamma.value, layer.beta.value])
+        results.append(
+            [layer(inputs, training=True).numpy(), *[g.numpy() for g in grads]]
+            + [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+            + [keras.ops.convert_to_numpy(layer(x, training=False))]
+        )
+    for keras_bn, fused in zip(*results, strict=True):
+        np.testing.assert_allclose(fused, keras_bn, rtol=1e-4, atol=1e-4)
+    # not the identity: the moving statistics moved from (0, 1) towards the batch's
+    assert results[1][4].mean() > 0.1 and results[1][5].mean() > 1.5
+    model = keras.Sequential([keras.Input((5, 5, 4)), FusedBatchNormalization(momentum=0.8)])
+    model.save(tmp_path / "bn.keras")
+    loaded = keras.saving.load_model(tmp_path / "bn.keras", safe_mode=True).layers[0]
+    assert isinstance(loaded, FusedBatchNormalization) and loaded.momentum == 0.8

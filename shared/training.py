@@ -228,15 +228,15 @@ def make_optimizer(
     optimizer = keras.optimizers.AdamW(learning_rate=rate, weight_decay=config.weight_decay)
     if model is not None:
         flat = [v for v in model.trainable_variables if len(v.shape) < 2]
-        if flat:
-            optimizer.exclude_from_weight_decay(var_list=flat)
+        optimizer.exclude_from_weight_decay(var_list=flat)
     return optimizer
 
 
 def compile_model(
     model: keras.Model, config: TrainConfig, n_rows: int, loss, metrics=None
 ) -> keras.Model:
-    """Compile with AdamW on the warm-up + cosine schedule and the config's XLA and step switches.
+    """Compile with AdamW (Adam without weight decay) on the config's schedule and its XLA and
+    step switches.
 
     Under several workers one step runs per call: Keras 3.15's multi-step loop feeds a
     placeholder that the collective strategy never fills, and the run fails.
